@@ -1,0 +1,147 @@
+"""Benchmark of the training methods on the AV-MNIST protocol (BENCHMARKS.md, issue 2).
+
+Trains every method variant for several seeds on one or both audio splits, evaluates
+each best-on-validation checkpoint on the test split with `edge-mla eval`, and writes
+a markdown table of mean +- std. Resumable: a run whose test.json exists is reused.
+
+  python benchmarks/train_bench.py --data-dir ../shared/data --out bench-out/train \
+      --splits official speaker --seeds 0 1 2 --limit 10000 --epochs 4 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# name -> (method, extra train flags, fusion key reported as "fused")
+VARIANTS = {
+    "joint": ("joint", [], "fused_sum"),
+    "unimodal": ("unimodal", [], "fused_mean"),
+    "ogm_ge": ("ogm_ge", [], "fused_sum"),
+    "mla": ("mla", ["--head-grad", "owm"], "fused"),
+    "mla_no_owm": ("mla", ["--head-grad", "none"], "fused"),
+    "mla_owm_norm": ("mla", ["--head-grad", "owm_norm"], "fused"),
+    "mla_mean_fusion": ("mla", ["--head-grad", "owm"], "fused_mean"),  # same runs as mla, other fusion
+}
+LABELS = {
+    "joint": "joint (late fusion, concat head)",
+    "unimodal": "unimodal (separate encoders+heads, mean fusion)",
+    "ogm_ge": "OGM-GE",
+    "mla": "MLA (paper OWM, entropy fusion)",
+    "mla_no_owm": "MLA without gradient modification",
+    "mla_owm_norm": "MLA, norm-preserving OWM (owm_norm)",
+    "mla_mean_fusion": "MLA (paper OWM) with mean fusion",
+}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_one(args, split: str, variant: str, seed: int) -> dict:
+    method, flags, _ = VARIANTS[variant]
+    run_dir = Path(args.out) / split / f"{variant}-s{seed}"
+    test_json = run_dir / "test.json"
+    if not test_json.is_file():
+        cmd = [sys.executable, "-m", "edge_mla.cli.main", "train", "--method", method, "--preset", args.preset, "--dataset", "avmnist",
+               "--data-dir", args.data_dir, "--split", split, "--epochs", str(args.epochs), "--limit", str(args.limit),
+               "--seed", str(seed), "--threads", str(args.threads), "--out", str(run_dir), "--force", "--no-progress", "--log-level", "WARNING", *flags]
+        t0 = time.time()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        print(f"[{time.time() - t0:6.0f}s] {split} {variant} seed {seed}", flush=True)
+    res = json.loads(test_json.read_text())
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    res["samples_per_s"] = statistics.median(m["samples_per_s"] for m in metrics)
+    res["P_frobenius"] = [m.get("P_frobenius") for m in metrics]
+    res["proj_ratio_mean"] = [m.get("proj_ratio_mean") for m in metrics]
+    return res
+
+
+def fmt(vals: list) -> str:
+    vals = [100 * v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+
+
+def table(results: dict, split: str, seeds: list) -> str:
+    cols = [("image", "image only"), ("audio", "audio only"), ("fused", "fused"), ("image_missing", "image missing"),
+            ("audio_missing", "audio missing"), ("image_black", "image black"), ("audio_silence", "audio silent"), ("audio_noise", "audio noise")]
+    lines = ["| method | " + " | ".join(c[1] for c in cols) + " | train samples/s |", "|---" * (len(cols) + 2) + "|"]
+    for variant in VARIANTS:
+        src = "mla" if variant == "mla_mean_fusion" else variant
+        runs = [results.get((split, src, s)) for s in seeds]
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        fused_key = VARIANTS[variant][2]
+        suffix = "_mean" if variant == "mla_mean_fusion" else ""
+        cells = []
+        for key, _ in cols:
+            k = fused_key if key == "fused" else (key + suffix if key in ("image_black", "audio_silence", "audio_noise") else key)
+            cells.append(fmt([r.get(k) for r in runs]))
+        sps = statistics.median(r["samples_per_s"] for r in runs)
+        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {sps:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=os.environ.get("EDGE_MLA_DATA", "../shared/data"))
+    ap.add_argument("--out", default="bench-out/train")
+    ap.add_argument("--splits", nargs="+", default=["official", "speaker"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "mla_mean_fusion"])
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--limit", type=int, default=10000)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=2, help="training processes at once")
+    args = ap.parse_args()
+    jobs = [(sp, v, s) for sp in args.splits for s in args.seeds for v in args.variants]
+    results: dict = {}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for key, res in zip(jobs, pool.map(lambda j: run_one(args, *j), jobs)):
+            results[key] = res
+    out = [f"Machine: {cpu_model()}, {os.cpu_count()} cores; preset {args.preset}, {args.limit} training pairs, {args.epochs} epochs, "
+           f"seeds {args.seeds}, {args.threads} torch thread(s) per run, {args.jobs} runs at once. Test accuracy (%) of the "
+           "checkpoint chosen on validation; mean ± std over seeds.\n"]
+    for sp in args.splits:
+        out.append(f"\n#### AV-MNIST, {sp} split\n")
+        out.append(table(results, sp, args.seeds))
+        out.append("")
+    owm = [(k, r) for k, r in results.items() if k[1] == "mla"]
+    if owm:
+        out.append("\n|P|_F per epoch and mean |G P|_F / |G|_F per epoch (paper OWM), first seed of each split:\n")
+        seen = set()
+        for (sp, _, s), r in sorted(owm):
+            if sp in seen:
+                continue
+            seen.add(sp)
+            out.append(f"- {sp}: |P|_F {[round(x, 3) for x in r['P_frobenius']]}, ratio {[round(x, 4) for x in r['proj_ratio_mean']]}")
+    text = "\n".join(out) + "\n"
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "results.md").write_text(text)
+    (Path(args.out) / "results.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1, default=str))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The checkpoint a run folder holds: state dicts + plain config, nothing pickled
+beyond tensors and primitives, so it loads with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from edge_mla.errors import EdgeMlaError
+
+FORMAT = "edge-mla-checkpoint/1"
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, model, classes: list, method: str, epoch: int, extra: dict | None = None) -> None:
+    import torch
+
+    payload = {
+        "format": FORMAT,
+        "model_config": model.cfg.to_dict(),
+        "state_dict": model.state_dict(),
+        "classes": list(classes),
+        "method": method,
+        "epoch": int(epoch),
+        "extra": extra or {},
+    }
+    tmp = Path(str(path) + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(run_dir: str | os.PathLike):
+    """Return (model in eval mode, payload dict). Errors name the file and the problem."""
+    import torch
+
+    from edge_mla.models import ModelConfig, build_model
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise EdgeMlaError(f"{run}: run folder not found")
+    path = run / CHECKPOINT_NAME
+    if not path.is_file():
+        raise EdgeMlaError(f"{path}: missing (is {run} a folder written by 'edge-mla train'?)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EdgeMlaError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise EdgeMlaError(f"{path}: not an edge-mla checkpoint (expected format {FORMAT})")
+    try:
+        cfg = ModelConfig.from_dict(payload["model_config"])
+        model = build_model(cfg)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise EdgeMlaError(f"{path}: checkpoint does not match its architecture ({first})") from None
+    model.eval()
+    return model, payload

@@ -1,0 +1,1 @@
+"""The `edge-mla` command: thin subcommands over the library (Polygraphy style)."""

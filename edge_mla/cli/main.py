@@ -1,0 +1,86 @@
+"""Entry point of the `edge-mla` console script.
+
+Each subcommand lives in its own module exposing ``register(subparsers, common)``
+(adds its parser with ``parents=[common]`` and sets ``func``) and is imported only when listed here, so `edge-mla run` on
+a device never imports torch. User errors (EdgeMlaError) print one line and exit 2;
+Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+from edge_mla import __version__
+from edge_mla.errors import EdgeMlaError
+
+# subcommand name -> module that registers it
+COMMANDS = {
+    "data": "edge_mla.cli.data_cmd",
+    "train": "edge_mla.cli.train_cmd",
+    "eval": "edge_mla.cli.eval_cmd",
+    "export": "edge_mla.cli.export_cmd",
+    "run": "edge_mla.cli.run_cmd",
+    "profile": "edge_mla.cli.profile_cmd",
+    "demo": "edge_mla.cli.demo_cmd",
+}
+
+DESCRIPTION = """\
+edge-mla: train a camera + microphone classifier with MLA, export one engine per
+modality (ONNX FP32/INT8, TensorRT), and run it as a streaming runtime.
+
+  edge-mla data demo                 build the built-in demo dataset
+  edge-mla train --dataset avmnist   train (MLA or a baseline) -> run folder
+  edge-mla eval RUN_DIR              accuracy per modality, fused, missing/corrupted
+  edge-mla export RUN_DIR --int8     engines + manifest.json
+  edge-mla run --engines DIR --camera 0 --mic default
+  edge-mla profile DIR               latency per engine, precision, stage
+"""
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-mla", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edge-mla {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity (default INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        if only is not None and name != only:
+            # A cheap placeholder keeps `edge-mla --help` listing every command
+            # without importing their (possibly heavy) modules.
+            sub.add_parser(name, help=f"see 'edge-mla {name} --help'", add_help=False)
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("edge_mla.cli"):
+                continue  # subcommand not built yet
+            raise
+        mod.register(sub, common)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    only = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only=only if only else "__none__")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, getattr(args, "log_level", "INFO")), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeMlaError as exc:
+        print(f"edge-mla {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"edge-mla {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""A user's own paired recordings on disk.
+
+Format (documented in README.md):
+
+    DIR/
+      pairs.csv        header: image,audio,label[,split]
+      images/...       any image OpenCV reads (PNG, JPEG, BMP); colour or grey
+      audio/...        any WAV/FLAC soundfile reads; any rate, mono or stereo
+      classes.txt      optional: one class name per line, fixing the label order
+
+Paths in pairs.csv are relative to DIR. ``label`` is a class name (or an integer);
+``split`` is train, val or test. Without a split column a seeded, stratified
+70/15/15 split is drawn. Audio is mixed to mono and resampled to the model's rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edge_mla.data.pairs import PairedDataset, PairedSplit
+from edge_mla.errors import EdgeMlaError
+from edge_mla.preprocess import image_to_tensor, resample
+
+log = logging.getLogger(__name__)
+REQUIRED = ("image", "audio", "label")
+
+
+def read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
+    """Read a sound file as int16 mono PCM at ``sample_rate``; errors name the file."""
+    import soundfile as sf
+
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise EdgeMlaError(f"{path}: cannot read audio ({exc})") from None
+    x = resample(data.mean(axis=1), int(sr), sample_rate)
+    return np.clip(x * 32767, -32768, 32767).astype(np.int16)
+
+
+def read_image_file(path: Path, size: int) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise EdgeMlaError(f"{path}: cannot read image (missing or not an image file)")
+    return image_to_tensor(img, size)
+
+
+def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_seconds: float = 1.0, image_size: int = 28) -> PairedDataset:
+    base = Path(root)
+    csv_path = base / "pairs.csv"
+    if not csv_path.is_file():
+        raise EdgeMlaError(f"{csv_path}: not found (a folder dataset needs pairs.csv with columns image,audio,label[,split])")
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise EdgeMlaError(f"{csv_path}: missing column(s) {', '.join(missing)} (have: {', '.join(header) or 'none'})")
+        rows = list(reader)
+    if not rows:
+        raise EdgeMlaError(f"{csv_path}: no pairs listed")
+    classes_file = base / "classes.txt"
+    if classes_file.is_file():
+        classes = [ln.strip() for ln in classes_file.read_text().splitlines() if ln.strip()]
+    else:
+        names = sorted({r["label"] for r in rows})
+        classes = sorted(names, key=int) if all(n.lstrip("-").isdigit() for n in names) else names
+    cls_index = {c: i for i, c in enumerate(classes)}
+    images, clips, labels, parts = [], [], [], []
+    img_cache: dict = {}
+    clip_cache: dict = {}
+    for lineno, r in enumerate(rows, start=2):
+        if r["label"] not in cls_index:
+            raise EdgeMlaError(f"{csv_path}:{lineno}: label {r['label']!r} is not in {classes_file.name if classes_file.is_file() else 'the classes'}")
+        ip, ap = base / r["image"], base / r["audio"]
+        if ip not in img_cache:
+            img_cache[ip] = len(images)
+            images.append(read_image_file(ip, image_size))
+        if ap not in clip_cache:
+            clip_cache[ap] = len(clips)
+            clips.append(read_audio_file(ap, sample_rate))
+        labels.append(cls_index[r["label"]])
+        sp = (r.get("split") or "").strip().lower()
+        if sp and sp not in ("train", "val", "test"):
+            raise EdgeMlaError(f"{csv_path}:{lineno}: split {sp!r} must be train, val or test")
+        parts.append(sp)
+    labels_a = np.asarray(labels, np.int64)
+    img_idx = np.asarray([img_cache[base / r["image"]] for r in rows], np.int64)
+    clip_idx = np.asarray([clip_cache[base / r["audio"]] for r in rows], np.int64)
+    part = np.asarray([{"train": 0, "val": 1, "test": 2}.get(p, -1) for p in parts])
+    if (part < 0).any():
+        rng = np.random.default_rng(seed)
+        for c in range(len(classes)):
+            todo = rng.permutation(np.flatnonzero((labels_a == c) & (part < 0)))
+            n = len(todo)
+            part[todo[: int(round(0.7 * n))]] = 0
+            part[todo[int(round(0.7 * n)) : int(round(0.85 * n))]] = 1
+            part[todo[int(round(0.85 * n)) :]] = 2
+    imgs = np.stack(images)
+
+    def make(p: int) -> PairedSplit:
+        sel = np.flatnonzero(part == p)
+        return PairedSplit(imgs, clips, img_idx[sel], clip_idx[sel], labels_a[sel])
+
+    ds = PairedDataset(
+        name="folder",
+        classes=classes,
+        sample_rate=sample_rate,
+        window=int(round(window_seconds * sample_rate)),
+        image_size=image_size,
+        train=make(0),
+        val=make(1),
+        test=make(2),
+        info={"root": str(base), "pairs": len(rows)},
+    )
+    for name in ("train", "val"):
+        if len(ds.split(name)) == 0:
+            raise EdgeMlaError(f"{csv_path}: the {name} split is empty; add pairs or a split column")
+    return ds

@@ -1,0 +1,76 @@
+"""Uncertainty (entropy) weighted fusion: the one implementation used by
+evaluation, export checks and the runtime alike.
+
+Weights are computed per sample (the authors' code took one weight per batch, so a
+prediction depended on its batch-mates). A missing modality is left out of the sums.
+Pure numpy so that the runtime never needs torch.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import numpy as np
+
+FUSION_RULES = ("entropy", "mean", "sum")
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = logits - np.max(logits, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def entropy(logits: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of softmax(logits) along the last axis."""
+    z = logits - np.max(logits, axis=-1, keepdims=True)
+    logp = z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+    return -np.sum(np.exp(logp) * logp, axis=-1)
+
+
+def fusion_weights(
+    logits: Mapping[str, np.ndarray],
+    rule: str = "entropy",
+    available: Optional[Mapping[str, np.ndarray]] = None,
+) -> dict[str, np.ndarray]:
+    """Per-sample weight of each modality, shape (N,) each, summing to 1 over the
+    modalities available for that sample.
+
+    entropy: lambda_m = softmax over modalities of (-e_m), i.e.
+        exp(max_j e_j - e_m) / sum_k exp(max_j e_j - e_k).
+    mean: equal weights; sum: weight 1 each (the late-fusion sum of logits).
+    ``available`` maps a modality to a boolean (N,) mask; a masked-out modality
+    gets weight 0 for that sample.
+    """
+    if rule not in FUSION_RULES:
+        raise ValueError(f"unknown fusion rule {rule!r}; choose one of {', '.join(FUSION_RULES)}")
+    names = list(logits)
+    if not names:
+        raise ValueError("fusion needs at least one modality")
+    n = np.asarray(logits[names[0]]).shape[0]
+    mask = np.stack(
+        [np.ones(n, bool) if available is None or m not in available else np.asarray(available[m], bool) for m in names]
+    )  # (M, N)
+    if rule == "sum":
+        w = mask.astype(np.float64)
+    elif rule == "mean":
+        w = mask / np.maximum(mask.sum(axis=0, keepdims=True), 1)
+    else:
+        e = np.stack([entropy(np.asarray(logits[m], np.float64)) for m in names])  # (M, N)
+        e = np.where(mask, e, -np.inf)
+        emax = np.max(e, axis=0, keepdims=True)
+        emax = np.where(np.isfinite(emax), emax, 0.0)
+        num = np.where(mask, np.exp(emax - np.where(mask, e, 0.0)), 0.0)
+        w = num / np.maximum(num.sum(axis=0, keepdims=True), 1e-300)
+    return {m: w[i].astype(np.float32) for i, m in enumerate(names)}
+
+
+def fuse(
+    logits: Mapping[str, np.ndarray],
+    rule: str = "entropy",
+    available: Optional[Mapping[str, np.ndarray]] = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Fused logits (N, C) and the per-sample weights used."""
+    w = fusion_weights(logits, rule, available)
+    fused = sum(w[m][:, None] * np.asarray(logits[m], np.float32) for m in logits)
+    return np.asarray(fused, np.float32), w

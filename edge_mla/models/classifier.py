@@ -1,0 +1,116 @@
+"""The multimodal classifier: one encoder per modality and a head.
+
+head="shared"   (MLA): z_m = W h_m + b, one W for every modality.
+head="concat"   (joint, OGM-GE): z = W [h_1; h_2] + b; modality m's own logits are
+                W[:, block m] h_m + b / M, so the fused logits are their sum.
+head="separate" (unimodal): an independent head per modality.
+Every method therefore yields per-modality logits z_m, which is what each exported
+engine computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from edge_mla import MODALITIES
+from edge_mla.models.encoders import AudioEncoder, ImageEncoder, ResNet18, TinyCNN
+from edge_mla.models.frontend import LogMel
+
+PRESETS = ("tiny", "resnet18")
+HEADS = ("shared", "concat", "separate")
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"
+    num_classes: int = 10
+    head: str = "shared"
+    image_size: int = 28
+    sample_rate: int = 8000
+    window: int = 8000
+    n_mels: int = 40
+    n_fft: int = 256
+    hop: int = 80
+    dim: int = 0  # 0: the preset's default (tiny 64, resnet18 512)
+    modalities: tuple = field(default_factory=lambda: MODALITIES)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}")
+        self.modalities = tuple(self.modalities)
+        if not self.dim:
+            self.dim = 64 if self.preset == "tiny" else 512
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _backbone(preset: str, dim: int, stem_stride: int) -> nn.Module:
+    if preset == "tiny":
+        return TinyCNN(dim)
+    return ResNet18(stem_stride=stem_stride, dim=dim)
+
+
+class MultimodalClassifier(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        enc = {}
+        if "image" in cfg.modalities:
+            enc["image"] = ImageEncoder(_backbone(cfg.preset, cfg.dim, 1))
+        if "audio" in cfg.modalities:
+            enc["audio"] = AudioEncoder(
+                LogMel(cfg.sample_rate, cfg.n_fft, cfg.hop, cfg.n_mels), _backbone(cfg.preset, cfg.dim, 2 if cfg.preset == "resnet18" else 1)
+            )
+        self.encoders = nn.ModuleDict(enc)
+        m = len(self.encoders)
+        if cfg.head == "shared":
+            self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        elif cfg.head == "concat":
+            self.head = nn.Linear(cfg.dim * m, cfg.num_classes)
+        else:
+            self.heads = nn.ModuleDict({k: nn.Linear(cfg.dim, cfg.num_classes) for k in self.encoders})
+
+    @property
+    def modalities(self) -> list:
+        return list(self.encoders)
+
+    def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        return self.encoders[modality](x)
+
+    def head_logits(self, modality: str, h: torch.Tensor) -> torch.Tensor:
+        """Modality m's logits from its embedding, for every head kind."""
+        if self.cfg.head == "shared":
+            return self.head(h)
+        if self.cfg.head == "separate":
+            return self.heads[modality](h)
+        i = self.modalities.index(modality)
+        d = self.cfg.dim
+        w = self.head.weight[:, i * d : (i + 1) * d]
+        return h @ w.t() + self.head.bias / len(self.encoders)
+
+    def logits(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        return self.head_logits(modality, self.embed(modality, x))
+
+    def forward(self, inputs: dict) -> dict:
+        """Per-modality logits for whichever modalities are present in ``inputs``."""
+        return {m: self.logits(m, x) for m, x in inputs.items()}
+
+    def head_parameters(self) -> list:
+        return list(self.head.parameters()) if self.cfg.head != "separate" else list(self.heads.parameters())
+
+
+def build_model(cfg: ModelConfig) -> MultimodalClassifier:
+    return MultimodalClassifier(cfg)

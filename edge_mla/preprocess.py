@@ -1,0 +1,103 @@
+"""The one definition of input preprocessing, shared by training, export
+calibration and the runtime (numpy + OpenCV, never torch).
+
+Images: any grey or BGR frame -> (1, S, S) float32 in [0, 1], white digit on black.
+Audio: float32 PCM in [-1, 1] at the engine's sample rate, padded or trimmed to the
+window; the log-mel front end lives inside the audio engine itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def image_to_tensor(frame: np.ndarray, size: int, invert: bool = False) -> np.ndarray:
+    """Convert a frame (H, W), (H, W, 1) or BGR (H, W, 3), uint8 or float in [0, 1],
+    to the engine's (1, size, size) float32 input.
+
+    A centred square crop keeps the aspect ratio so that a 16:9 camera and a square
+    training image see the digit at the same scale.
+    """
+    import cv2  # local: keeps `import edge_mla` numpy-only
+
+    img = np.asarray(frame)
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim != 2:
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, 3), got {img.shape}")
+    img = img.astype(np.float32)
+    if np.asarray(frame).dtype == np.uint8 or img.max() > 1.5:
+        img = img / 255.0
+    h, w = img.shape
+    if h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        img = img[top : top + s, left : left + s]
+    if img.shape[0] != size:
+        interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+        img = cv2.resize(img, (size, size), interpolation=interp)
+    if invert:
+        img = 1.0 - img
+    return np.clip(img, 0.0, 1.0)[None].astype(np.float32)
+
+
+def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
+    """int16 or float PCM -> float32 in [-1, 1]."""
+    a = np.asarray(pcm)
+    if a.dtype == np.int16:
+        return a.astype(np.float32) / 32768.0
+    return a.astype(np.float32)
+
+
+def fit_window(clip: np.ndarray, window: int, offset: int | None = None) -> np.ndarray:
+    """Place a clip in a window of ``window`` samples.
+
+    A short clip is zero-padded; ``offset`` is where it starts (None: centred). A long
+    clip is trimmed around its centre (or from ``offset`` into the clip if given as a
+    negative number of samples to skip).
+    """
+    clip = pcm_to_float(clip)
+    out = np.zeros(window, np.float32)
+    n = clip.shape[0]
+    if n >= window:
+        start = (n - window) // 2 if offset is None else min(max(-offset, 0), n - window)
+        out[:] = clip[start : start + window]
+    else:
+        start = (window - n) // 2 if offset is None else min(max(offset, 0), window - n)
+        out[start : start + n] = clip
+    return out
+
+
+def resample(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """Band-limited resampling by a rational factor (windowed-sinc polyphase).
+
+    Used for microphone capture (48 kHz -> engine rate) and for user WAV files, so
+    it must not alias speech: the low-pass sits at 0.45 of the lower Nyquist rate.
+    """
+    from math import gcd
+
+    x = np.asarray(x, np.float32)
+    if src_rate == dst_rate or x.size == 0:
+        return x.copy()
+    g = gcd(int(src_rate), int(dst_rate))
+    up, down = int(dst_rate) // g, int(src_rate) // g
+    cutoff = 0.9 / (2 * max(up, down))  # in cycles per upsampled sample
+    half = 16 * max(up, down)
+    t = np.arange(-half, half + 1, dtype=np.float64)
+    h = 2 * cutoff * np.sinc(2 * cutoff * t) * np.kaiser(t.size, 8.0)
+    h = (h * up).astype(np.float32)
+    n_out = int(np.ceil(x.size * up / down))
+    # Polyphase: output k takes the upsampled signal at k*down, i.e. input samples
+    # j with j*up near k*down, weighted by the filter at (k*down - j*up).
+    k = np.arange(n_out)
+    pos = k * down
+    j0 = (pos - half) // up
+    taps = int(np.ceil((2 * half + 1) / up)) + 1
+    j = j0[:, None] + np.arange(taps)[None, :]
+    idx = pos[:, None] - j * up + half
+    valid = (j >= 0) & (j < x.size) & (idx >= 0) & (idx < h.size)
+    xs = np.where(valid, x[np.clip(j, 0, x.size - 1)], 0.0)
+    hs = np.where(valid, h[np.clip(idx, 0, h.size - 1)], 0.0)
+    return np.sum(xs * hs, axis=1).astype(np.float32)

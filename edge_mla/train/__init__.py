@@ -1,0 +1,12 @@
+"""Training: MLA (alternating unimodal adaptation) and the baselines in one harness."""
+
+from edge_mla.train.config import METHODS, TrainConfig
+
+__all__ = ["METHODS", "TrainConfig", "train"]
+
+
+def train(cfg: TrainConfig):
+    """Train per ``cfg`` and return the run folder (Path). Imported lazily: torch."""
+    from edge_mla.train.trainer import train as _train
+
+    return _train(cfg)

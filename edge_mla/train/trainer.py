@@ -1,0 +1,161 @@
+"""The training harness shared by every method: data, epochs, validation, checkpoint
+selection on validation (never test), and the run folder.
+
+Run folder: config.json (resolved TrainConfig + model config + dataset facts),
+metrics.jsonl (one line per epoch), curves.png, checkpoint.pt (the best epoch on the
+validation split by the method's own fusion rule), test.json (final test metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge_mla import __version__
+from edge_mla.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, save_checkpoint
+from edge_mla.data import iterate_batches, load_dataset
+from edge_mla.errors import EdgeMlaError
+from edge_mla.evaluate import evaluate
+from edge_mla.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.dataset}-{cfg.method}-{cfg.preset}-s{cfg.seed}-{stamp}"
+
+
+def prepare_run_dir(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    if out.exists() and any(out.iterdir()):
+        if not cfg.force:
+            raise EdgeMlaError(f"{out}: run folder exists and is not empty (use --force to overwrite)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _subsample(split, limit, rng):
+    if limit is None or limit >= len(split):
+        return split
+    return split.subset(np.sort(rng.choice(len(split), size=limit, replace=False)))
+
+
+def train(cfg: TrainConfig) -> Path:
+    import torch
+
+    from edge_mla.models import ModelConfig, build_model
+    from edge_mla.train.methods import make_method
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    ds = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, split=cfg.split)
+    rng = np.random.default_rng(cfg.seed)
+    train_split = _subsample(ds.train, cfg.limit, rng)
+    val_split = _subsample(ds.val, cfg.val_limit, np.random.default_rng(cfg.seed + 1))
+    out = prepare_run_dir(cfg)
+
+    mcfg = ModelConfig(
+        preset=cfg.preset,
+        num_classes=len(ds.classes),
+        head=cfg.head_kind,
+        image_size=ds.image_size,
+        sample_rate=ds.sample_rate,
+        window=ds.window,
+    )
+    model = build_model(mcfg)
+    method = make_method(model, cfg)
+    resolved = {
+        "train": cfg.to_dict(),
+        "model": mcfg.to_dict(),
+        "dataset": {"name": ds.name, "classes": ds.classes, "train_pairs": len(train_split), "val_pairs": len(val_split), "test_pairs": len(ds.test), **ds.info},
+        "edge_mla_version": __version__,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    # Flat keys that later stages (export, calibration) read without knowing TrainConfig.
+    resolved.update({k: resolved["train"][k] for k in ("dataset", "data_dir", "split", "seed", "method", "preset")})
+    if cfg.data_dir:
+        resolved["data_dir"] = str(Path(cfg.data_dir).resolve())
+    (out / CONFIG_NAME).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    log.info("run folder %s: %s on %s (%d train pairs, %d val pairs)", out, cfg.method, ds.name, len(train_split), len(val_split))
+
+    n_batches = int(np.ceil(len(train_split) / cfg.batch_size))
+    step_epoch = max(1, int(round(cfg.lr_step * cfg.epochs))) if cfg.lr_step < 1 else cfg.epochs + 1
+    best_score, best_epoch = -1.0, -1
+    history = []
+    metrics_path = out / METRICS_NAME
+    metrics_path.write_text("")
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    for epoch in range(cfg.epochs):
+        lr = cfg.lr * (0.1 if epoch >= step_epoch else 1.0)
+        method.set_lr(lr)
+        model.train()
+        t0 = time.perf_counter()
+        sums: dict = {}
+        batches = iterate_batches(train_split, cfg.batch_size, ds.window, shuffle=True, rng=rng, augment=cfg.augment)
+        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=None if cfg.progress else True, leave=False) if tqdm else batches
+        for b, (img, aud, y) in enumerate(bar):
+            batch = {"image": torch.from_numpy(img), "audio": torch.from_numpy(aud)}
+            batch = {m: x for m, x in batch.items() if m in model.encoders}
+            stats = method.step(batch, torch.from_numpy(y), (b, n_batches))
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if tqdm and cfg.progress and b % 20 == 0:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k.startswith("loss")})
+        train_time = time.perf_counter() - t0
+        val = evaluate(model, val_split, ds.window, full=False)
+        score = val["fused" if cfg.native_fusion == "entropy" else f"fused_{cfg.native_fusion}"]
+        rec = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_seconds": round(train_time, 3),
+            "samples_per_s": round(len(train_split) / train_time, 1),
+            **{k: v / n_batches for k, v in sums.items()},
+            **method.epoch_stats(),
+            "val": {k: v for k, v in val.items() if k != "weights"},
+            "val_score": score,
+        }
+        history.append(rec)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch = score, epoch + 1
+            save_checkpoint(out / CHECKPOINT_NAME, model, ds.classes, cfg.method, epoch + 1, {"val": rec["val"], "config": cfg.to_dict()})
+        log.info(
+            "epoch %d/%d: %.0f samples/s, val image %.3f audio %.3f fused %.3f%s",
+            epoch + 1, cfg.epochs, rec["samples_per_s"], val.get("image", float("nan")), val.get("audio", float("nan")), score,
+            " (best)" if improved else "",
+        )
+    summary = {"best_epoch": best_epoch, "best_val_score": best_score, "epochs": cfg.epochs}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    try:
+        from edge_mla.plots import plot_curves
+
+        plot_curves(history, out / "curves.png", title=f"{cfg.method} / {cfg.preset} / {ds.name}")
+    except Exception as exc:  # a missing plot must not lose a finished run
+        log.warning("could not draw curves.png: %s", exc)
+    return out
