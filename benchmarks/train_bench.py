@@ -59,7 +59,8 @@ def run_one(args, split: str, variant: str, seed: int) -> dict:
     if not test_json.is_file():
         cmd = [sys.executable, "-m", "edge_mla.cli.main", "train", "--method", method, "--preset", args.preset, "--dataset", "avmnist",
                "--data-dir", args.data_dir, "--split", split, "--epochs", str(args.epochs), "--limit", str(args.limit),
-               "--seed", str(seed), "--threads", str(args.threads), "--out", str(run_dir), "--force", "--no-progress", "--log-level", "WARNING", *flags]
+               "--seed", str(seed), "--threads", str(args.threads), "--out", str(run_dir), "--force", "--no-progress", "--log-level", "WARNING",
+               "--val-limit", str(args.val_limit), *([] if args.corrupt else ["--no-corrupt"]), *flags]
         t0 = time.time()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         print(f"[{time.time() - t0:6.0f}s] {split} {variant} seed {seed}", flush=True)
@@ -81,9 +82,12 @@ def fmt(vals: list) -> str:
 
 
 def table(results: dict, split: str, seeds: list) -> str:
+    """Mean ± std over the seeds that have finished (the n column says how many)."""
     cols = [("image", "image only"), ("audio", "audio only"), ("fused", "fused"), ("image_missing", "image missing"),
             ("audio_missing", "audio missing"), ("image_black", "image black"), ("audio_silence", "audio silent"), ("audio_noise", "audio noise")]
-    lines = ["| method | " + " | ".join(c[1] for c in cols) + " | train samples/s |", "|---" * (len(cols) + 2) + "|"]
+    present = {k for r in results.values() for k in r}
+    cols = [c for c in cols if c[0] in present or c[0] == "fused"]
+    lines = ["| method | n | " + " | ".join(c[1] for c in cols) + " | train samples/s |", "|---" * (len(cols) + 3) + "|"]
     for variant in VARIANTS:
         src = "mla" if variant == "mla_mean_fusion" else variant
         runs = [results.get((split, src, s)) for s in seeds]
@@ -97,7 +101,7 @@ def table(results: dict, split: str, seeds: list) -> str:
             k = fused_key if key == "fused" else (key + suffix if key in ("image_black", "audio_silence", "audio_noise") else key)
             cells.append(fmt([r.get(k) for r in runs]))
         sps = statistics.median(r["samples_per_s"] for r in runs)
-        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + f" | {sps:.0f} |")
+        lines.append(f"| {LABELS[variant]} | {len(runs)} | " + " | ".join(cells) + f" | {sps:.0f} |")
     return "\n".join(lines)
 
 
@@ -113,14 +117,24 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2, help="training processes at once")
+    ap.add_argument("--report-only", action="store_true", help="only tabulate the runs that have finished")
+    ap.add_argument("--val-limit", type=int, default=2000, help="validation pairs scored each epoch")
+    ap.add_argument("--no-corrupt", dest="corrupt", action="store_false", help="skip corrupted-input test passes")
+    ap.add_argument("--speaker-variants", nargs="+", default=["joint", "unimodal", "ogm_ge", "mla", "mla_no_owm"], help="variants run on the speaker split")
     args = ap.parse_args()
-    jobs = [(sp, v, s) for sp in args.splits for s in args.seeds for v in args.variants]
+    # Seed-major order: partial results cover every split and method early.
+    jobs = [(sp, v, s) for s in args.seeds for sp in args.splits for v in (args.speaker_variants if sp == "speaker" else args.variants)]
     results: dict = {}
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for key, res in zip(jobs, pool.map(lambda j: run_one(args, *j), jobs)):
-            results[key] = res
+    if args.report_only:
+        for j in jobs:
+            if (Path(args.out) / j[0] / f"{j[1]}-s{j[2]}" / "test.json").is_file():
+                results[j] = run_one(args, *j)
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for key, res in zip(jobs, pool.map(lambda j: run_one(args, *j), jobs)):
+                results[key] = res
     out = [f"Machine: {cpu_model()}, {os.cpu_count()} cores; preset {args.preset}, {args.limit} training pairs, {args.epochs} epochs, "
-           f"seeds {args.seeds}, {args.threads} torch thread(s) per run, {args.jobs} runs at once. Test accuracy (%) of the "
+           f"seeds {args.seeds}, {args.threads} torch thread(s) per run, {args.jobs} runs at once, {args.val_limit} validation pairs. Test accuracy (%) of the "
            "checkpoint chosen on validation; mean ± std over seeds.\n"]
     for sp in args.splits:
         out.append(f"\n#### AV-MNIST, {sp} split\n")

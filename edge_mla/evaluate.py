@@ -48,9 +48,10 @@ def fused_accuracy(logits: dict, labels: np.ndarray, rule: str, drop: Optional[s
     return accuracy(z, labels), {m: float(np.mean(v)) for m, v in w.items()}
 
 
-def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full: bool = True) -> dict:
+def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full: bool = True, corrupt: bool = True) -> dict:
     """The metrics `edge-mla eval --json` prints. ``full=False`` (per-epoch
-    validation) skips the corrupted-input passes."""
+    validation) gives accuracies and fusion only; ``corrupt=False`` keeps the
+    missing-modality cases but skips the three corrupted-input passes."""
     logits, y = collect_logits(model, split, window, batch_size)
     res: dict = {"n": int(len(y))}
     for m in logits:
@@ -63,7 +64,7 @@ def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full
         return res
     for m in logits:
         res[f"{m}_missing"], _ = fused_accuracy(logits, y, "entropy", drop=m)
-    for case in CORRUPTIONS:
+    for case in CORRUPTIONS if corrupt else ():
         if case.split("_")[0] not in logits:
             continue
         c_logits, _ = collect_logits(model, split, window, batch_size, corrupt=case)

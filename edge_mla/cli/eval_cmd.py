@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--data-dir", help="data folder (default: the run's, else $EDGE_MLA_DATA)")
     p.add_argument("--split", dest="eval_split", default="test", choices=["test", "val"], help="which split to score (default test)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--no-corrupt", dest="corrupt", action="store_false", help="skip the corrupted-input passes (faster)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +53,7 @@ def read_run_config(run_dir: str) -> dict:
         raise EdgeMlaError(f"{path}: not valid JSON ({exc})") from None
 
 
-def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str = "test") -> dict:
+def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str = "test", corrupt: bool = True) -> dict:
     from edge_mla.checkpoint import load_checkpoint
     from edge_mla.data import load_dataset
     from edge_mla.evaluate import evaluate
@@ -60,7 +61,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str =
     conf = read_run_config(run_dir)
     model, payload = load_checkpoint(run_dir)
     ds = load_dataset(conf["dataset"], data_dir or conf.get("data_dir"), seed=conf.get("seed", 0), split=conf.get("split", "official"))
-    res = evaluate(model, ds.split(split_name), ds.window)
+    res = evaluate(model, ds.split(split_name), ds.window, corrupt=corrupt)
     res.update({"split": split_name, "method": payload.get("method"), "epoch": payload.get("epoch"), "dataset": ds.name})
     return res
 
@@ -77,7 +78,7 @@ def format_table(res: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    res = evaluate_run(args.run_dir, args.data_dir, args.eval_split)
+    res = evaluate_run(args.run_dir, args.data_dir, args.eval_split, args.corrupt)
     out = Path(args.run_dir) / f"{args.eval_split}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res) if args.json else format_table(res))

@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--out", help="run folder (default runs/DATASET-METHOD-PRESET-sSEED-TIME)")
     p.add_argument("--force", action="store_const", const=True, help="overwrite a non-empty run folder")
     p.add_argument("--no-test", dest="test", action="store_false", help="skip the final test-split evaluation")
+    p.add_argument("--no-corrupt", dest="corrupt", action="store_false", help="final test evaluation without the corrupted-input passes")
     p.set_defaults(func=run)
 
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.test:
         from edge_mla.cli.eval_cmd import evaluate_run, format_table
 
-        res = evaluate_run(str(out), cfg.data_dir, split_name="test")
+        res = evaluate_run(str(out), cfg.data_dir, split_name="test", corrupt=args.corrupt)
         (out / "test.json").write_text(json.dumps(res, indent=2) + "\n")
         print(format_table(res))
     return 0

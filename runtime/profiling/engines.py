@@ -1,0 +1,253 @@
+"""Time every engine of an engine folder under each available backend and precision.
+
+All timings of one profile come from one process run, so the ratios it reports
+(INT8 vs FP32, PyTorch eager vs ONNX Runtime, batch N vs batch 1) compare like with
+like; absolute times depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edge_mla.errors import EdgeMlaError
+from edge_mla.manifest import Manifest, load_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProfileConfig:
+    engines: Path
+    batches: list = field(default_factory=lambda: [1, 8])
+    threads: list = field(default_factory=lambda: [1, 2])
+    warmup: int = 20
+    repeats: int = 200
+    backends: list = field(default_factory=lambda: ["onnxruntime", "torch", "tensorrt"])
+    precisions: Optional[list] = None  # default: every variant in the manifest
+    run_dir: Optional[Path] = None  # for PyTorch eager; default: the manifest's model.run_dir
+
+    def __post_init__(self) -> None:
+        self.engines = Path(self.engines)
+        if self.repeats < 1 or self.warmup < 0:
+            raise EdgeMlaError("--repeats must be at least 1 and --warmup at least 0")
+        if any(b < 1 for b in self.batches) or any(t < 1 for t in self.threads):
+            raise EdgeMlaError("--batch and --threads values must be at least 1")
+
+
+@dataclass
+class EngineTiming:
+    modality: str
+    backend: str
+    precision: str
+    batch: int
+    threads: int
+    ms: dict  # min, p50, p90, p99, max, mean
+    macs: Optional[int] = None  # per example
+    gmacs_per_s: Optional[float] = None  # achieved at p50
+    file: Optional[str] = None
+    samples_ms: list = field(default_factory=list)  # every timed run, for histograms
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(samples_s: list) -> dict:
+    a = np.asarray(samples_s) * 1000.0
+    return {
+        "min": float(a.min()), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean()), "n": int(a.size),
+    }
+
+
+def time_call(fn, warmup: int, repeats: int) -> list:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def example_input(spec_entry: dict, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """A realistic input: a random image in [0, 1], or speech-level noise PCM."""
+    shape = [batch] + [int(d) for d in spec_entry["input"]["shape"][1:]]
+    if "audio" in spec_entry:
+        return (rng.normal(0, 0.1, shape)).astype(np.float32)
+    return rng.random(shape, dtype=np.float32)
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _variants(manifest: Manifest, modality: str) -> dict:
+    e = manifest.data["engines"][modality]
+    out = {name: v for name, v in e.get("variants", {}).items() if str(v.get("file", "")).endswith(".onnx")}
+    out.setdefault(e["precision"], {"file": e["file"]})
+    return out
+
+
+def _macs(path: Path) -> Optional[int]:
+    try:
+        from edge_mla.runtime.profiling.macs import count_macs
+
+        return count_macs(path)
+    except ImportError:
+        log.info("onnx is not installed: MACs not counted")
+    except Exception as exc:  # shape inference can fail on exotic graphs
+        log.warning("could not count MACs of %s: %s", path.name, exc)
+    return None
+
+
+def _torch_model(cfg: ProfileConfig, manifest: Manifest):
+    if "torch" not in cfg.backends:
+        return None
+    run_dir = cfg.run_dir or manifest.data.get("model", {}).get("run_dir")
+    if not run_dir or not Path(run_dir).is_dir():
+        log.info("PyTorch eager not profiled: no run folder (pass --run-dir)")
+        return None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        log.info("PyTorch eager not profiled: torch is not installed (runtime-only device)")
+        return None
+    from edge_mla.checkpoint import load_checkpoint
+
+    try:
+        model, _ = load_checkpoint(run_dir)
+    except EdgeMlaError as exc:
+        log.warning("PyTorch eager not profiled: %s", exc)
+        return None
+    return model
+
+
+def profile_engines(cfg: ProfileConfig, progress: bool = True) -> dict:
+    """Returns {"timings": [EngineTiming...], "ratios": {...}, "machine": {...}, "notes": [...]}."""
+    manifest = load_manifest(cfg.engines)
+    rng = np.random.default_rng(0)
+    timings: list = []
+    notes: list = []
+    jobs = []
+    for m in manifest.modalities:
+        variants = _variants(manifest, m)
+        for prec, var in variants.items():
+            if cfg.precisions and prec not in cfg.precisions:
+                continue
+            for batch in cfg.batches:
+                for threads in cfg.threads:
+                    jobs.append(("onnxruntime", m, prec, var["file"], batch, threads))
+    if "onnxruntime" not in cfg.backends:
+        jobs = []
+    try:
+        from tqdm import tqdm
+
+        it = tqdm(jobs, desc="profiling engines", unit="config", disable=None if progress else True)
+    except ImportError:  # pragma: no cover - tqdm is optional on a device
+        it = jobs
+    macs_cache: dict = {}
+    for backend, m, prec, fname, batch, threads in it:
+        path = manifest.root / fname
+        if path not in macs_cache:
+            macs_cache[path] = _macs(path)
+        sess = _ort_session(path, threads)
+        entry = manifest.data["engines"][m]
+        x = example_input(entry, batch, rng)
+        feed = {entry["input"]["name"]: x}
+        samples = time_call(lambda: sess.run(None, feed), cfg.warmup, cfg.repeats)
+        timings.append(_timing(m, backend, prec, batch, threads, samples, macs_cache[path], fname))
+
+    model = _torch_model(cfg, manifest)
+    if model is not None:
+        import torch
+
+        fp32_macs = {m: next((t.macs for t in timings if t.modality == m and t.precision == "fp32"), None) for m in manifest.modalities}
+        for m in manifest.modalities:
+            for batch in cfg.batches:
+                for threads in cfg.threads:
+                    torch.set_num_threads(threads)
+                    x = torch.from_numpy(example_input(manifest.data["engines"][m], batch, rng))
+                    with torch.inference_mode():
+                        samples = time_call(lambda: model.logits(m, x), cfg.warmup, cfg.repeats)
+                    timings.append(_timing(m, "torch", "fp32", batch, threads, samples, fp32_macs.get(m), None))
+    if "tensorrt" in cfg.backends:
+        try:
+            import tensorrt  # noqa: F401
+
+            notes.append("tensorrt imports, but plan timing needs a CUDA device; run trtexec --loadEngine on the Jetson")
+        except ImportError:
+            notes.append("TensorRT is not installed here: no TensorRT timings (profile on the Jetson)")
+    return {
+        "engines": str(cfg.engines),
+        "machine": machine_info(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "timings": [t.to_dict() for t in timings],
+        "ratios": ratios(timings),
+        "notes": notes,
+    }
+
+
+def _timing(m, backend, prec, batch, threads, samples, macs, fname) -> EngineTiming:
+    ms = summarize(samples)
+    per_example_s = ms["p50"] / 1000.0 / batch
+    gmacs = (macs / per_example_s / 1e9) if macs else None
+    t = EngineTiming(m, backend, prec, batch, threads, ms, macs, gmacs, fname)
+    t.samples_ms = [round(x * 1000.0, 4) for x in samples]
+    return t
+
+
+def ratios(timings: list) -> dict:
+    """p50 ratios measured in this one run: int8/fp32 (ONNX Runtime) and torch/ORT fp32."""
+    by = {(t.modality, t.backend, t.precision, t.batch, t.threads): t.ms["p50"] for t in timings}
+    out: dict = {"int8_over_fp32": {}, "torch_over_onnxruntime": {}}
+    for (m, backend, prec, b, th), p50 in by.items():
+        key = f"{m}/batch{b}/threads{th}"
+        if backend == "onnxruntime" and prec == "int8" and (m, backend, "fp32", b, th) in by:
+            out["int8_over_fp32"][key] = p50 / by[(m, backend, "fp32", b, th)]
+        if backend == "torch" and (m, "onnxruntime", "fp32", b, th) in by:
+            out["torch_over_onnxruntime"][key] = p50 / by[(m, "onnxruntime", "fp32", b, th)]
+    return out
+
+
+def machine_info() -> dict:
+    import os
+    import platform
+
+    cpu = platform.processor() or "unknown"
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags]
+    info = {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version()}
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime"] = ort.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def save_json(result: dict, path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2) + "\n")
