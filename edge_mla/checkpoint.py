@@ -3,24 +3,16 @@ beyond tensors and primitives, so it loads with ``torch.load(weights_only=True)`
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from edge_mla.errors import EdgeMlaError
+from edge_mla.manifest import sha256_of as file_sha256  # noqa: F401  (re-exported for export/)
 
 FORMAT = "edge-mla-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: Path, model, classes: list, method: str, epoch: int, extra: dict | None = None) -> None:

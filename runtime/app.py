@@ -1,0 +1,246 @@
+"""The Runtime: sources -> workers -> fusion loop -> outputs, with watchdogs.
+
+Library API (the CLI, the profiler and the demo all use it)::
+
+    from edge_mla.runtime import RunConfig, Runtime, run_for
+    report = run_for(RunConfig(engines="ENG", camera="clip.avi", mic="clip.wav"), duration=10)
+    report.latency      # per modality: capture->output p50/p99, engine, overhead
+    report.stages       # per result: capture, preprocess, engine, done, fused, output timestamps
+    report.workers      # engine runs, inputs dropped, errors per modality
+    report.sensors      # state, reconnects, failures, overflows per sensor
+    report.cpu_percent, report.peak_rss_mb, report.rss_mb  # resources (rss_mb over time)
+
+or, for a long run stopped from outside (signal handler, UI)::
+
+    rt = Runtime(cfg); rt.start(); ...; rt.stop(); report = rt.join()
+
+Everything that can be wrong with the user's input (engine folder, manifest, a
+camera that cannot open, an unknown mic) raises EdgeMlaError from the constructor
+or ``start()``, before any thread runs, so the CLI prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from edge_mla.errors import EdgeMlaError
+from edge_mla.manifest import load_manifest
+from edge_mla.runtime.clock import now
+from edge_mla.runtime.config import RunConfig, validate
+from edge_mla.runtime.engine import Engine
+from edge_mla.runtime.fusion_loop import FusionLoop
+from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput
+from edge_mla.runtime.sources.base import ENDED, Backoff
+from edge_mla.runtime.stats import ResourceSampler, StageRecorder
+from edge_mla.runtime.watchdog import Watchdog
+from edge_mla.runtime.audio_stream import AudioWindow
+from edge_mla.runtime.workers import Worker, image_preprocessor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    seconds: float
+    decisions: int
+    no_decisions: int
+    lines: int
+    workers: dict
+    sensors: dict
+    latency: dict
+    cpu_percent: float
+    peak_rss_mb: float
+    rss_mb: list = field(default_factory=list)  # (seconds since start, MB)
+    stages: list = field(default_factory=list)  # StageRecorder.as_dicts()
+    fusion_overruns: int = 0
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+class Runtime:
+    """Build with a RunConfig; ``start()``, then ``stop()`` + ``join()`` (or ``run()``)."""
+
+    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None) -> None:
+        validate(cfg)
+        self.cfg = cfg
+        self.manifest = load_manifest(cfg.engines)
+        self.classes = self.manifest.classes
+        self._stop = threading.Event()
+        want = {"image": cfg.camera is not None, "audio": cfg.mic is not None}
+        for mod, on in want.items():
+            if on and mod not in self.manifest.modalities:
+                flag = "--camera none" if mod == "image" else "--mic none"
+                raise EdgeMlaError(f"{cfg.engines}: the engine folder has no {mod} engine (have: {', '.join(self.manifest.modalities)}); run with {flag}")
+        self.engines = {m: Engine(self.manifest.engine(m, cfg.precision), len(self.classes), cfg.intra_op_threads) for m, on in want.items() if on}
+        self.camera = self.mic = None
+        self.workers: dict = {}
+        if cfg.camera is not None:
+            from edge_mla.runtime.sources.camera import CameraSource
+
+            self.camera = CameraSource(cfg.camera, loop=cfg.loop, timeout=cfg.camera_timeout, open_timeout=cfg.open_timeout, backoff=Backoff(cfg.backoff_initial, cfg.backoff_max), outages=cfg.camera_outages, blank_threshold=cfg.blank_threshold)
+        if cfg.mic is not None:
+            from edge_mla.runtime.sources.microphone import MicSource
+
+            spec = self.engines["audio"].spec
+            if not spec.sample_rate or not spec.window:
+                raise EdgeMlaError(f"{self.manifest.root}: the audio engine entry has no sample_rate/window")
+            self.mic = MicSource(cfg.mic, spec.window / spec.sample_rate, capture_rate=cfg.mic_rate, timeout=cfg.mic_timeout, backoff=Backoff(cfg.backoff_initial, cfg.backoff_max), loop=cfg.loop, outages=cfg.mic_outages)
+            self._audio_pre = AudioWindow(self.mic.rate, spec.sample_rate, spec.window)
+        if outputs is None:
+            outputs = []
+            if cfg.out is not None or cfg.json_stdout:
+                outputs.append(JsonLinesOutput(cfg.out))
+            if cfg.console:
+                outputs.append(ConsoleOutput())
+        self.outputs = outputs
+        self.stages = StageRecorder()
+        self.resources = ResourceSampler(self._stop)
+        self._threads: list = []
+        self._t_start: Optional[float] = None
+        self._lines = 0
+        self._emit_lock = threading.Lock()
+
+    # -- wiring ----------------------------------------------------------------------
+    def sensors(self) -> dict:
+        out = {}
+        for src in (self.camera, self.mic):
+            if src is not None:
+                out[src.name] = src.status.snapshot()
+        return out
+
+    def _latest(self) -> dict:
+        return {m: w.latest() for m, w in self.workers.items()}
+
+    def _emit(self, rec: dict, timing: dict) -> None:
+        rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), **rec}
+        with self._emit_lock:
+            for o in self.outputs:
+                try:
+                    o.write(rec)
+                except Exception:
+                    log.exception("output %s failed", type(o).__name__)
+            self._lines += 1
+        self.stages.add(timing["results"], rec["used"], timing["t_fuse"], timing["t_fused"], now())
+
+    def start(self) -> None:
+        """Open the sensors (errors here are the user's: EdgeMlaError) and start
+        every thread."""
+        self._t_start = now()
+        self.resources.start()
+        started = []
+        try:
+            for src in (self.camera, self.mic):
+                if src is not None:
+                    src.start()
+                    started.append(src)
+        except Exception:
+            self._stop.set()
+            for src in started:
+                src.stop()
+            raise
+        if self.camera is not None:
+            cam = self.camera
+            pre = image_preprocessor(self.engines["image"].spec.image_size or 28)
+            self.workers["image"] = Worker("image", self.engines["image"], lambda seq, to: cam.slot.get_newer(seq, to), pre, self.cfg.video_rate, self._stop)
+        if self.mic is not None:
+            mic = self.mic
+            self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.latest(seq), self._audio_pre, 1.0 / self.cfg.hop, self._stop)
+        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule)
+        self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in (self.camera, self.mic) if s is not None] + [self.fusion]
+        for t in self._threads:
+            t.start()
+        log.info("runtime started: %s", ", ".join(f"{m} <- {w.engine.spec.path.name}" for m, w in self.workers.items()))
+
+    def stop(self) -> None:
+        """Ask every thread to finish (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, duration: Optional[float] = None) -> None:
+        """Block until stopped, ``duration`` seconds passed, or every source ended."""
+        deadline = None if duration is None else self._t_start + duration
+        while not self._stop.is_set():
+            if deadline is not None and now() >= deadline:
+                break
+            srcs = [s for s in (self.camera, self.mic) if s is not None]
+            if srcs and all(s.status.state == ENDED for s in srcs):
+                log.info("every source ended")
+                break
+            self._stop.wait(0.1 if deadline is None else max(min(0.1, deadline - now()), 0.001))
+        self._stop.set()
+
+    def join(self, timeout: float = 5.0) -> RunReport:
+        """Stop, join every thread, close streams and flush outputs; the report."""
+        self._stop.set()
+        final = {src.name: src.status.state for src in (self.camera, self.mic) if src is not None}
+        for src in (self.camera, self.mic):
+            if src is not None:
+                src.stop()
+        for t in self._threads:
+            t.join(timeout)
+        for src in (self.camera, self.mic):
+            if src is not None:
+                src.join(timeout)
+        for o in self.outputs:
+            o.close()
+        res = self.resources.finish()
+        alive = [t.name for t in threading.enumerate() if t.name.endswith(("-worker", "-grabber", "-watchdog", "-wavplayer")) or t.name in ("fusion", "resources")]
+        if alive:
+            log.warning("shutdown: threads still running: %s", ", ".join(alive))
+        else:
+            log.info("clean shutdown: all runtime threads joined, streams closed, outputs flushed")
+        seconds = now() - (self._t_start or now())
+        workers = {}
+        for m, w in self.workers.items():
+            dropped = self.camera.slot.drops if m == "image" else (w.pacer.overruns if w.pacer else 0)
+            workers[m] = {"results": w.results, "rate": w.results / max(seconds, 1e-9), "dropped": dropped, "errors": w.errors, "engine_ms_mean": 1000 * w.engine.seconds / max(w.engine.runs, 1)}
+        if self.camera is not None:
+            workers.setdefault("image", {}).update(frames=self.camera.frames, repeats=self.camera.repeats, blanks=self.camera.blanks)
+        if self.mic is not None:
+            workers.setdefault("audio", {}).update(blocks=self.mic.blocks, samples=self.mic.samples)
+        sensors = {}
+        for src in (self.camera, self.mic):
+            if src is not None:
+                snap = src.status.snapshot()
+                snap["state"] = final.get(src.name, src.status.state)  # before shutdown
+                sensors[src.name] = snap
+        fusion = getattr(self, "fusion", None)
+        return RunReport(
+            seconds=seconds,
+            decisions=fusion.decisions if fusion else 0,
+            no_decisions=fusion.no_decisions if fusion else 0,
+            lines=self._lines,
+            workers=workers,
+            sensors=sensors,
+            latency=self.stages.summary(),
+            cpu_percent=res["cpu_percent"],
+            peak_rss_mb=res["peak_rss_mb"],
+            rss_mb=res["rss_mb"],
+            stages=self.stages.as_dicts(),
+            fusion_overruns=getattr(fusion, "overruns", 0) if fusion else 0,
+        )
+
+    def run(self, duration: Optional[float] = None) -> RunReport:
+        self.start()
+        try:
+            self.wait(duration if duration is not None else self.cfg.duration)
+        finally:
+            report = self.join()
+        return report
+
+
+def run_for(cfg: RunConfig, duration: Optional[float] = None, outputs: Optional[list] = None) -> RunReport:
+    """Run the runtime for ``duration`` seconds (or cfg.duration, or until every
+    source ends) and return its RunReport: the programmatic entry point for the
+    profiler and the demo."""
+    return Runtime(cfg, outputs=outputs).run(duration)

@@ -1,0 +1,66 @@
+"""What a replayed session contains: labelled segments and scripted faults.
+
+Fault kinds and what they do to the media:
+  camera_gone    no camera: frames are black placeholders in the file and the span is
+                 an *outage* (the replay camera source cannot open or read during it,
+                 so the runtime's real reconnect path runs)
+  camera_frozen  the frame at the span start repeats byte for byte
+  camera_black   black frames (a covered lens)
+  mic_silent     digital silence (a muted mic): callbacks go on
+  mic_gone       silence in the file and an outage: callbacks stop (an unplugged mic)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+FAULT_KINDS = ("camera_gone", "camera_frozen", "camera_black", "mic_silent", "mic_gone")
+MODALITY_OF_FAULT = {"camera_gone": "image", "camera_frozen": "image", "camera_black": "image", "mic_silent": "audio", "mic_gone": "audio"}
+
+
+@dataclass
+class Fault:
+    kind: str
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; choose one of {', '.join(FAULT_KINDS)}")
+        if not 0 <= self.start < self.end:
+            raise ValueError(f"fault {self.kind}: need 0 <= start < end (got {self.start}, {self.end})")
+
+
+@dataclass
+class Script:
+    """``segments`` examples shown/spoken for ``segment_seconds`` each; the word is
+    repeated every ``say_every`` seconds (a 1 s audio window then always holds
+    speech, as with an operator calling out a digit)."""
+
+    segments: int = 30
+    segment_seconds: float = 4.0
+    say_every: float = 1.0
+    faults: list = field(default_factory=list)
+    fps: int = 30
+    frame_size: tuple = (320, 240)  # width, height
+    audio_rate: int = 48000
+    seed: int = 0
+
+    @property
+    def duration(self) -> float:
+        return self.segments * self.segment_seconds
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["frame_size"] = list(self.frame_size)
+        return d
+
+
+def default_script(segments: int = 30, segment_seconds: float = 4.0) -> Script:
+    """Two minutes (by default) alternating clean spans with each fault in turn,
+    each fault 3 segments long; spans scale with ``segment_seconds``."""
+    s = segment_seconds
+    plan = [("camera_gone", 5, 8), ("mic_gone", 11, 14), ("camera_black", 17, 20), ("camera_frozen", 22, 25), ("mic_silent", 27, 30)]
+    scale = segments / 30.0
+    faults = [Fault(k, round(a * scale) * s, round(b * scale) * s) for k, a, b in plan if round(b * scale) > round(a * scale)]
+    return Script(segments=segments, segment_seconds=segment_seconds, faults=faults)

@@ -1,0 +1,219 @@
+"""The microphone: a callback stream (sounddevice) or a WAV played in real time,
+feeding a ring buffer that always holds the last audio window.
+
+Why it is built this way:
+- Capture happens at the device's rate (48 kHz by default: through a PulseAudio
+  null sink lower rates returned garbage) and the ring buffer (the window plus a
+  second of slack) stays at that rate; the audio worker takes what is new and
+  resamples it to the engine rate with ``runtime.audio_stream`` (the shared
+  ``edge_mla.preprocess.resample``, streamed).
+- The callback only copies into the ring (no allocation, no lock held for long):
+  PortAudio calls it on its own real-time thread.
+- An unplugged mic gives no error: callbacks simply stop. ``supervise`` (called by
+  the watchdog) notices, closes the stream, re-initialises PortAudio (it lists
+  devices only at initialisation) and reopens with back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Optional
+
+import numpy as np
+
+from edge_mla.errors import EdgeMlaError
+from edge_mla.runtime.clock import now
+from edge_mla.runtime.sources.base import ENDED, LOST, OK, STARTING, STOPPED, Backoff, Item, SensorStatus
+
+log = logging.getLogger(__name__)
+
+SLACK_SECONDS = 1.0  # ring holds the window plus this, so a late worker loses nothing
+STARTUP_GRACE = 3.0  # a fresh PortAudio stream through PulseAudio took ~2 s to call back
+
+
+class SoundDeviceInput:
+    """Backend for MicSource over a PortAudio input stream."""
+
+    def __init__(self, spec: str, rate: int = 48000) -> None:
+        try:
+            import sounddevice as sd
+        except OSError as exc:  # PortAudio library missing
+            raise EdgeMlaError(f"--mic {spec}: sounddevice cannot load PortAudio ({exc}); install libportaudio2") from None
+        self._sd = sd
+        self.spec = spec
+        self.device = None if spec == "default" else (int(spec) if spec.isdigit() else spec)
+        try:
+            info = sd.query_devices(self.device, "input")
+        except (ValueError, sd.PortAudioError) as exc:
+            names = [d["name"] for d in sd.query_devices() if d.get("max_input_channels", 0) > 0]
+            raise EdgeMlaError(f"--mic {spec}: no such input device ({exc}); inputs: {', '.join(names) or 'none'}") from None
+        self.rate = int(rate)
+        try:
+            sd.check_input_settings(self.device, samplerate=self.rate, channels=1, dtype="float32")
+        except Exception:
+            self.rate = int(info["default_samplerate"])
+            log.info("mic: %s does not take %d Hz, capturing at its default %d Hz", info["name"], rate, self.rate)
+        self.name = info["name"]
+        self._stream = None
+
+    def describe(self) -> str:
+        return f"input device {self.name!r} at {self.rate} Hz"
+
+    def open(self, on_block) -> None:
+        sd = self._sd
+
+        def callback(indata, frames, time_info, status) -> None:
+            on_block(indata[:, 0], now(), bool(status and status.input_overflow))
+
+        self._stream = sd.InputStream(device=self.device, samplerate=self.rate, channels=1, dtype="float32", callback=callback)
+        self._stream.start()
+
+    def close(self) -> None:
+        s, self._stream = self._stream, None
+        if s is not None:
+            try:
+                s.abort()
+                s.close()
+            except Exception:
+                log.debug("mic: closing a dead stream failed", exc_info=True)
+
+    def reinit(self) -> None:
+        """PortAudio enumerates devices only at initialisation: a mic that came
+        back (or a restarted sound server) is visible only after this."""
+        sd = self._sd
+        try:
+            sd._terminate()
+            sd._initialize()
+        except Exception:
+            log.debug("mic: PortAudio re-initialisation failed", exc_info=True)
+
+    @property
+    def ended(self) -> bool:
+        return False
+
+
+class MicSource:
+    """Ring buffer of the newest ``window`` of audio plus its sensor status."""
+
+    def __init__(
+        self,
+        spec: str,
+        window_seconds: float,
+        capture_rate: int = 48000,
+        timeout: float = 1.5,
+        backoff: Optional[Backoff] = None,
+        loop: bool = False,
+        outages: Optional[list] = None,
+        name: str = "mic",
+    ) -> None:
+        self.spec = str(spec)
+        self.window_seconds = float(window_seconds)
+        self.timeout = timeout
+        self.backoff = backoff or Backoff()
+        self.name = name
+        self.status = SensorStatus(name)
+        if self.spec.lower().endswith((".wav", ".flac", ".ogg")):
+            from edge_mla.runtime.sources.wavfile import WavFileInput
+
+            self.backend = WavFileInput(self.spec, loop=loop, outages=outages)
+        else:
+            self.backend = SoundDeviceInput(self.spec, capture_rate)
+        self.rate = self.backend.rate
+        self._lock = threading.Lock()
+        self._size = int(round((self.window_seconds + SLACK_SECONDS) * self.rate))
+        self._ring = np.zeros(self._size, np.float32)
+        self._written = 0  # total samples ever written
+        self._t_last: Optional[float] = None  # runtime clock of the newest sample
+        self._opened_at = 0.0
+        self.blocks = 0
+        self.samples = 0
+
+    def _on_block(self, block: np.ndarray, t: float, overflow: bool) -> None:
+        n = block.shape[0]
+        with self._lock:
+            if n >= self._size:
+                self._ring[:] = block[-self._size :]
+            else:
+                i = self._written % self._size
+                k = min(n, self._size - i)
+                self._ring[i : i + k] = block[:k]
+                self._ring[: n - k] = block[k:]
+            self._written += n
+            self._t_last = t
+        self.blocks += 1
+        self.samples += n
+        if overflow:
+            self.status.overflows += 1
+        self.status.last_data = t
+
+    def start(self) -> None:
+        try:
+            self.backend.open(self._on_block)
+        except EdgeMlaError:
+            raise
+        except Exception as exc:
+            raise EdgeMlaError(f"--mic {self.spec}: cannot open {self.backend.describe()} ({exc})") from None
+        self._opened_at = now()
+        log.info("%s: %s", self.name, self.backend.describe())
+
+    def latest(self, seq: int) -> Optional[Item]:
+        """Audio that arrived after sample ``seq`` (the caller's last ``item.seq``):
+        ``Item(data=(chunk, gap), t_capture=newest sample's time, seq=samples so
+        far)``, or None if nothing new. ``gap`` is True when more arrived than the
+        ring holds (the reader fell behind; the oldest part is lost)."""
+        with self._lock:
+            if self._written <= seq or self._t_last is None:
+                return None
+            n = self._written - seq
+            gap = n > self._size
+            n = min(n, self._size)
+            end = self._written % self._size
+            start = (end - n) % self._size
+            if start < end:
+                chunk = self._ring[start:end].copy()
+            else:
+                chunk = np.concatenate([self._ring[start:], self._ring[:end]])
+            return Item((chunk, gap), self._t_last, self._written)
+
+    def supervise(self, t: float) -> None:
+        """Watchdog hook: callbacks stopped -> lost; reopen with back-off."""
+        st = self.status.state
+        last = self.status.last_data
+        if st in (OK, STARTING):
+            if getattr(self.backend, "ended", False):
+                self.status.set(ENDED, "end of file")
+                return
+            fresh = last is not None and last >= self._opened_at and t - last <= self.timeout
+            if fresh:
+                if st != OK:
+                    self.status.set(OK)
+                    self.backoff.reset()
+                return
+            grace = self.timeout + (STARTUP_GRACE if st == STARTING else 0.0)
+            since = t - (last if last is not None and last >= self._opened_at else self._opened_at)
+            if since > grace:
+                self.status.failures += 1
+                self.backend.close()
+                wait = self.backoff.failed(t)
+                self.status.set(LOST, f"no audio for {since:.1f}s; reopening in {wait:.1f}s")
+        elif st == LOST and self.backoff.due(t):
+            self.backend.close()
+            self.backend.reinit()
+            try:
+                self.backend.open(self._on_block)
+            except Exception as exc:
+                wait = self.backoff.failed(now())
+                self.status.failures += 1
+                log.info("%s: reopen failed (%s); next try in %.1fs", self.name, exc, wait)
+                return
+            self._opened_at = now()
+            self.status.reconnects += 1
+            self.status.set(STARTING, "reopened")
+
+    def stop(self) -> None:
+        self.backend.close()
+        self.status.set(STOPPED)
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Nothing to join: the stream (or player thread) is closed in stop()."""

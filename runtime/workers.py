@@ -1,0 +1,114 @@
+"""Encoder workers: one thread per modality, each with its own engine, running on
+the newest data at its own pace.
+
+The video worker runs on every new frame (or at ``video_rate`` Hz), the audio
+worker on a sliding window every ``hop`` seconds. A worker never queues work: it
+takes whatever is newest when it is free, so a slow engine lowers its own rate
+instead of building a backlog. Each Result keeps the stage timestamps
+(capture -> preprocess -> engine -> done) that the latency report is built from.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from edge_mla.preprocess import image_to_tensor
+from edge_mla.runtime.clock import Pacer, now
+from edge_mla.runtime.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Result:
+    modality: str
+    logits: np.ndarray  # (1, C)
+    t_capture: float  # when the sensor data was captured
+    t_pre: float  # preprocessing started
+    t_engine: float  # engine started
+    t_done: float  # engine finished
+    seq: int  # the source item's sequence number
+
+
+def image_preprocessor(size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Frame (BGR or grey, any size) -> (1, S, S) float32, via the shared code."""
+    return lambda frame: image_to_tensor(frame, size)
+
+
+class Worker:
+    """Runs ``engine`` on items from ``take(last_seq)``; publishes the latest Result."""
+
+    def __init__(
+        self,
+        modality: str,
+        engine: Engine,
+        take: Callable[[int, float], Optional[object]],
+        preprocess: Callable[[np.ndarray], np.ndarray],
+        rate: Optional[float],
+        stop: threading.Event,
+    ) -> None:
+        self.modality = modality
+        self.engine = engine
+        self._take = take
+        self._preprocess = preprocess
+        self.rate = rate
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._latest: Optional[Result] = None
+        self.results = 0
+        self.errors = 0
+        self.skipped = 0  # paced ticks that found no new data
+        self.pacer: Optional[Pacer] = None
+        self.history: Optional[list] = None  # set to a list to keep every Result (profiling)
+        self._thread = threading.Thread(target=self._run, name=f"{modality}-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def latest(self) -> Optional[Result]:
+        with self._lock:
+            return self._latest
+
+    def _run(self) -> None:
+        pacer = self.pacer = Pacer(self.rate, self._stop) if self.rate else None
+        last_seq = 0
+        while not self._stop.is_set():
+            if pacer is not None:
+                if not pacer.wait():
+                    break
+                item = self._take(last_seq, 0.0)
+                if item is None:
+                    self.skipped += 1
+                    continue
+            else:
+                item = self._take(last_seq, 0.2)
+                if item is None:
+                    continue
+            last_seq = item.seq
+            t_pre = now()
+            try:
+                x = self._preprocess(item.data)
+                t_engine = now()
+                logits = self.engine.run(x)
+            except Exception:
+                self.errors += 1
+                log.exception("%s worker: inference failed", self.modality)
+                if self._stop.wait(0.5):
+                    break
+                continue
+            r = Result(self.modality, logits, item.t_capture, t_pre, t_engine, now(), item.seq)
+            with self._lock:
+                self._latest = r
+            self.results += 1
+            if self.history is not None:
+                self.history.append(r)
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("%s worker did not stop within %.0fs", self.modality, timeout)
