@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from export_fixtures import exported, tiny_run  # noqa: F401  (pytest fixtures)
+pytest_plugins = ["export_fixtures"]  # tiny_run, exported (shared session fixtures)
 
 
-def test_macs_are_counted_exactly_for_the_tiny_image_engine(exported):  # noqa: F811
+def test_macs_are_counted_exactly_for_the_tiny_image_engine(exported):
     from edge_mla.runtime.profiling.macs import count_macs
 
     out = exported.out
@@ -19,7 +19,7 @@ def test_macs_are_counted_exactly_for_the_tiny_image_engine(exported):  # noqa: 
     assert count_macs(out / "image.int8.onnx") == expected  # QDQ does not change the compute
 
 
-def test_profile_json_has_every_field(exported, tmp_path):  # noqa: F811
+def test_profile_json_has_every_field(exported, tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "edge_mla.cli.main", "profile", str(exported.out), "--batch", "1", "4", "--threads", "1",
          "--repeats", "15", "--warmup", "3", "--out", str(tmp_path), "--json"],
@@ -53,7 +53,7 @@ def test_profile_of_a_missing_folder_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_profile_runtime_stages(exported, tmp_path, demo_cache):  # noqa: F811
+def test_profile_runtime_stages(exported, tmp_path, demo_cache):
     from edge_mla.runtime.profiling.runtime_profile import RuntimeProfileConfig, profile_runtime
 
     res = profile_runtime(RuntimeProfileConfig(engines=exported.out, duration=4.0, workdir=tmp_path))

@@ -1,0 +1,75 @@
+"""Running ONNX engines with ONNX Runtime for the export's checks: batched logits,
+parity against PyTorch, and single-thread batch-1 latency.
+
+Latency of the two precisions is measured interleaved (fp32, int8, fp32, ...) in one
+process so that load from other processes on a shared machine hits both equally.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def session(path: Path, threads: int = 1):
+    """A CPU session with ``threads`` intra-op threads, sequential execution."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run_logits(sess, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: np.ascontiguousarray(x[s : s + batch_size], np.float32)})[0] for s in range(0, x.shape[0], batch_size)]
+    return np.concatenate(outs).astype(np.float32)
+
+
+@dataclass
+class Parity:
+    samples: int
+    max_abs_diff: float
+    top1_agreement: float  # fraction of samples whose argmax matches
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray) -> Parity:
+    diff = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
+    agree = float(np.mean(reference.argmax(1) == candidate.argmax(1))) if reference.size else 1.0
+    return Parity(int(reference.shape[0]), diff, agree)
+
+
+@dataclass
+class Latency:
+    median_ms: float
+    p90_ms: float
+    runs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def interleaved_latency(sessions: Sequence, x1: np.ndarray, repeats: int = 200, warmup: int = 10) -> list:
+    """Median/p90 ms per session for one batch-1 input ``x1`` (shape (1, ...))."""
+    feeds = [{s.get_inputs()[0].name: np.ascontiguousarray(x1, np.float32)} for s in sessions]
+    for _ in range(warmup):
+        for s, f in zip(sessions, feeds):
+            s.run(None, f)
+    times = [[] for _ in sessions]
+    clock: Callable[[], int] = time.perf_counter_ns
+    for _ in range(max(1, repeats)):
+        for i, (s, f) in enumerate(zip(sessions, feeds)):
+            t0 = clock()
+            s.run(None, f)
+            times[i].append((clock() - t0) / 1e6)
+    return [Latency(float(np.median(t)), float(np.percentile(t, 90)), len(t)) for t in times]

@@ -1,0 +1,483 @@
+"""``export_run(ExportConfig)``: a trained run folder -> an engine folder.
+
+Steps, per modality: ONNX export (FP32) -> ONNX Runtime pre-processing -> parity
+against PyTorch -> (INT8) calibration + QDQ quantization + TensorRT calibration
+cache -> the gate (validation accuracy per engine and fused, batch-1 single-thread
+latency) -> the precision each engine ships with -> metadata, manifest, report ->
+(optionally) TensorRT plans or build_engines.sh.
+
+Everything is written into a temporary folder beside the target and renamed into
+place at the end, so a failure never leaves a half-written engine folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edge_mla import __version__
+from edge_mla.errors import EdgeMlaError
+
+log = logging.getLogger(__name__)
+
+INT8_MODES = ("off", "on", "auto")
+ENGINES = ("onnx", "trt")
+
+
+@dataclass
+class ExportConfig:
+    """Everything ``edge-mla export`` can be told; the CLI maps its flags 1:1."""
+
+    run_dir: Path
+    out: Optional[Path] = None  # default RUN_DIR/engines
+    int8: str = "off"  # off | on | auto
+    calib_method: str = "percentile"  # measured best on avmnist (benchmarks/export.md)
+    calib_size: int = 300
+    calib_data: Optional[Path] = None  # folder dataset or .npz instead of the run's training split
+    engine: str = "onnx"  # onnx | trt
+    modalities: Optional[list] = None  # default: all the model has
+    tolerance: float = 1.0  # accuracy points INT8 may lose before it is flagged
+    force: bool = False
+    dataset: Optional[str] = None  # override config.json
+    data_dir: Optional[str] = None
+    reduce_range: str = "auto"  # auto (7-bit weights where the CPU lacks VNNI), on, off
+    activations: str = "auto"  # auto (symmetric for --engine trt, else asymmetric), symmetric, asymmetric
+    opset: int = 18
+    exporter: str = "auto"  # dynamo, torchscript, auto
+    eval_limit: int = 0  # validation pairs for the gate (0: all)
+    parity_samples: int = 64
+    parity_atol: float = 1e-3  # FP32 ONNX vs PyTorch, relative to the logit range
+    latency_repeats: int = 200
+    latency_warmup: int = 20
+    calib_batch: int = 32
+    max_batch: int = 8  # TensorRT optimisation profile
+    workspace_mb: int = 1024
+    dla_core: Optional[int] = None
+    trt_cache_version: int = 8601
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.out = Path(self.out) if self.out else self.run_dir / "engines"
+        if self.calib_data is not None:
+            self.calib_data = Path(self.calib_data)
+        if self.int8 not in INT8_MODES:
+            raise EdgeMlaError(f"--int8 {self.int8!r}: choose one of {', '.join(INT8_MODES)}")
+        from edge_mla.export.quantize import CALIB_METHODS
+
+        if self.calib_method not in CALIB_METHODS:
+            raise EdgeMlaError(f"--calib-method {self.calib_method!r}: choose one of {', '.join(CALIB_METHODS)}")
+        if self.reduce_range not in ("auto", "on", "off"):
+            raise EdgeMlaError(f"--reduce-range {self.reduce_range!r}: choose auto, on or off")
+        if self.activations not in ("auto", "symmetric", "asymmetric"):
+            raise EdgeMlaError(f"--int8-activations {self.activations!r}: choose auto, symmetric or asymmetric")
+        if self.engine == "trt" and self.activations == "asymmetric":
+            raise EdgeMlaError("--int8-activations asymmetric cannot be used with --engine trt: TensorRT needs symmetric INT8 (zero point 0)")
+        if self.engine not in ENGINES:
+            raise EdgeMlaError(f"--engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
+        if self.calib_size <= 0:
+            raise EdgeMlaError(f"--calib-size must be positive, got {self.calib_size}")
+        if self.tolerance < 0:
+            raise EdgeMlaError(f"--tolerance must be >= 0, got {self.tolerance}")
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    manifest: dict
+    gate: dict
+    chosen: dict  # modality -> precision
+    table: str  # the summary, plain text
+    warnings: list = field(default_factory=list)
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc="export", unit="step", disable=not enabled, leave=False)
+    except ImportError:  # pragma: no cover
+        class _Null:
+            def update(self, *_a): ...
+            def set_description_str(self, *_a): ...
+            def close(self): ...
+
+        return _Null()
+
+
+NOISY_LOGGERS = ("onnxscript", "onnx_ir", "onnxruntime", "torch.onnx", "torch.export", "torch._export")
+
+
+class _DropLibraryChatter(logging.Filter):
+    """ORT's quantization logs its advice through the root logger; keep errors only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_libraries():
+    """Exporter and quantizer libraries log pages at INFO; the export logs its own
+    steps instead. Restored afterwards."""
+    saved = {}
+    for name in NOISY_LOGGERS:
+        lg = logging.getLogger(name)
+        saved[name] = lg.level
+        lg.setLevel(logging.ERROR)
+    flt = _DropLibraryChatter()
+    logging.getLogger().addFilter(flt)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(flt)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _check_out(cfg: ExportConfig) -> None:
+    out = cfg.out
+    if out.exists() and not out.is_dir():
+        raise EdgeMlaError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not cfg.force:
+        raise EdgeMlaError(f"--out {out}: folder exists and is not empty; pass --force to replace it")
+
+
+def _pick_modalities(cfg: ExportConfig, model) -> list:
+    have = list(model.modalities)
+    if not cfg.modalities:
+        return have
+    unknown = [m for m in cfg.modalities if m not in have]
+    if unknown:
+        raise EdgeMlaError(f"--modalities: unknown modality {', '.join(map(repr, unknown))}; this model has {', '.join(have)}")
+    return list(dict.fromkeys(cfg.modalities))
+
+
+def _inputs(split, idx: np.ndarray, modality: str, window: int) -> np.ndarray:
+    return split.image_batch(idx).astype(np.float32) if modality == "image" else split.audio_batch(idx, window)
+
+
+def _torch_logits(model, modality: str, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for s in range(0, x.shape[0], batch):
+            outs.append(model.logits(modality, torch.from_numpy(np.ascontiguousarray(x[s : s + batch]))).numpy())
+    return np.concatenate(outs).astype(np.float32)
+
+
+def _set_metadata(path: Path, facts: dict) -> None:
+    """The manifest's facts as ``metadata_props`` (json strings), so a lone .onnx
+    file still says what it is."""
+    import onnx
+
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    for k, v in facts.items():
+        p = m.metadata_props.add()
+        p.key = f"edge_mla.{k}"
+        p.value = v if isinstance(v, str) else json.dumps(v)
+    m.producer_name = "edge-mla"
+    m.producer_version = __version__
+    onnx.save_model(m, str(path), save_as_external_data=False)
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp``; the old folder is moved aside first and removed
+    only once the new one is in place."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_run(cfg: ExportConfig) -> ExportResult:
+    """Export ``cfg.run_dir`` into ``cfg.out``; see the module docstring."""
+    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.export.rundata import dataset_spec, load_for_model
+
+    run_dir = cfg.run_dir
+    if not run_dir.is_dir():
+        raise EdgeMlaError(f"{run_dir}: run folder not found")
+    _check_out(cfg)
+    model, payload = load_checkpoint(run_dir)
+    modalities = _pick_modalities(cfg, model)
+    mcfg = model.cfg
+    spec = dataset_spec(run_dir, cfg.dataset, cfg.data_dir)
+    calib = None
+    if cfg.int8 != "off" and cfg.calib_data is not None:  # checked before the (slower) dataset load
+        from edge_mla.calib import sources
+
+        calib = sources.from_path(cfg.calib_data, modalities, mcfg, cfg.calib_size, spec["seed"])
+    log.info("loading %s data (seed %d) for parity, calibration and the gate", spec["dataset"], spec["seed"])
+    ds = load_for_model(spec, mcfg)
+    if len(ds.val) == 0:
+        raise EdgeMlaError(f"dataset {spec['dataset']}: the validation split is empty; the gate needs it")
+    if cfg.int8 != "off" and calib is None:
+        from edge_mla.calib import sources
+
+        calib = sources.from_split(ds.train, modalities, mcfg.window, cfg.calib_size, spec["seed"], source=f"{spec['dataset']} training split")
+    if calib is not None:
+        log.info("calibration set: %d samples from %s (%s)", calib.size(modalities[0]), calib.source, cfg.calib_method)
+
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.out.name}.tmp-", dir=cfg.out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the engine folder is an ordinary folder
+    try:
+        with _quiet_libraries():
+            result = _export_into(cfg, tmp, model, payload, modalities, ds, spec, calib)
+        _swap_into_place(tmp, cfg.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.out = cfg.out
+    log.info("engines written to %s", cfg.out)
+    return result
+
+
+def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities: list, ds, spec: dict, calib) -> ExportResult:
+    from edge_mla.calib.readers import ArrayCalibrationReader
+    from edge_mla.calib.select import stratified_indices
+    from edge_mla.calib.trt_cache import write_trt_cache
+    from edge_mla.checkpoint import CHECKPOINT_NAME, file_sha256
+    from edge_mla.export import ort_eval
+    from edge_mla.export.onnx_export import export_modality
+    from edge_mla.export.quantize import preprocess, quantize_int8, resolve_reduce_range
+    from edge_mla.export.report import summary_rows, text_table, markdown_table
+    from edge_mla.fusion import fuse
+    from edge_mla.manifest import FORMAT, write_manifest, sha256_of
+
+    mcfg = model.cfg
+    val = ds.val
+    n_eval = len(val) if cfg.eval_limit <= 0 else min(cfg.eval_limit, len(val))
+    eval_idx = stratified_indices(val.labels, n_eval, spec["seed"]) if n_eval < len(val) else np.arange(len(val))
+    labels = val.labels[eval_idx]
+    par_idx = stratified_indices(val.labels, min(cfg.parity_samples, len(val)), spec["seed"] + 1)
+    do_int8 = cfg.int8 != "off"
+    reduce_range = resolve_reduce_range(cfg.reduce_range) if do_int8 else False
+    if do_int8 and cfg.reduce_range == "auto":
+        log.info("INT8 weights: %s", "7-bit (reduce_range: this CPU has no VNNI, full 8-bit saturates int16 accumulation)" if reduce_range else "8-bit")
+    symmetric = cfg.activations == "symmetric" or (cfg.activations == "auto" and cfg.engine == "trt")
+    warnings: list = []
+    steps = len(modalities) * (4 if do_int8 else 3)
+    bar = _progress(steps, cfg.progress)
+
+    engines: dict = {}
+    gate: dict = {"split": "val", "samples": int(n_eval), "tolerance_points": cfg.tolerance, "engines": {}, "fused": {}}
+    logits: dict = {"fp32": {}, "int8": {}}
+    try:
+        for mod in modalities:
+            # 1. FP32: export, ORT pre-processing (the graph INT8 and TensorRT's cache refer to), parity.
+            bar.set_description_str(f"{mod}: ONNX export")
+            raw = tmp / f"{mod}.raw.onnx"
+            info = export_modality(model, mod, raw, cfg.opset, cfg.exporter)
+            fp32 = tmp / f"{mod}.fp32.onnx"
+            preprocess(raw, fp32)
+            raw.unlink()
+            bar.update()
+
+            bar.set_description_str(f"{mod}: parity")
+            xp = _inputs(val, par_idx, mod, mcfg.window)
+            ref = _torch_logits(model, mod, xp)
+            s32 = ort_eval.session(fp32, threads=0)
+            par32 = ort_eval.parity(ref, ort_eval.run_logits(s32, xp))
+            scale = max(1.0, float(np.max(np.abs(ref))))
+            log.info("%s fp32 parity vs PyTorch on %d samples: max |diff| %.2e, top-1 agreement %.1f%%", mod, par32.samples, par32.max_abs_diff, 100 * par32.top1_agreement)
+            if par32.max_abs_diff > cfg.parity_atol * scale or par32.top1_agreement < 1.0:
+                raise EdgeMlaError(f"{mod}: the FP32 ONNX engine disagrees with PyTorch (max |diff| {par32.max_abs_diff:.3g}, top-1 agreement {100 * par32.top1_agreement:.1f}%); not writing engines")
+            bar.update()
+
+            entry = {
+                "input": {"name": info.input_name, "shape": info.input_shape, "dtype": "float32"},
+                "output": {"name": info.output_name, "shape": info.output_shape, "dtype": "float32"},
+            }
+            if mod == "image":
+                entry["image"] = {"size": mcfg.image_size, "colour": "grey", "range": [0.0, 1.0], "layout": "NCHW"}
+            else:
+                entry["audio"] = {"sample_rate": mcfg.sample_rate, "window": mcfg.window, "dtype": "float32", "range": [-1.0, 1.0], "frontend": "log-mel inside the engine"}
+            variants = {"fp32": {"file": fp32.name, "format": "onnx", "precision": "fp32", "exporter": info.exporter, "opset": info.opset, "parity": par32.to_dict()}}
+
+            # 2. INT8: calibrate + quantize, TensorRT cache from the same scales, parity.
+            sessions = {"fp32": s32}
+            if do_int8:
+                bar.set_description_str(f"{mod}: INT8 calibration ({cfg.calib_method})")
+                q = tmp / f"{mod}.int8.onnx"
+                reader = ArrayCalibrationReader(info.input_name, calib.inputs[mod], cfg.calib_batch)
+                qres = quantize_int8(fp32, q, reader, cfg.calib_method, reduce_range, symmetric_activations=symmetric)
+                cache = tmp / f"{mod}.calib.cache"
+                write_trt_cache(cache, qres.trt_scales, cfg.trt_cache_version)
+                s8 = ort_eval.session(q, threads=0)
+                par8 = ort_eval.parity(ref, ort_eval.run_logits(s8, xp))
+                log.info("%s int8 vs PyTorch: max |diff| %.3g, top-1 agreement %.1f%% (%d QDQ nodes, %d float nodes kept)", mod, par8.max_abs_diff, 100 * par8.top1_agreement, qres.qdq_nodes, len(qres.excluded_nodes))
+                variants["int8"] = {
+                    "file": q.name, "format": "onnx", "precision": "int8", "quant_format": "QDQ", "activations": "int8 symmetric per-tensor" if symmetric else "uint8 asymmetric per-tensor (ONNX Runtime CPU; not for TensorRT)",
+                    "symmetric_activations": symmetric,
+                    "weights": "int8 symmetric per-channel" + (" (7-bit range)" if reduce_range else ""), "reduce_range": reduce_range, "calibration": {"method": cfg.calib_method, "samples": calib.size(mod), "source": calib.source},
+                    "calib_cache": cache.name, "float_nodes": qres.excluded_nodes, "parity": par8.to_dict(),
+                }
+                sessions["int8"] = s8
+                bar.update()
+
+            # 3. The gate: validation accuracy and batch-1, single-thread latency.
+            bar.set_description_str(f"{mod}: accuracy + latency")
+            xv = _inputs(val, eval_idx, mod, mcfg.window)
+            g: dict = {}
+            for prec, sess in sessions.items():
+                lg = ort_eval.run_logits(sess, xv)
+                logits[prec][mod] = lg
+                g[prec] = {"accuracy": float(np.mean(lg.argmax(1) == labels)), "size_bytes": (tmp / variants[prec]["file"]).stat().st_size, "flags": []}
+            single = {p: ort_eval.session(tmp / variants[p]["file"], threads=1) for p in sessions}
+            lats = ort_eval.interleaved_latency(list(single.values()), xv[:1], cfg.latency_repeats, cfg.latency_warmup)
+            for p, lat in zip(single, lats):
+                g[p]["latency"] = lat.to_dict()
+            if do_int8:
+                drop = 100 * (g["fp32"]["accuracy"] - g["int8"]["accuracy"])
+                speed = g["fp32"]["latency"]["median_ms"] / g["int8"]["latency"]["median_ms"]
+                g["int8"]["accuracy_drop_points"] = drop
+                g["int8"]["speedup"] = speed
+                if drop > cfg.tolerance:
+                    g["int8"]["flags"].append(f"loses {drop:.2f} points (> {cfg.tolerance:g})")
+                if speed < 1.0:
+                    g["int8"]["flags"].append(f"slower than fp32 ({speed:.2f}x)")
+            gate["engines"][mod] = g
+            bar.update()
+
+            for prec in variants:
+                variants[prec].update({"accuracy": g[prec]["accuracy"], "latency_ms": g[prec]["latency"]["median_ms"]})
+                if g[prec]["flags"]:
+                    variants[prec]["flags"] = g[prec]["flags"]
+            entry["variants"] = variants
+            engines[mod] = entry
+    finally:
+        bar.close()
+
+    # 4. Which precision each engine ships with.
+    chosen: dict = {}
+    for mod in modalities:
+        g = gate["engines"][mod]
+        if not do_int8:
+            chosen[mod] = "fp32"
+        elif cfg.int8 == "on":
+            chosen[mod] = "int8"
+            for f in g["int8"]["flags"]:
+                msg = f"{mod} int8 {f}; shipping it anyway (--int8 on; --int8 auto would keep fp32)"
+                warnings.append(msg)
+                log.warning(msg)
+        else:
+            chosen[mod] = "fp32" if g["int8"]["flags"] else "int8"
+            if g["int8"]["flags"]:
+                log.info("%s: keeping fp32 (int8 %s)", mod, "; ".join(g["int8"]["flags"]))
+    for prec in ("fp32", "int8"):
+        if len(logits[prec]) == len(modalities):
+            fused, _ = fuse(logits[prec], "entropy")
+            gate["fused"][prec] = float(np.mean(fused.argmax(1) == labels))
+    if do_int8:
+        mix = {m: logits[chosen[m]][m] for m in modalities}
+        fused, _ = fuse(mix, "entropy")
+        gate["fused"]["chosen"] = float(np.mean(fused.argmax(1) == labels))
+        gate["fused_drop_points"] = 100 * (gate["fused"]["fp32"] - gate["fused"]["int8"])
+        chosen_drop = 100 * (gate["fused"]["fp32"] - gate["fused"]["chosen"])
+        if chosen_drop > cfg.tolerance:
+            msg = f"fused accuracy with the shipped engines is {chosen_drop:.2f} points below all-fp32 (> {cfg.tolerance:g})"
+            warnings.append(msg)
+            log.warning(msg)
+
+    # 5. Metadata into every ONNX file, then hashes, then the manifest.
+    model_info = {
+        "preset": model.cfg.preset, "method": payload.get("method"), "head": model.cfg.head, "run_dir": str(cfg.run_dir.resolve()),
+        "checkpoint_sha256": file_sha256(cfg.run_dir / CHECKPOINT_NAME), "epoch": payload.get("epoch"),
+    }
+    classes = list(payload.get("classes") or ds.classes)
+    for mod in modalities:
+        e = engines[mod]
+        for prec, v in e["variants"].items():
+            facts = {
+                "format": FORMAT, "version": __version__, "modality": mod, "precision": prec, "classes": classes,
+                "input": e["input"], "output": e["output"], "fusion": {"rule": "entropy"}, "model": model_info,
+            }
+            for k in ("image", "audio"):
+                if k in e:
+                    facts[k] = e[k]
+            _set_metadata(tmp / v["file"], facts)
+            v["sha256"] = sha256_of(tmp / v["file"])
+            v["size_bytes"] = (tmp / v["file"]).stat().st_size
+            if prec == "int8":
+                v["calib_cache_sha256"] = sha256_of(tmp / v["calib_cache"])
+        pick = e["variants"][chosen[mod]]
+        engines[mod] = {"file": pick["file"], "precision": chosen[mod], "sha256": pick["sha256"], "format": "onnx", **e}
+
+    manifest = {
+        "format": FORMAT,
+        "edge_mla_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": model_info,
+        "classes": classes,
+        "fusion": {"rule": "entropy"},
+        "engines": engines,
+        "data": {"dataset": spec["dataset"], "split": spec["split"], "seed": spec["seed"], "gate_split": "val", "gate_samples": int(n_eval)},
+        "int8": {
+            "mode": cfg.int8, "calib_method": cfg.calib_method if do_int8 else None, "calib_size": cfg.calib_size if do_int8 else None,
+            "tolerance_points": cfg.tolerance, "reduce_range": reduce_range, "symmetric_activations": symmetric if do_int8 else None,
+        },
+        "gate": {"fused": gate["fused"]},
+    }
+
+    # 6. TensorRT: plans where it imports, else a build script for the device.
+    if cfg.engine == "trt":
+        manifest["tensorrt"] = _tensorrt_step(cfg, tmp, engines, warnings)
+
+    rows = summary_rows(gate, chosen)
+    table = text_table(rows)
+    write_manifest(tmp, manifest)
+    (tmp / "report.json").write_text(json.dumps({"config": _config_dict(cfg), "gate": gate, "chosen": chosen, "warnings": warnings}, indent=2) + "\n")
+    (tmp / "report.md").write_text(f"# Export of {cfg.run_dir}\n\n{markdown_table(rows)}\n" + "".join(f"\n- warning: {w}" for w in warnings) + "\n")
+    return ExportResult(cfg.out, manifest, gate, chosen, table, warnings)
+
+
+def _tensorrt_step(cfg: ExportConfig, tmp: Path, engines: dict, warnings: list) -> dict:
+    from edge_mla.export import trt
+    from edge_mla.manifest import sha256_of
+
+    specs = trt.plan_specs(engines)
+    version = trt.trt_version()
+    script = trt.write_build_script(tmp, specs, cfg.max_batch, cfg.workspace_mb, cfg.dla_core)
+    if version is None:
+        msg = f"TensorRT is not installed here: no plans built; run {cfg.out / script.name} on the device (needs trtexec)"
+        warnings.append(msg)
+        log.warning(msg)
+        return {"available": False, "script": script.name, "plans": [asdict(s) for s in specs]}
+    built = []
+    for s in specs:
+        if s.calib_cache and cfg.dla_core is None:
+            continue  # the cache path is for DLA; the GPU uses the QDQ engine
+        facts = trt.build_plan(tmp, s, cfg.max_batch, cfg.workspace_mb, cfg.dla_core if s.calib_cache else None)
+        facts["sha256"] = sha256_of(tmp / s.plan_file)
+        key = "trt" if s.precision == "int8" and not s.calib_cache else f"trt_{s.precision}" + ("_dla" if s.calib_cache else "")
+        engines[s.modality]["variants"][key] = facts
+        built.append(s.plan_file)
+    return {"available": True, "version": version, "script": script.name, "plans": built}
+
+
+def _config_dict(cfg: ExportConfig) -> dict:
+    d = asdict(cfg)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

@@ -1,0 +1,63 @@
+"""The data an export checks and calibrates with: the run's own dataset, found
+through the run folder's config.json (dataset, data_dir, seed, split), overridable
+with --dataset/--data-dir. Loaded with the model's sample rate, window and image
+size so the engines see exactly what training saw."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from edge_mla.errors import EdgeMlaError
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+
+
+def read_run_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgeMlaError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise EdgeMlaError(f"{path}: expected a JSON object")
+    return data
+
+
+def dataset_spec(run_dir: Path, dataset: Optional[str], data_dir: Optional[str]) -> dict:
+    """{dataset, data_dir, seed, split} from config.json with the overrides applied."""
+    cfg = read_run_config(run_dir)
+    name = dataset or cfg.get("dataset")
+    if not name:
+        raise EdgeMlaError(f"{Path(run_dir) / CONFIG_NAME}: missing, or names no dataset; pass --dataset (and --data-dir) to say which data to check the engines on")
+    # A different dataset than the run's: its data_dir from the run no longer applies.
+    ddir = data_dir if data_dir else (cfg.get("data_dir") if not dataset or dataset == cfg.get("dataset") else None)
+    return {"dataset": name, "data_dir": ddir, "seed": int(cfg.get("seed", 0) or 0), "split": cfg.get("split") or "official"}
+
+
+def load_for_model(spec: dict, model_cfg):
+    """Load the dataset of ``spec`` and check it fits the model."""
+    name = spec["dataset"]
+    if name == "folder":
+        if not spec.get("data_dir"):
+            raise EdgeMlaError("--dataset folder needs --data-dir pointing at a folder with pairs.csv")
+        from edge_mla.data.folder import load_folder
+
+        ds = load_folder(spec["data_dir"], seed=spec["seed"], sample_rate=model_cfg.sample_rate, window_seconds=model_cfg.window / model_cfg.sample_rate, image_size=model_cfg.image_size)
+    else:
+        from edge_mla.data import load_dataset
+
+        ds = load_dataset(name, spec.get("data_dir"), seed=spec["seed"], split=spec["split"])
+    if len(ds.classes) != model_cfg.num_classes:
+        raise EdgeMlaError(f"dataset {name} has {len(ds.classes)} classes but the checkpoint has {model_cfg.num_classes}")
+    if ds.sample_rate != model_cfg.sample_rate or ds.image_size != model_cfg.image_size:
+        raise EdgeMlaError(
+            f"dataset {name} ({ds.sample_rate} Hz, {ds.image_size}px images) does not match the model ({model_cfg.sample_rate} Hz, {model_cfg.image_size}px)"
+        )
+    return ds

@@ -1,0 +1,282 @@
+"""Export of a tiny trained model: ONNX files, parity, INT8 QDQ, manifest, gate,
+TensorRT script. One shared export (export_fixtures.exported) keeps this fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+pytest_plugins = ["export_fixtures"]  # tiny_run, exported; constants imported inside tests (after pytest loaded it)
+
+
+def _ort(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_engine_folder_contents(exported):
+    out = exported.out
+    names = sorted(p.name for p in out.iterdir())
+    for mod in ("image", "audio"):
+        for suffix in ("fp32.onnx", "int8.onnx", "calib.cache"):
+            assert f"{mod}.{suffix}" in names
+    assert "manifest.json" in names and "report.json" in names and "build_engines.sh" in names
+    assert not [n for n in names if n.endswith(".data") or ".raw." in n], names
+    # nothing left beside the target folder
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_manifest_complete_and_consistent(exported, tiny_run):
+    from edge_mla.checkpoint import file_sha256
+    from edge_mla.manifest import load_manifest, sha256_of
+
+    man = load_manifest(exported.out, verify=True)
+    data = man.data
+    assert data["format"] == "edge-mla-engines/1"
+    assert man.classes == [str(i) for i in range(10)]
+    assert man.fusion_rule == "entropy"
+    assert data["model"]["preset"] == "tiny" and data["model"]["method"] == "mla"
+    assert data["model"]["checkpoint_sha256"] == file_sha256(tiny_run / "checkpoint.pt")
+    assert set(man.modalities) == {"image", "audio"}
+    for mod in man.modalities:
+        e = data["engines"][mod]
+        assert e["precision"] == "int8" and e["file"] == f"{mod}.int8.onnx"  # --int8 on ships int8
+        assert e["sha256"] == sha256_of(exported.out / e["file"])
+        assert set(e["variants"]) == {"fp32", "int8"}
+        for v in e["variants"].values():
+            assert v["sha256"] == sha256_of(exported.out / v["file"])
+            assert v["size_bytes"] == (exported.out / v["file"]).stat().st_size
+        assert e["variants"]["int8"]["calib_cache_sha256"] == sha256_of(exported.out / e["variants"]["int8"]["calib_cache"])
+        assert e["input"]["shape"][0] == "batch" and e["output"]["shape"] == ["batch", 10]
+        spec = man.engine(mod, "fp32")
+        assert spec.path.name == f"{mod}.fp32.onnx" and spec.precision == "fp32"
+    assert data["engines"]["audio"]["audio"] == {**data["engines"]["audio"]["audio"], "sample_rate": 8000, "window": 8000}
+    assert data["engines"]["audio"]["input"]["shape"] == ["batch", 8000]
+    assert data["engines"]["image"]["image"]["size"] == 28
+    assert data["engines"]["image"]["input"]["shape"] == ["batch", 1, 28, 28]
+
+
+def test_manifest_detects_changed_engine(exported, tmp_path):
+    import shutil
+
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.manifest import load_manifest
+
+    copy = tmp_path / "eng"
+    shutil.copytree(exported.out, copy)
+    with open(copy / "image.int8.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(EdgeMlaError, match="sha256"):
+        load_manifest(copy)
+
+
+def test_onnx_files_are_single_checked_dynamic_and_carry_metadata(exported):
+    man = json.loads((exported.out / "manifest.json").read_text())
+    for mod, e in man["engines"].items():
+        for prec, v in e["variants"].items():
+            path = exported.out / v["file"]
+            m = onnx.load(str(path))
+            onnx.checker.check_model(m, full_check=True)
+            assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in m.graph.initializer)
+            assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+            meta = {p.key: p.value for p in m.metadata_props}
+            assert meta["edge_mla.modality"] == mod and meta["edge_mla.precision"] == prec
+            assert json.loads(meta["edge_mla.classes"]) == man["classes"]
+            assert json.loads(meta["edge_mla.input"]) == e["input"]
+            assert json.loads(meta["edge_mla.model"]) == man["model"]
+            assert json.loads(meta[f"edge_mla.{mod}"]) == e[mod]
+            sess = _ort(path)
+            shape = [d if isinstance(d, int) else 3 for d in e["input"]["shape"]]
+            out = sess.run(None, {e["input"]["name"]: np.random.default_rng(0).random(shape, dtype=np.float32) * 0.5})[0]
+            assert out.shape == (3, 10) and np.isfinite(out).all()
+
+
+def test_fp32_parity_with_pytorch(exported, tiny_run):
+    import torch
+
+    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.data import load_dataset
+
+    man = json.loads((exported.out / "manifest.json").read_text())
+    for mod in ("image", "audio"):
+        par = man["engines"][mod]["variants"]["fp32"]["parity"]
+        assert par["samples"] > 0 and par["max_abs_diff"] < 1e-3 and par["top1_agreement"] == 1.0
+    # and independently, on validation samples the export did not pick
+    model, _ = load_checkpoint(tiny_run)
+    ds = load_dataset("demo", seed=0)
+    idx = np.arange(len(ds.val))[-16:]
+    for mod, x in (("image", ds.val.image_batch(idx)), ("audio", ds.val.audio_batch(idx, ds.window))):
+        with torch.no_grad():
+            ref = model.logits(mod, torch.from_numpy(x)).numpy()
+        got = _ort(exported.out / f"{mod}.fp32.onnx").run(None, {mod: x})[0]
+        assert np.abs(ref - got).max() < 1e-3 * max(1.0, np.abs(ref).max())
+        assert (ref.argmax(1) == got.argmax(1)).all()
+
+
+def test_int8_is_qdq_keeps_frontend_and_head_float_and_runs(exported):
+    man = json.loads((exported.out / "manifest.json").read_text())
+    for mod in ("image", "audio"):
+        m = onnx.load(str(exported.out / f"{mod}.int8.onnx"))
+        ops = [n.op_type for n in m.graph.node]
+        assert ops.count("QuantizeLinear") >= 3 and ops.count("DequantizeLinear") >= 3
+        assert "QLinearConv" not in ops  # QDQ format, not QOperator
+        producers = {o: n for n in m.graph.node for o in n.output}
+        inits = {i.name for i in m.graph.initializer}
+        # the head: the node producing the logits takes float weights (no DequantizeLinear)
+        head = producers[m.graph.output[0].name]
+        assert head.op_type in ("Gemm", "MatMul", "Add")
+        assert all(i in inits or producers[i].op_type != "DequantizeLinear" or i == head.input[0] for i in head.input[1:])
+        if mod == "audio":
+            log_node = next(n for n in m.graph.node if n.op_type == "Log")
+            # walk the front end back to the input: no quantize/dequantize on the way
+            stack, seen = [log_node], set()
+            while stack:
+                n = stack.pop()
+                assert n.op_type not in ("QuantizeLinear", "DequantizeLinear"), f"front end quantized at {n.name}"
+                seen.add(n.name)
+                stack += [producers[i] for i in n.input if i in producers and producers[i].name not in seen]
+        v = man["engines"][mod]["variants"]["int8"]
+        assert v["quant_format"] == "QDQ" and v["calibration"]["method"] == "minmax"
+        assert v["parity"]["top1_agreement"] >= 0.8  # int8 tracks the float model
+
+
+def test_gate_report_and_table(exported):
+    from export_fixtures import FAST
+
+    rep = json.loads((exported.out / "report.json").read_text())
+    gate = rep["gate"]
+    assert gate["samples"] == FAST["eval_limit"]
+    for mod in ("image", "audio"):
+        g = gate["engines"][mod]
+        for prec in ("fp32", "int8"):
+            assert 0.0 <= g[prec]["accuracy"] <= 1.0
+            assert g[prec]["latency"]["runs"] == FAST["latency_repeats"] and g[prec]["latency"]["median_ms"] > 0
+        assert g["int8"]["speedup"] == pytest.approx(g["fp32"]["latency"]["median_ms"] / g["int8"]["latency"]["median_ms"])
+        assert g["int8"]["accuracy_drop_points"] == pytest.approx(100 * (g["fp32"]["accuracy"] - g["int8"]["accuracy"]))
+        # flags say exactly what the numbers say
+        slow = any("slower" in f for f in g["int8"]["flags"])
+        assert slow == (g["int8"]["speedup"] < 1.0)
+        lossy = any("loses" in f for f in g["int8"]["flags"])
+        assert lossy == (g["int8"]["accuracy_drop_points"] > 1.0)
+    assert set(gate["fused"]) == {"fp32", "int8", "chosen"}
+    assert gate["fused"]["fp32"] > 0.2  # the tiny run learned something: the gate is not measuring noise
+    for line in ("image", "audio", "fused", "speed-up"):
+        assert line in exported.table
+
+
+def test_tensorrt_absent_writes_build_script(exported, tmp_path):
+    from edge_mla.export import trt
+
+    assert trt.trt_version() is None  # no TensorRT on these machines
+    man = json.loads((exported.out / "manifest.json").read_text())
+    assert man["tensorrt"]["available"] is False and man["tensorrt"]["script"] == "build_engines.sh"
+    assert any("TensorRT is not installed" in w for w in exported.warnings)
+    import shutil
+
+    work = tmp_path / "engines"
+    shutil.copytree(exported.out, work)
+    script = work / "build_engines.sh"
+    assert os.access(script, os.X_OK)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "--onnx=image.int8.onnx" in text and "--saveEngine=image.int8.plan" in text
+    assert "--minShapes=image:1x1x28x28" in text and "--maxShapes=audio:${MAX_BATCH}x8000" in text
+    assert "--calib=audio.calib.cache" in text and "--useDLACore" in text and "--allowGPUFallback" in text
+    assert "--stronglyTyped" in text and "--memPoolSize=workspace:" in text
+
+    # Run it against a fake trtexec: TensorRT 10 gets --int8 --fp16, DLA lines use the cache.
+    fake = tmp_path / "trtexec"
+    log = tmp_path / "calls.txt"
+    fake.write_text(f'#!/usr/bin/env bash\nif [ "$1" = --help ]; then echo "&&&& RUNNING TensorRT.trtexec [TensorRT v$FAKE_VER] # trtexec"; exit 0; fi\necho "$@" >> {log}\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "TRTEXEC": str(fake), "FAKE_VER": "100300", "DLA_CORE": "0"}
+    subprocess.run(["bash", str(script)], check=True, env=env, capture_output=True)
+    calls = log.read_text().splitlines()
+    assert len(calls) == 6  # per modality: int8 (QDQ), fp16, int8 DLA
+    q = next(c for c in calls if "--onnx=image.int8.onnx" in c)
+    assert "--int8 --fp16" in q and "--stronglyTyped" not in q
+    dla = next(c for c in calls if "image.int8.dla.plan" in c)
+    assert "--onnx=image.fp32.onnx" in dla and "--calib=image.calib.cache" in dla and "--useDLACore=0" in dla
+    # the cache header now names the device's TensorRT version (else TensorRT ignores it)
+    assert (work / "image.calib.cache").read_text().splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    log.unlink()
+    env["FAKE_VER"] = "110000"  # TensorRT 11: strongly typed, no implicit INT8
+    subprocess.run(["bash", str(script)], check=True, env=env, capture_output=True)
+    calls = log.read_text().splitlines()
+    assert len(calls) == 4 and all("--calib" not in c for c in calls)
+    assert "--stronglyTyped" in next(c for c in calls if "--onnx=audio.int8.onnx" in c)
+
+
+def test_cpu_path_never_imports_tensorrt():
+    code = "import sys, edge_mla.export.pipeline, edge_mla.export.trt, edge_mla.cli.export_cmd; assert 'tensorrt' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_int8_auto_keeps_the_better_precision(tiny_run, tmp_path, capsys):
+    from export_fixtures import QUICK_FLAGS
+
+    from edge_mla.cli.main import main
+
+    out = tmp_path / "auto"
+    rc = main(["export", str(tiny_run), "--out", str(out), "--int8", "auto", "--modalities", "image", "--calib-size", "45",
+               "--calib-method", "percentile", *QUICK_FLAGS])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "image" in printed and "fp32" in printed and "int8" in printed
+    man = json.loads((out / "manifest.json").read_text())
+    assert list(man["engines"]) == ["image"]
+    gate = json.loads((out / "report.json").read_text())["gate"]["engines"]["image"]
+    want = "fp32" if gate["int8"]["flags"] else "int8"
+    assert man["engines"]["image"]["precision"] == want
+    assert man["engines"]["image"]["file"] == f"image.{want}.onnx"
+    assert set(man["engines"]["image"]["variants"]) == {"fp32", "int8"}
+    # without --engine trt the INT8 engine uses uint8 asymmetric activations (ONNX Runtime's
+    # fast path); the TensorRT cache still covers every quantized activation, as amax/127
+    from edge_mla.calib.trt_cache import parse_trt_cache
+    from edge_mla.export.quantize import activation_scales
+
+    assert man["int8"]["symmetric_activations"] is False
+    q = onnx.load(str(out / "image.int8.onnx"))
+    zps = {i.name: i for i in q.graph.initializer}
+    act_q = [n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in zps]
+    assert act_q and all(zps[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in act_q)
+    _, cache = parse_trt_cache(out / "image.calib.cache")
+    used = activation_scales(q)
+    assert set(cache) == set(used)
+    for t, s in used.items():
+        # asymmetric (hi - lo)/255 <= amax/127.5 < amax/127 (ORT may narrow a pre-Relu range
+        # to the Relu's, so only the lower bound is an identity)
+        assert np.isfinite(cache[t]) and cache[t] >= s * 0.99
+    # histogram calibration over several batches (45 samples: 32 is not a divisor)
+    assert man["engines"]["image"]["variants"]["int8"]["calibration"] == {**man["engines"]["image"]["variants"]["int8"]["calibration"], "method": "percentile", "samples": 45}
+
+
+def test_force_replaces_an_existing_folder(tiny_run, tmp_path):
+    from export_fixtures import QUICK
+
+    from edge_mla.export.pipeline import ExportConfig, export_run
+
+    out = tmp_path / "eng"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    res = export_run(ExportConfig(run_dir=tiny_run, out=out, modalities=["image"], force=True, **QUICK))
+    assert not (out / "old.txt").exists() and (out / "image.fp32.onnx").is_file()
+    assert res.chosen == {"image": "fp32"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eng"]
+
+
+def test_bare_int8_flag_means_on():
+    from edge_mla.cli.main import build_parser
+
+    p = build_parser(only="export")
+    assert p.parse_args(["export", "RUN", "--int8"]).int8 == "on"
+    assert p.parse_args(["export", "RUN"]).int8 == "off"
+    assert p.parse_args(["export", "RUN", "--int8", "auto"]).int8 == "auto"
