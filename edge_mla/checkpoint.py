@@ -55,7 +55,9 @@ def load_checkpoint(run_dir: str | os.PathLike):
         model = build_model(cfg)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise EdgeMlaError(f"{path}: checkpoint does not match its architecture ({first})") from None
+        # torch's first line is a heading; the second names the first mismatched tensor
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [exc.__class__.__name__]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise EdgeMlaError(f"{path}: checkpoint does not match its architecture ({detail[:300]})") from None
     model.eval()
     return model, payload
