@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 setup: system-deps $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/edge-mla demo
+	$(VENV)/bin/edge-mla demo --force
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -137,7 +137,8 @@ def _weights_per_span(lines: list, truth: dict) -> dict:
     for r in lines:
         kind = _span_kind(float(r["t"]), truth["faults"])
         for m, v in r.get("modalities", {}).items():
-            acc.setdefault(kind, {}).setdefault(m, []).append(float(v.get("weight") or 0.0))
+            for key in ("overall", kind):
+                acc.setdefault(key, {}).setdefault(m, []).append(float(v.get("weight") or 0.0))
     return {k: {m: round(float(np.mean(v)), 3) for m, v in d.items()} for k, d in acc.items()}
 
 
@@ -165,7 +166,7 @@ def format_report(r: dict) -> str:
     lines.append("")
     lines.append("Latency per modality (capture -> fused output, ms): " + "; ".join(
         f"{m}: e2e p50 {v['e2e_p50_ms']:.1f} / p99 {v['e2e_p99_ms']:.1f}, engine p50 {v['engine_p50_ms']:.2f}, overhead p50 {v['overhead_p50_ms']:.1f}" for m, v in r["latency"].items()))
-    lines.append(f"Runtime CPU {r['cpu_percent']:.0f}% of one core, peak RSS {r['peak_rss_mb']:.0f} MB.")
+    lines.append(f"CPU during the replay {r['cpu_percent']:.0f}% of one core; peak RSS {r['peak_rss_mb']:.0f} MB of the demo process, torch and training included (the runtime alone: BENCHMARKS.md).")
     lines.append("")
     lines.append("Seconds per step: " + ", ".join(f"{k.split(' (')[0]} {v}" for k, v in r["seconds_per_step"].items()))
     lines.append("")

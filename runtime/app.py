@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from edge_mla.errors import EdgeMlaError
 from edge_mla.manifest import load_manifest
 from edge_mla.runtime.clock import now
@@ -151,7 +153,9 @@ class Runtime:
             self.workers["image"] = Worker("image", self.engines["image"], lambda seq, to: cam.slot.get_newer(seq, to), pre, self.cfg.video_rate, self._stop)
         if self.mic is not None:
             mic = self.mic
-            self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.latest(seq), self._audio_pre, 1.0 / self.cfg.hop, self._stop)
+            thr = self.cfg.silence_threshold
+            gate = (lambda x: float(np.sqrt(np.mean(np.square(x)))) >= thr) if thr > 0 else None
+            self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.latest(seq), self._audio_pre, 1.0 / self.cfg.hop, self._stop, gate=gate)
         self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule)
         self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in (self.camera, self.mic) if s is not None] + [self.fusion]
         for t in self._threads:
@@ -207,7 +211,7 @@ class Runtime:
         if self.camera is not None:
             workers.setdefault("image", {}).update(frames=self.camera.frames, repeats=self.camera.repeats, blanks=self.camera.blanks)
         if self.mic is not None:
-            workers.setdefault("audio", {}).update(blocks=self.mic.blocks, samples=self.mic.samples)
+            workers.setdefault("audio", {}).update(blocks=self.mic.blocks, samples=self.mic.samples, silent_windows=self.workers["audio"].gated if "audio" in self.workers else 0)
         sensors = {}
         for src in (self.camera, self.mic):
             if src is not None:

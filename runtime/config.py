@@ -37,6 +37,7 @@ class RunConfig:
     camera_timeout: float = 2.0  # seconds without a new frame before the camera is "lost"
     mic_timeout: float = 1.5  # seconds without an audio callback before the mic is "lost"
     open_timeout: float = 3.0  # seconds allowed to open a stream URL
+    silence_threshold: float = 0.002  # audio windows with RMS below this (about -54 dBFS) are not classified (0: off)
     blank_threshold: float = 8.0  # frames with grey-level std below this are "blank" (0: off)
     backoff_initial: float = 0.5  # reconnect back-off: first delay ...
     backoff_max: float = 2.0  # ... doubling up to this

@@ -51,8 +51,13 @@ class Worker:
         preprocess: Callable[[np.ndarray], np.ndarray],
         rate: Optional[float],
         stop: threading.Event,
+        gate: Optional[Callable[[np.ndarray], bool]] = None,
     ) -> None:
         self.modality = modality
+        # gate(x) False: the input carries no signal (a muted mic), so no result is
+        # published and the last one ages out of fusion instead of voting garbage.
+        self._gate = gate
+        self.gated = 0
         self.engine = engine
         self._take = take
         self._preprocess = preprocess
@@ -93,6 +98,9 @@ class Worker:
             t_pre = now()
             try:
                 x = self._preprocess(item.data)
+                if self._gate is not None and not self._gate(x):
+                    self.gated += 1
+                    continue
                 t_engine = now()
                 logits = self.engine.run(x)
             except Exception:

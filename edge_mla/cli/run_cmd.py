@@ -39,6 +39,7 @@ def register(subparsers, common) -> None:
     p.add_argument("--camera-timeout", type=float, default=2.0, help="seconds without a frame before the camera is marked lost (default 2)")
     p.add_argument("--mic-timeout", type=float, default=1.5, help="seconds without audio before the mic is marked lost (default 1.5)")
     p.add_argument("--blank-threshold", type=float, default=8.0, help="frames whose grey-level std is below this are 'blank' and not classified (default 8; 0: off)")
+    p.add_argument("--silence-threshold", type=float, default=0.002, help="audio windows whose RMS (full scale 1.0) is below this are silence and not classified (default 0.002, about -54 dBFS; 0: off)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout")
     p.add_argument("--console", action="store_true", help="a readable line per decision (on stdout; JSON then needs --out)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per engine (default 1: two engines share 2 cores)")
@@ -64,6 +65,7 @@ def config_from_args(args: argparse.Namespace):
         camera_timeout=args.camera_timeout,
         mic_timeout=args.mic_timeout,
         blank_threshold=args.blank_threshold,
+        silence_threshold=args.silence_threshold,
         out=args.out,
         json_stdout=not args.console,
         console=args.console,

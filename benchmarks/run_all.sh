@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Every command behind BENCHMARKS.md, in order (long: hours on 2 cores).
+# Needs the real data in $EDGE_MLA_DATA (default ../shared/data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+EDGE=${EDGE:-.venv/bin/edge-mla}
+DATA=${EDGE_MLA_DATA:-../shared/data}
+
+# Issue 2: methods x splits x seeds, and training speed.
+$PY benchmarks/train_bench.py --data-dir "$DATA" --out bench-out/train --splits official speaker --seeds 0 1 2 --limit 6000 --epochs 4 --jobs 2 --no-corrupt
+for s in joint mla; do $EDGE eval bench-out/train/official/$s-s0 --data-dir "$DATA" > bench-out/train/corrupt-$s-s0.txt; done
+$PY -m benchmarks.speed_bench --data-dir "$DATA" --preset tiny --batches 30 --rounds 3
+
+# Issue 3: export runs and FP32 vs INT8 per calibration method.
+$EDGE train --method mla --preset tiny --dataset avmnist --data-dir "$DATA" --limit 20000 --epochs 3 --threads 1 --val-limit 1000 --no-test --out bench-out/export-runs/avmnist-tiny --force
+$EDGE train --method mla --preset resnet18 --dataset avmnist --data-dir "$DATA" --limit 2000 --epochs 1 --threads 1 --val-limit 500 --no-test --out bench-out/export-runs/avmnist-resnet18 --force
+$PY benchmarks/export_bench.py --run tiny=bench-out/export-runs/avmnist-tiny --run resnet18=bench-out/export-runs/avmnist-resnet18 --activations symmetric --eval-limit 2000 --latency-repeats 300 --out bench-out/export-bench
+$PY benchmarks/export_bench.py --run tiny=bench-out/export-runs/avmnist-tiny --run resnet18=bench-out/export-runs/avmnist-resnet18 --methods percentile minmax --activations asymmetric --eval-limit 2000 --latency-repeats 300 --out bench-out/export-bench-asym
+
+# Issue 4: the runtime on a replayed session with faults.
+$EDGE train --method mla --preset tiny --dataset demo --epochs 8 --no-progress --out bench-out/rt-run --force
+$EDGE export bench-out/rt-run --out bench-out/rt-engines --int8 on --dataset demo --no-progress --force
+$PY benchmarks/runtime_bench.py --engines bench-out/rt-engines --out bench-out/runtime --precision fp32
+
+# Issue 5: the profiler on the tiny and resnet18 engines (ONNX Runtime INT8 engines).
+bash benchmarks/profile_bench.sh bench-out/export-bench-asym/tiny-percentile bench-out/export-bench-asym/resnet18-percentile bench-out/profile
