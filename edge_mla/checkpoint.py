@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge_mla.errors import EdgeMlaError
+from edge_mla.errors import EdgeMlaError, required_file
 from edge_mla.manifest import sha256_of as file_sha256  # noqa: F401  (re-exported for export/)
 
 FORMAT = "edge-mla-checkpoint/1"
@@ -38,12 +38,7 @@ def load_checkpoint(run_dir: str | os.PathLike):
 
     from edge_mla.models import ModelConfig, build_model
 
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise EdgeMlaError(f"{run}: run folder not found")
-    path = run / CHECKPOINT_NAME
-    if not path.is_file():
-        raise EdgeMlaError(f"{path}: missing (is {run} a folder written by 'edge-mla train'?)")
+    path = required_file(run_dir, CHECKPOINT_NAME, "run", "train")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

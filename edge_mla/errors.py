@@ -1,5 +1,7 @@
 """User-facing errors: the CLI prints their message as one line and exits non-zero."""
 
+from pathlib import Path
+
 
 class EdgeMlaError(Exception):
     """A problem with the user's input (a file, a flag, a folder) rather than a bug.
@@ -9,3 +11,15 @@ class EdgeMlaError(Exception):
     """
 
     exit_code = 2
+
+
+def required_file(folder, name: str, kind: str, command: str) -> Path:
+    """``folder/name``, or the one-line error a user needs when a run or engine folder
+    is missing or was not written by ``edge-mla COMMAND``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EdgeMlaError(f"{folder}: {kind} folder not found")
+    path = folder / name
+    if not path.is_file():
+        raise EdgeMlaError(f"{path}: missing (is {folder} a folder written by 'edge-mla {command}'?)")
+    return path

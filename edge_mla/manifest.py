@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from edge_mla.errors import EdgeMlaError
+from edge_mla.errors import EdgeMlaError, required_file
 
 FORMAT = "edge-mla-engines/1"
 MANIFEST_NAME = "manifest.json"
@@ -117,11 +117,7 @@ def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
     """Read and check an engine folder: the manifest parses, names its engines, and
     (``verify``) every listed file exists with the recorded sha256."""
     root = Path(root)
-    if not root.is_dir():
-        raise EdgeMlaError(f"{root}: engine folder not found")
-    path = root / MANIFEST_NAME
-    if not path.is_file():
-        raise EdgeMlaError(f"{path}: missing (is {root} a folder written by 'edge-mla export'?)")
+    path = required_file(root, MANIFEST_NAME, "engine", "export")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

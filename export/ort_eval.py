@@ -15,16 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 
-def session(path: Path, threads: int = 1):
-    """A CPU session with ``threads`` intra-op threads, sequential execution."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+from edge_mla.runtime.engine import cpu_session as session  # noqa: F401  (one session recipe for export and runtime)
 
 
 def run_logits(sess, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -20,22 +20,29 @@ from edge_mla.manifest import EngineSpec
 log = logging.getLogger(__name__)
 
 
+def cpu_session(path, threads: int = 1):
+    """The one way edge-mla opens an engine on the CPU: ``threads`` intra-op
+    threads and sequential execution, so two sessions on a 2-core device (or the
+    export's FP32/INT8 timing pair) do not oversubscribe the cores."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(int(threads), 1)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 class Engine:
     """``run(x)`` -> logits (1, C) for one preprocessed example ``x`` (no batch axis)."""
 
     def __init__(self, spec: EngineSpec, num_classes: int, intra_op_threads: int = 1) -> None:
-        import onnxruntime as ort
-
         self.spec = spec
         if spec.entry.get("format", "onnx") != "onnx" or spec.path.suffix != ".onnx":
             raise EdgeMlaError(f"{spec.path}: the CPU runtime runs ONNX engines only (pick --precision fp32 or int8)")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(int(intra_op_threads), 1)
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(spec.path), so, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(spec.path, intra_op_threads)
         except Exception as exc:
             raise EdgeMlaError(f"{spec.path}: ONNX Runtime cannot load this engine ({str(exc).splitlines()[0]})") from None
         inputs = {i.name: i for i in self.session.get_inputs()}

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from edge_mla.errors import EdgeMlaError
+from edge_mla.errors import EdgeMlaError, required_file
 
 HELP = """\
 Evaluate a run folder on the test split (or --split val): image-only, audio-only,
@@ -42,11 +42,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def read_run_config(run_dir: str) -> dict:
-    path = Path(run_dir) / "config.json"
-    if not Path(run_dir).is_dir():
-        raise EdgeMlaError(f"{run_dir}: run folder not found")
-    if not path.is_file():
-        raise EdgeMlaError(f"{path}: missing (is {run_dir} a folder written by 'edge-mla train'?)")
+    path = required_file(run_dir, "config.json", "run", "train")
     try:
         return json.loads(path.read_text())
     except ValueError as exc:

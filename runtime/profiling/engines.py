@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_mla.errors import EdgeMlaError
 from edge_mla.manifest import Manifest, load_manifest
+from edge_mla.runtime.engine import cpu_session as _ort_session
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +84,6 @@ def example_input(spec_entry: dict, batch: int, rng: np.random.Generator) -> np.
     if "audio" in spec_entry:
         return (rng.normal(0, 0.1, shape)).astype(np.float32)
     return rng.random(shape, dtype=np.float32)
-
-
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def _variants(manifest: Manifest, modality: str) -> dict:
