@@ -65,3 +65,19 @@ def test_profile_runtime_stages(exported, tmp_path, demo_cache):
             assert k in st and st[k]["p50"] >= 0, k
         assert st["end_to_end"]["p50"] >= st["engine->done"]["p50"]
     assert res["cpu_percent"] > 0 and res["peak_rss_mb"] > 0
+
+
+def test_profile_runs_on_a_device_without_torch(exported, tmp_path):
+    """A device installs only the runtime extra: with torch unimportable the profiler
+    still times every ONNX engine and says why PyTorch eager is missing."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from edge_mla.cli.main import main\n"
+        f"sys.exit(main(['profile', {str(exported.out)!r}, '--batch', '1', '--threads', '1', '--repeats', '5', '--warmup', '1', '--out', {str(tmp_path)!r}, '--json', '--no-plot']))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    backends = {t["backend"] for t in res["timings"]}
+    assert backends == {"onnxruntime"}
+    assert {t["precision"] for t in res["timings"]} == {"fp32", "int8"}

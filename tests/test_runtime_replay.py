@@ -40,7 +40,8 @@ def test_session_runs_in_real_time_to_the_end(replay):
     assert 29.0 < rep.seconds < 33.0  # media played in real time; stopped when both files ended
     assert rep.decisions >= 280 and rep.no_decisions <= 3
     assert rep.workers["image"]["errors"] == 0 and rep.workers["audio"]["errors"] == 0
-    assert rep.workers["audio"]["results"] >= 100  # 4 Hz hop, minus the 3 s outage
+    # 4 Hz hop, minus the 3 s outage; windows of digital silence are counted, not classified
+    assert rep.workers["audio"]["results"] + rep.workers["audio"]["silent_windows"] >= 100
     assert rep.workers["image"]["frames"] >= 500  # 30 fps minus outage and frozen span
 
 
@@ -82,12 +83,15 @@ def test_black_frames_are_blank_and_age_out(replay):
     assert replay["report"].workers["image"]["blanks"] >= 60  # 3 s at 30 fps, not classified
 
 
-def test_silence_keeps_the_mic_ok_and_entropy_weights_it_down(replay):
-    # a muted mic still calls back: the sensor is ok, the audio engine sees silence
-    # and the entropy weights decide how much it counts
-    lines = _span(replay, "mic_silent", after_start=1.2)
-    assert lines and all(r["sensors"]["mic"]["state"] == "ok" and r["used"] == ["image", "audio"] for r in lines)
-    assert all(0.0 < r["modalities"]["audio"]["weight"] < 0.5 for r in lines)
+def test_silence_keeps_the_mic_ok_and_leaves_audio_out(replay):
+    # A muted mic still calls back: the sensor stays ok, but a window of digital
+    # silence is not classified (an engine can be confidently wrong on it, measured in
+    # the demo), so once the window is silent (1 s) and the last result is stale
+    # (1 s) fusion follows the image alone.
+    lines = _span(replay, "mic_silent", after_start=2.3)
+    assert lines and all(r["sensors"]["mic"]["state"] == "ok" and r["used"] == ["image"] for r in lines)
+    assert all(r["label"] == r["modalities"]["image"]["label"] for r in lines)
+    assert replay["report"].workers["audio"]["silent_windows"] >= 4
 
 
 def test_fused_accuracy_beats_each_modality(replay):

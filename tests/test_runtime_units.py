@@ -19,6 +19,7 @@ def test_runtime_and_run_command_never_import_torch():
         "edge_mla.runtime", "edge_mla.runtime.app", "edge_mla.runtime.sources.camera", "edge_mla.runtime.sources.microphone",
         "edge_mla.runtime.sources.wavfile", "edge_mla.runtime.replay", "edge_mla.runtime.testing.pulse", "edge_mla.runtime.testing.mjpeg",
         "edge_mla.cli.run_cmd", "edge_mla.runtime.audio_stream",
+        "edge_mla.runtime.profiling", "edge_mla.runtime.profiling.runtime_profile", "edge_mla.runtime.profiling.report", "edge_mla.cli.profile_cmd",
     ]
     code = "import sys\n" + "".join(f"import {m}\n" for m in mods) + "from edge_mla.cli.main import build_parser; build_parser(only='run')\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sklearn')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60)
