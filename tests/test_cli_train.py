@@ -92,3 +92,13 @@ def test_seeded_runs_repeat_on_cpu(tmp_path, demo_cache):
         outs.append(json.loads((out / "metrics.jsonl").read_text().splitlines()[0]))
     assert outs[0]["val"] == outs[1]["val"]
     assert outs[0]["loss_audio"] == outs[1]["loss_audio"]
+
+
+def test_top_level_help_lists_every_command_without_importing_torch():
+    code = ("import sys\nfrom edge_mla.cli.main import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'torch' not in sys.modules, 'help imported torch'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for name in ("data", "train", "eval", "export", "run", "profile", "demo"):
+        assert f"    {name} " in r.stdout, name

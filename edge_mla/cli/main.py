@@ -27,6 +27,16 @@ COMMANDS = {
     "profile": "edge_mla.cli.profile_cmd",
     "demo": "edge_mla.cli.demo_cmd",
 }
+# one line per command for `edge-mla --help`, which must not import the commands
+SUMMARIES = {
+    "data": "build the demo dataset or describe a dataset",
+    "train": "train MLA or a baseline -> run folder",
+    "eval": "accuracy per modality, fused, missing and corrupted inputs",
+    "export": "one engine per modality (ONNX FP32/INT8, TensorRT) + manifest.json",
+    "run": "the streaming runtime: camera + mic -> fused decisions",
+    "profile": "latency per engine, precision, backend and runtime stage",
+    "demo": "the whole path on built-in data (what `make demo` runs)",
+}
 
 DESCRIPTION = """\
 edge-mla: train a camera + microphone classifier with MLA, export one engine per
@@ -51,7 +61,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             # A cheap placeholder keeps `edge-mla --help` listing every command
             # without importing their (possibly heavy) modules.
-            sub.add_parser(name, help=f"see 'edge-mla {name} --help'", add_help=False)
+            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
             continue
         try:
             mod = importlib.import_module(module)
