@@ -59,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
         engines=Path(args.engines), batches=args.batch, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
         backends=args.backend, precisions=args.precision, run_dir=Path(args.run_dir) if args.run_dir else None,
     )
-    result = profile_engines(cfg)
+    extra = []
+    if "torch" in args.backend:
+        from edge_mla.torch_timing import torch_eager_timings  # imports torch only when called
+
+        extra.append(torch_eager_timings)
+    result = profile_engines(cfg, extra_backends=extra)
     if args.runtime:
         from edge_mla.runtime.profiling.runtime_profile import RuntimeProfileConfig, profile_runtime
 

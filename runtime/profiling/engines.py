@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -105,29 +105,7 @@ def _macs(path: Path) -> Optional[int]:
     return None
 
 
-def _torch_model(cfg: ProfileConfig, manifest: Manifest):
-    if "torch" not in cfg.backends:
-        return None
-    run_dir = cfg.run_dir or manifest.data.get("model", {}).get("run_dir")
-    if not run_dir or not Path(run_dir).is_dir():
-        log.info("PyTorch eager not profiled: no run folder (pass --run-dir)")
-        return None
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        log.info("PyTorch eager not profiled: torch is not installed (runtime-only device)")
-        return None
-    from edge_mla.checkpoint import load_checkpoint
-
-    try:
-        model, _ = load_checkpoint(run_dir)
-    except EdgeMlaError as exc:
-        log.warning("PyTorch eager not profiled: %s", exc)
-        return None
-    return model
-
-
-def profile_engines(cfg: ProfileConfig, progress: bool = True) -> dict:
+def profile_engines(cfg: ProfileConfig, progress: bool = True, extra_backends: Sequence[Callable] = ()) -> dict:
     """Returns {"timings": [EngineTiming...], "ratios": {...}, "machine": {...}, "notes": [...]}."""
     manifest = load_manifest(cfg.engines)
     rng = np.random.default_rng(0)
@@ -160,21 +138,12 @@ def profile_engines(cfg: ProfileConfig, progress: bool = True) -> dict:
         x = example_input(entry, batch, rng)
         feed = {entry["input"]["name"]: x}
         samples = time_call(lambda: sess.run(None, feed), cfg.warmup, cfg.repeats)
-        timings.append(_timing(m, backend, prec, batch, threads, samples, macs_cache[path], fname))
+        timings.append(make_timing(m, backend, prec, batch, threads, samples, macs_cache[path], fname))
 
-    model = _torch_model(cfg, manifest)
-    if model is not None:
-        import torch
-
-        fp32_macs = {m: next((t.macs for t in timings if t.modality == m and t.precision == "fp32"), None) for m in manifest.modalities}
-        for m in manifest.modalities:
-            for batch in cfg.batches:
-                for threads in cfg.threads:
-                    torch.set_num_threads(threads)
-                    x = torch.from_numpy(example_input(manifest.data["engines"][m], batch, rng))
-                    with torch.inference_mode():
-                        samples = time_call(lambda: model.logits(m, x), cfg.warmup, cfg.repeats)
-                    timings.append(_timing(m, "torch", "fp32", batch, threads, samples, fp32_macs.get(m), None))
+    for extra in extra_backends:
+        # e.g. PyTorch eager, which lives outside the runtime (torch is no runtime
+        # dependency); each returns EngineTimings measured in this same process.
+        timings.extend(extra(cfg, manifest, timings, rng))
     if "tensorrt" in cfg.backends:
         try:
             import tensorrt  # noqa: F401
@@ -192,7 +161,7 @@ def profile_engines(cfg: ProfileConfig, progress: bool = True) -> dict:
     }
 
 
-def _timing(m, backend, prec, batch, threads, samples, macs, fname) -> EngineTiming:
+def make_timing(m, backend, prec, batch, threads, samples, macs, fname) -> EngineTiming:
     ms = summarize(samples)
     per_example_s = ms["p50"] / 1000.0 / batch
     gmacs = (macs / per_example_s / 1e9) if macs else None
