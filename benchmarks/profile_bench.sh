@@ -9,4 +9,4 @@ out=${3:-bench-out/profile}
 mkdir -p "$out"
 edge=${EDGE:-.venv/bin/edge-mla}
 $edge profile "$tiny" --batch 1 8 --threads 1 2 --repeats 300 --warmup 30 --runtime --duration 30 --out "$out/tiny" | tee "$out/tiny.txt"
-$edge profile "$resnet" --batch 1 8 --threads 1 2 --repeats 100 --warmup 10 --out "$out/resnet18" | tee "$out/resnet18.txt"
+$edge profile "$resnet" --batch 1 8 --threads 1 2 --repeats 100 --warmup 10 --backend onnxruntime torch --out "$out/resnet18" | tee "$out/resnet18.txt"
