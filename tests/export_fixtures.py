@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from quick_train import quick_train
 
 
 def make_tiny_run(run: Path, steps: int = 40, seed: int = 0) -> Path:
@@ -22,7 +22,7 @@ def make_tiny_run(run: Path, steps: int = 40, seed: int = 0) -> Path:
     import torch
 
     from edge_mla.checkpoint import save_checkpoint
-    from edge_mla.data import iterate_batches, load_dataset
+    from edge_mla.data import load_dataset
     from edge_mla.models import ModelConfig, build_model
 
     torch.manual_seed(seed)
@@ -30,20 +30,7 @@ def make_tiny_run(run: Path, steps: int = 40, seed: int = 0) -> Path:
     model = build_model(ModelConfig(preset="tiny", head="shared"))
     ds = load_dataset("demo", seed=seed)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    rng = np.random.default_rng(seed)
-    model.train()
-    done = 0
-    while done < steps:
-        for xi, xa, y in iterate_batches(ds.train, 32, ds.window, shuffle=True, rng=rng):
-            out = model({"image": torch.from_numpy(xi), "audio": torch.from_numpy(xa)})
-            loss = sum(torch.nn.functional.cross_entropy(o, torch.from_numpy(y)) for o in out.values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            done += 1
-            if done >= steps:
-                break
-    model.eval()
+    quick_train(model, ds.train, ds.window, steps, opt, batch_size=32, seed=seed)
     save_checkpoint(run / "checkpoint.pt", model, ds.classes, "mla", 1)
     (run / "config.json").write_text(json.dumps({"dataset": "demo", "data_dir": None, "seed": seed, "split": "official"}))
     return run

@@ -45,22 +45,18 @@ def test_session_runs_in_real_time_to_the_end(replay):
     assert rep.workers["image"]["frames"] >= 500  # 30 fps minus outage and frozen span
 
 
-def test_camera_gone_runs_on_the_mic_and_reconnects(replay):
-    lines = _span(replay, "camera_gone", after_start=1.5)
-    assert lines and all(r["sensors"]["camera"]["state"] == "lost" for r in lines)
-    assert all(r["decision"] and r["used"] == ["audio"] for r in lines)
-    rec = next(x for x in replay["score"]["recovery"] if x["fault"] == "camera_gone")
+@pytest.mark.parametrize(
+    "fault, sensor, remaining, after_start",
+    [("camera_gone", "camera", "audio", 1.5), ("mic_gone", "mic", "image", 2.0)],
+    ids=["camera_gone_runs_on_the_mic_and_reconnects", "mic_gone_runs_on_the_camera_and_reopens"],
+)
+def test_sensor_gone_runs_on_the_other_and_reconnects(replay, fault, sensor, remaining, after_start):
+    lines = _span(replay, fault, after_start=after_start)
+    assert lines and all(r["sensors"][sensor]["state"] == "lost" for r in lines)
+    assert all(r["decision"] and r["used"] == [remaining] for r in lines)
+    rec = next(x for x in replay["score"]["recovery"] if x["fault"] == fault)
     assert rec["marked_lost"] and rec["used_again_after_s"] is not None and rec["used_again_after_s"] < 2.5
-    assert replay["report"].sensors["camera"]["reconnects"] >= 1
-
-
-def test_mic_gone_runs_on_the_camera_and_reopens(replay):
-    lines = _span(replay, "mic_gone", after_start=2.0)
-    assert lines and all(r["sensors"]["mic"]["state"] == "lost" for r in lines)
-    assert all(r["decision"] and r["used"] == ["image"] for r in lines)
-    rec = next(x for x in replay["score"]["recovery"] if x["fault"] == "mic_gone")
-    assert rec["marked_lost"] and rec["used_again_after_s"] is not None and rec["used_again_after_s"] < 2.5
-    assert replay["report"].sensors["mic"]["reconnects"] >= 1
+    assert replay["report"].sensors[sensor]["reconnects"] >= 1
 
 
 def test_frozen_frames_age_out_of_fusion(replay):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from quick_train import quick_train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE_VERSION = "rt-test-engines-v1"
@@ -36,7 +37,6 @@ def build_engines(out: Path, steps: int = 400, seed: int = 0) -> Path:
     image.fp32.onnx + audio.fp32.onnx + manifest.json into ``out``."""
     import torch
 
-    from edge_mla.data.pairs import iterate_batches
     from edge_mla.data.registry import load_dataset
     from edge_mla.manifest import sha256_of, write_manifest
     from edge_mla.models import ModelConfig, build_model
@@ -47,21 +47,7 @@ def build_engines(out: Path, steps: int = 400, seed: int = 0) -> Path:
     cfg = ModelConfig(preset="tiny")
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), 2e-3)
-    rng = np.random.default_rng(seed)
-    done = 0
-    model.train()
-    while done < steps:
-        for img, aud, y in iterate_batches(ds.train, 64, ds.window, shuffle=True, rng=rng, augment=True, drop_last=True):
-            out_ = model({"image": torch.from_numpy(img), "audio": torch.from_numpy(aud)})
-            yt = torch.from_numpy(y)
-            loss = sum(torch.nn.functional.cross_entropy(v, yt) for v in out_.values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            done += 1
-            if done >= steps:
-                break
-    model.eval()
+    quick_train(model, ds.train, ds.window, steps, opt, batch_size=64, seed=seed, augment=True, drop_last=True)
 
     class One(torch.nn.Module):
         def __init__(self, m, mod):
