@@ -1,9 +1,11 @@
-"""Accuracy of a trained model: each modality alone, fused (entropy, mean, sum), and
-with one modality missing or corrupted. Fusion goes through edge_mla.fusion, the same
-code the runtime runs."""
+"""Accuracy of a trained model: each modality alone, fused (entropy, mean, sum), with
+one modality missing or corrupted, and (with reliability constants) the corruption
+suite of ``edge_mla.corruptions``. Fusion goes through edge_mla.fusion, the same code
+the runtime runs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -12,29 +14,53 @@ from edge_mla.data.pairs import PairedSplit, iterate_batches
 from edge_mla.fusion import fuse
 
 CORRUPTIONS = ("image_black", "audio_silence", "audio_noise")
+HARD_DROP = 0.20  # a corruption is "hard" for the AUROC when it costs the encoder alone more than this
 
 
-def collect_logits(model, split: PairedSplit, window: int, batch_size: int = 256, corrupt: Optional[str] = None, seed: int = 0) -> tuple[dict, np.ndarray]:
-    """Per-modality logits (N, C) over a split, optionally with a corrupted input."""
+def _legacy_corrupt(case: Optional[str], img: np.ndarray, aud: np.ndarray, rng: np.random.Generator) -> tuple:
+    if case == "image_black":
+        img = np.zeros_like(img)
+    elif case == "audio_silence":
+        aud = np.zeros_like(aud)
+    elif case == "audio_noise":
+        aud = rng.normal(0.0, 0.1, aud.shape).astype(np.float32)
+    return img, aud
+
+
+def collect(model, split: PairedSplit, window: int, batch_size: int = 256, corrupt=None, seed: int = 0, modalities: Optional[list] = None, sample_rate: int = 8000) -> tuple[dict, dict, np.ndarray]:
+    """(features h per modality (N, D), logits z per modality (N, C), labels).
+
+    ``corrupt``: one of CORRUPTIONS (the three legacy cases) or an
+    ``edge_mla.corruptions.Corruption``; ``modalities`` limits which encoders run."""
     import torch
 
     rng = np.random.default_rng(seed)
-    outs: dict = {m: [] for m in model.modalities}
+    mods = list(modalities or model.modalities)
+    feats: dict = {m: [] for m in mods}
+    outs: dict = {m: [] for m in mods}
     labels = []
     model.eval()
     with torch.no_grad():
         for img, aud, y in iterate_batches(split, batch_size, window):
-            if corrupt == "image_black":
-                img = np.zeros_like(img)
-            elif corrupt == "audio_silence":
-                aud = np.zeros_like(aud)
-            elif corrupt == "audio_noise":
-                aud = rng.normal(0.0, 0.1, aud.shape).astype(np.float32)
-            inputs = {"image": torch.from_numpy(img), "audio": torch.from_numpy(aud)}
-            for m in model.modalities:
-                outs[m].append(model.logits(m, inputs[m]).numpy())
+            if isinstance(corrupt, str) or corrupt is None:
+                img, aud = _legacy_corrupt(corrupt, img, aud, rng)
+            elif corrupt.modality == "image":
+                img = corrupt.apply(img, rng, sample_rate)
+            else:
+                aud = corrupt.apply(aud, rng, sample_rate)
+            inputs = {"image": img, "audio": aud}
+            for m in mods:
+                h = model.embed(m, torch.from_numpy(np.ascontiguousarray(inputs[m])))
+                feats[m].append(h.numpy())
+                outs[m].append(model.head_logits(m, h).numpy())
             labels.append(y)
-    return {m: np.concatenate(v) for m, v in outs.items()}, np.concatenate(labels)
+    return {m: np.concatenate(v) for m, v in feats.items()}, {m: np.concatenate(v) for m, v in outs.items()}, np.concatenate(labels)
+
+
+def collect_logits(model, split: PairedSplit, window: int, batch_size: int = 256, corrupt: Optional[str] = None, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Per-modality logits (N, C) over a split, optionally with a corrupted input."""
+    _, z, y = collect(model, split, window, batch_size, corrupt, seed)
+    return z, y
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -48,10 +74,105 @@ def fused_accuracy(logits: dict, labels: np.ndarray, rule: str, drop: Optional[s
     return accuracy(z, labels), {m: float(np.mean(v)) for m, v in w.items()}
 
 
-def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full: bool = True, corrupt: bool = True) -> dict:
+@dataclass
+class SuiteData:
+    """Clean features/logits and, per corruption, the corrupted modality's features
+    and logits: everything the suite's figures are computed from, so several
+    reliability candidates can be scored on one set of encoder passes."""
+
+    labels: np.ndarray
+    clean_h: dict
+    clean_z: dict
+    corrupted: dict = field(default_factory=dict)  # name -> (Corruption, h, z)
+
+
+def collect_suite(model, split: PairedSplit, window: int, sample_rate: int, corruptions: list, batch_size: int = 256, seed: int = 0) -> SuiteData:
+    h, z, y = collect(model, split, window, batch_size)
+    data = SuiteData(y, h, z)
+    for i, c in enumerate(corruptions):
+        if c.modality not in z:
+            continue
+        ch, cz, _ = collect(model, split, window, batch_size, corrupt=c, seed=seed + 1000 + i, modalities=[c.modality], sample_rate=sample_rate)
+        data.corrupted[c.name] = (c, ch[c.modality], cz[c.modality])
+    return data
+
+
+def _regret(single: dict, fused: float) -> float:
+    return max(0.0, 100 * (max(single.values()) - fused))
+
+
+def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
+    """The suite's figures for fusion ``rule`` with (``rel``: a Reliability) or
+    without reliability gating. ``fused``/``regret`` use the gate when ``rel`` is
+    given; ``fused_base``/``regret_base`` are the ungated rule, for comparison."""
+    from edge_mla.reliability import auroc, ece
+
+    y = data.labels
+    mods = list(data.clean_z)
+    thr = rel.threshold if rel is not None else 0.5
+    r_clean = {m: rel.modalities[m].score(data.clean_h[m], data.clean_z[m]) for m in mods if m in rel.modalities} if rel is not None else None
+
+    def fused_acc(z: dict, r: Optional[dict]) -> tuple[float, float]:
+        from edge_mla.fusion import reliable_mask
+
+        f, _ = fuse(z, rule, reliability=r, threshold=thr)
+        abstain = float(np.mean(reliable_mask(list(z), len(y), None, r, thr)[1])) if r is not None else 0.0
+        return accuracy(f, y), abstain
+
+    out: dict = {"rule": rule, "signal": rel.signal if rel is not None else None, "threshold": thr if rel is not None else None}
+    clean = {m: accuracy(data.clean_z[m], y) for m in mods}
+    out["clean"] = {**clean, "fused_base": fused_acc(data.clean_z, None)[0]}
+    out["clean"]["fused"], out["clean"]["abstain"] = fused_acc(data.clean_z, r_clean) if rel is not None else (out["clean"]["fused_base"], 0.0)
+    if rel is not None:
+        out["ece"] = {m: {"raw": ece(data.clean_z[m], y), "calibrated": ece(data.clean_z[m], y, rel.modalities[m].temperature), "temperature": rel.modalities[m].temperature} for m in mods if m in rel.modalities}
+    rows: dict = {}
+    scores: dict = {}  # modality -> {"held_out"/"train"/"held_out_hard": [r arrays]}
+    for name, (c, ch, cz) in data.corrupted.items():
+        z = dict(data.clean_z)
+        z[c.modality] = cz
+        single = {m: accuracy(z[m], y) for m in mods}
+        base, _ = fused_acc(z, None)
+        row = {"modality": c.modality, "held_out": c.held_out, "severity": c.severity, **single}
+        if rel is not None and c.modality in rel.modalities:
+            r = dict(r_clean)
+            r[c.modality] = rel.modalities[c.modality].score(ch, cz)
+            row["fused"], row["abstain"] = fused_acc(z, r)
+            row["auroc"] = auroc(r_clean[c.modality], r[c.modality])
+            row["unreliable"] = float(np.mean(r[c.modality] < thr))
+            kinds = ["held_out" if c.held_out else "train"]
+            if c.held_out and clean[c.modality] - single[c.modality] > HARD_DROP:
+                kinds.append("held_out_hard")
+            for k in kinds:
+                scores.setdefault(c.modality, {}).setdefault(k, []).append(r[c.modality])
+        else:
+            row["fused"] = base
+        row["fused_base"] = base
+        row["regret"] = _regret(single, row["fused"])
+        row["regret_base"] = _regret(single, base)
+        rows[name] = row
+    out["corruptions"] = rows
+    summary = {}
+    for part in ("held_out", "train"):
+        names = [n for n, r in rows.items() if r["held_out"] == (part == "held_out")]
+        sel = [rows[n] for n in names]
+        if sel:
+            summary[part] = {
+                "mean_regret": float(np.mean([r["regret"] for r in sel])), "worst_regret": float(np.max([r["regret"] for r in sel])),
+                "worst": max(names, key=lambda n: rows[n]["regret"]),
+                "mean_regret_base": float(np.mean([r["regret_base"] for r in sel])), "worst_regret_base": float(np.max([r["regret_base"] for r in sel])),
+            }
+    out["summary"] = summary
+    if rel is not None:
+        out["auroc"] = {m: {k: auroc(r_clean[m], np.concatenate(v)) for k, v in parts.items()} for m, parts in scores.items()}
+    return out
+
+
+def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full: bool = True, corrupt: bool = True, reliability=None, rule: str = "entropy", sample_rate: int = 8000, seed: int = 0) -> dict:
     """The metrics `edge-mla eval --json` prints. ``full=False`` (per-epoch
     validation) gives accuracies and fusion only; ``corrupt=False`` keeps the
-    missing-modality cases but skips the three corrupted-input passes."""
+    missing-modality cases but skips the corrupted-input passes. With
+    ``reliability`` (a Reliability) and ``corrupt``, the corruption suite runs
+    with fusion ``rule`` (the training method's) gated by reliability."""
     logits, y = collect_logits(model, split, window, batch_size)
     res: dict = {"n": int(len(y))}
     for m in logits:
@@ -70,4 +191,16 @@ def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full
         c_logits, _ = collect_logits(model, split, window, batch_size, corrupt=case)
         res[case], res["weights"][case] = fused_accuracy(c_logits, y, "entropy")
         res[f"{case}_mean"], _ = fused_accuracy(c_logits, y, "mean")
+    if corrupt and reliability is not None:
+        from edge_mla.corruptions import suite
+
+        data = collect_suite(model, split, window, sample_rate, suite(modalities=tuple(logits)), batch_size, seed)
+        s = score_suite(data, rule, reliability)
+        res["rule"] = rule
+        res["fused_reliable"] = s["clean"]["fused"]
+        res["fused_rule"] = s["clean"]["fused_base"]
+        res["reliability"] = {"signal": s["signal"], "threshold": s["threshold"], "auroc": s["auroc"], "clean_abstain": s["clean"]["abstain"]}
+        res["ece"] = s["ece"]
+        res["corruptions"] = s["corruptions"]
+        res["corruption_summary"] = s["summary"]
     return res

@@ -3,7 +3,11 @@ evaluation, export checks and the runtime alike.
 
 Weights are computed per sample (the authors' code took one weight per batch, so a
 prediction depended on its batch-mates). A missing modality is left out of the sums.
-Pure numpy so that the runtime never needs torch.
+With per-modality ``reliability`` scores (the engines' second output, see
+``edge_mla.reliability``) a modality scoring below ``threshold`` is left out like a
+missing one: a live but broken sensor gets zero weight instead of out-voting the
+healthy one with a confidently wrong answer. Pure numpy so that the runtime never
+needs torch.
 """
 
 from __future__ import annotations
@@ -28,10 +32,34 @@ def entropy(logits: np.ndarray) -> np.ndarray:
     return -np.sum(np.exp(logp) * logp, axis=-1)
 
 
+def reliable_mask(
+    names: list,
+    n: int,
+    available: Optional[Mapping[str, np.ndarray]] = None,
+    reliability: Optional[Mapping[str, np.ndarray]] = None,
+    threshold: float = 0.5,
+) -> tuple[dict, np.ndarray]:
+    """(mask per modality, all_degraded (N,)): a modality counts for a sample when it
+    is available and (with ``reliability``) scores at least ``threshold``. Where every
+    available modality is judged unreliable, ``all_degraded`` is True and the mask
+    falls back to the available ones (evaluation still scores a forced guess; the
+    runtime says "no decision" instead)."""
+    avail = {m: np.ones(n, bool) if available is None or m not in available else np.asarray(available[m], bool) for m in names}
+    if reliability is None:
+        return avail, np.zeros(n, bool)
+    ok = {m: avail[m] & (np.asarray(reliability[m], np.float64).reshape(n) >= threshold) if m in reliability else avail[m] for m in names}
+    any_avail = np.any(np.stack([avail[m] for m in names]), axis=0)
+    none_ok = ~np.any(np.stack([ok[m] for m in names]), axis=0)
+    degraded = any_avail & none_ok
+    return {m: np.where(degraded, avail[m], ok[m]) for m in names}, degraded
+
+
 def fusion_weights(
     logits: Mapping[str, np.ndarray],
     rule: str = "entropy",
     available: Optional[Mapping[str, np.ndarray]] = None,
+    reliability: Optional[Mapping[str, np.ndarray]] = None,
+    threshold: float = 0.5,
 ) -> dict[str, np.ndarray]:
     """Per-sample weight of each modality, shape (N,) each, summing to 1 over the
     modalities available for that sample.
@@ -40,7 +68,8 @@ def fusion_weights(
         exp(max_j e_j - e_m) / sum_k exp(max_j e_j - e_k).
     mean: equal weights; sum: weight 1 each (the late-fusion sum of logits).
     ``available`` maps a modality to a boolean (N,) mask; a masked-out modality
-    gets weight 0 for that sample.
+    gets weight 0 for that sample, and so does one whose ``reliability`` is below
+    ``threshold`` (unless all are: see ``reliable_mask``).
     """
     if rule not in FUSION_RULES:
         raise ValueError(f"unknown fusion rule {rule!r}; choose one of {', '.join(FUSION_RULES)}")
@@ -48,9 +77,8 @@ def fusion_weights(
     if not names:
         raise ValueError("fusion needs at least one modality")
     n = np.asarray(logits[names[0]]).shape[0]
-    mask = np.stack(
-        [np.ones(n, bool) if available is None or m not in available else np.asarray(available[m], bool) for m in names]
-    )  # (M, N)
+    ok, _ = reliable_mask(names, n, available, reliability, threshold)
+    mask = np.stack([ok[m] for m in names])  # (M, N)
     if rule == "sum":
         w = mask.astype(np.float64)
     elif rule == "mean":
@@ -69,8 +97,10 @@ def fuse(
     logits: Mapping[str, np.ndarray],
     rule: str = "entropy",
     available: Optional[Mapping[str, np.ndarray]] = None,
+    reliability: Optional[Mapping[str, np.ndarray]] = None,
+    threshold: float = 0.5,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fused logits (N, C) and the per-sample weights used."""
-    w = fusion_weights(logits, rule, available)
+    w = fusion_weights(logits, rule, available, reliability, threshold)
     fused = sum(w[m][:, None] * np.asarray(logits[m], np.float32) for m in logits)
     return np.asarray(fused, np.float32), w

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
 OUTPUT_NAME = "logits"
+RELIABILITY_OUTPUT = "reliability"
 BATCH_DIM = "batch"
 
 
@@ -42,6 +43,49 @@ class ModalityLogits(nn.Module):
         return self.model.logits(self.modality, x)
 
 
+class ModalityWithReliability(nn.Module):
+    """``x -> (logits, reliability)``: the engine with its second output, the
+    reliability r in (0, 1) of ``edge_mla.reliability`` computed from constants
+    baked into the graph (the same maths as ModalityReliability.score)."""
+
+    def __init__(self, model: nn.Module, modality: str, rel) -> None:
+        super().__init__()
+        self.model = model
+        self.modality = modality
+        self.features = tuple(rel.features)
+        self.temperature = float(rel.temperature)
+        self.register_buffer("coef", torch.tensor([float(c) for c in rel.coef], dtype=torch.float32))
+        self.register_buffer("bias", torch.tensor(float(rel.bias), dtype=torch.float32))
+        if "mahalanobis" in self.features:
+            means = torch.tensor(rel.means, dtype=torch.float32)
+            prec = torch.tensor(rel.precision, dtype=torch.float32)
+            self.register_buffer("precision", prec)
+            self.register_buffer("mp", (means @ prec).t().contiguous())  # (D, C): P mu_c
+            self.register_buffer("mpm", ((means @ prec) * means).sum(1))  # (C,)
+            self.dim = float(means.shape[1])
+
+    def forward(self, x: torch.Tensor):
+        h = self.model.embed(self.modality, x)
+        z = self.model.head_logits(self.modality, h)
+        zt = z / self.temperature
+        cols = []
+        for f in self.features:
+            # max/min as TopK: ORT's symbolic shape inference (run before INT8
+            # quantization) cannot type opset-18 ReduceMax/ReduceMin/ReduceLogSumExp.
+            zmax = torch.topk(zt, 1, dim=1).values  # (N, 1)
+            if f == "msp":
+                cols.append(1.0 / torch.exp(zt - zmax).sum(1))
+            elif f == "energy":
+                cols.append(self.temperature * (zmax.squeeze(1) + torch.log(torch.exp(zt - zmax).sum(1))))
+            else:
+                quad = ((h @ self.precision) * h).sum(1, keepdim=True) - 2 * (h @ self.mp) + self.mpm
+                d = torch.relu(-torch.topk(-quad, 1, dim=1).values.squeeze(1))
+                cols.append(-torch.log1p(d / self.dim))
+        f = torch.stack(cols, dim=1)
+        r = torch.sigmoid(f @ self.coef + self.bias)
+        return z, r
+
+
 @dataclass
 class OnnxExportInfo:
     path: Path
@@ -51,6 +95,7 @@ class OnnxExportInfo:
     input_shape: list  # with "batch" as the first dimension
     output_name: str
     output_shape: list
+    reliability_name: str | None = None
 
 
 def example_input(cfg, modality: str, batch: int = 2) -> torch.Tensor:
@@ -63,12 +108,16 @@ def example_input(cfg, modality: str, batch: int = 2) -> torch.Tensor:
     raise ValueError(f"unknown modality {modality!r}")
 
 
+def _output_names(module: nn.Module) -> list:
+    return [OUTPUT_NAME, RELIABILITY_OUTPUT] if isinstance(module, ModalityWithReliability) else [OUTPUT_NAME]
+
+
 def _export_dynamo(module: nn.Module, x: torch.Tensor, path: Path, name: str, opset: int) -> None:
     batch = torch.export.Dim(BATCH_DIM, min=1, max=4096)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (x,), str(path), input_names=[name], output_names=[OUTPUT_NAME], opset_version=opset,
+            module, (x,), str(path), input_names=[name], output_names=_output_names(module), opset_version=opset,
             dynamo=True, external_data=False, dynamic_shapes=({0: batch},), optimize=True, verbose=False,
         )
 
@@ -77,8 +126,8 @@ def _export_torchscript(module: nn.Module, x: torch.Tensor, path: Path, name: st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (x,), str(path), input_names=[name], output_names=[OUTPUT_NAME], opset_version=opset,
-            dynamo=False, dynamic_axes={name: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}}, do_constant_folding=True,
+            module, (x,), str(path), input_names=[name], output_names=_output_names(module), opset_version=opset,
+            dynamo=False, dynamic_axes={name: {0: BATCH_DIM}, **{o: {0: BATCH_DIM} for o in _output_names(module)}}, do_constant_folding=True,
         )
 
 
@@ -86,13 +135,14 @@ def _dims(value_info) -> list:
     return [d.dim_param if d.dim_param else int(d.dim_value) for d in value_info.type.tensor_type.shape.dim]
 
 
-def export_modality(model: nn.Module, modality: str, path: Path, opset: int = DEFAULT_OPSET, exporter: str = "auto") -> OnnxExportInfo:
+def export_modality(model: nn.Module, modality: str, path: Path, opset: int = DEFAULT_OPSET, exporter: str = "auto", reliability=None) -> OnnxExportInfo:
     """Write ``path`` (single file, onnx.checker clean, dynamic batch) for one modality.
 
     ``exporter``: "dynamo", "torchscript" or "auto" (dynamo, falling back to
-    torchscript on failure)."""
+    torchscript on failure). ``reliability`` (a ModalityReliability) adds the
+    second output ``reliability`` (batch,)."""
     path = Path(path)
-    module = ModalityLogits(model, modality).eval()
+    module = (ModalityLogits(model, modality) if reliability is None else ModalityWithReliability(model, modality, reliability)).eval()
     x = example_input(model.cfg, modality)
     order = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",)}[exporter]
     used, last_exc = None, None
@@ -124,4 +174,5 @@ def export_modality(model: nn.Module, modality: str, path: Path, opset: int = DE
     actual = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), opset)
     if actual != opset:
         log.warning("%s: asked for opset %d, the %s exporter wrote opset %d", path.name, opset, used, actual)
-    return OnnxExportInfo(path, used, int(actual), inp.name, in_shape, out.name, out_shape)
+    rel_name = m.graph.output[1].name if reliability is not None and len(m.graph.output) > 1 else None
+    return OnnxExportInfo(path, used, int(actual), inp.name, in_shape, out.name, out_shape, rel_name)

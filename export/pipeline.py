@@ -27,6 +27,7 @@ import numpy as np
 
 from edge_mla import __version__
 from edge_mla.errors import EdgeMlaError
+from edge_mla.export import ort_eval
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class ExportConfig:
     workspace_mb: int = 1024
     dla_core: Optional[int] = None
     trt_cache_version: int = 8601
+    reliability: str = "auto"  # auto (the default signal), off, or a signal name (edge_mla.reliability.CANDIDATES)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -89,6 +91,10 @@ class ExportConfig:
             raise EdgeMlaError(f"--calib-size must be positive, got {self.calib_size}")
         if self.tolerance < 0:
             raise EdgeMlaError(f"--tolerance must be >= 0, got {self.tolerance}")
+        from edge_mla.reliability import CANDIDATES
+
+        if self.reliability not in ("auto", "off", *CANDIDATES):
+            raise EdgeMlaError(f"--reliability {self.reliability!r}: choose auto, off or one of {', '.join(CANDIDATES)}")
 
 
 @dataclass
@@ -237,6 +243,12 @@ def export_run(cfg: ExportConfig) -> ExportResult:
         calib = sources.from_split(ds.train, modalities, mcfg.window, cfg.calib_size, spec["seed"], source=f"{spec['dataset']} training split")
     if calib is not None:
         log.info("calibration set: %d samples from %s (%s)", calib.size(modalities[0]), calib.source, cfg.calib_method)
+    rel = None
+    if cfg.reliability != "off":
+        from edge_mla.reliability import DEFAULT_SIGNAL
+        from edge_mla.reliability_fit import load_or_fit
+
+        rel = load_or_fit(run_dir, model, ds, DEFAULT_SIGNAL if cfg.reliability == "auto" else cfg.reliability, seed=spec["seed"])
 
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.out.name}.tmp-", dir=cfg.out.parent))
@@ -245,7 +257,7 @@ def export_run(cfg: ExportConfig) -> ExportResult:
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the engine folder is an ordinary folder
     try:
         with _quiet_libraries():
-            result = _export_into(cfg, tmp, model, payload, modalities, ds, spec, calib)
+            result = _export_into(cfg, tmp, model, payload, modalities, ds, spec, calib, rel)
         _swap_into_place(tmp, cfg.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -255,19 +267,21 @@ def export_run(cfg: ExportConfig) -> ExportResult:
     return result
 
 
-def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities: list, ds, spec: dict, calib) -> ExportResult:
+def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities: list, ds, spec: dict, calib, rel=None) -> ExportResult:
     from edge_mla.calib.readers import ArrayCalibrationReader
     from edge_mla.calib.select import stratified_indices
     from edge_mla.calib.trt_cache import write_trt_cache
     from edge_mla.checkpoint import CHECKPOINT_NAME, file_sha256
-    from edge_mla.export import ort_eval
     from edge_mla.export.onnx_export import export_modality
     from edge_mla.export.quantize import preprocess, quantize_int8, resolve_reduce_range
     from edge_mla.export.report import summary_rows, text_table, markdown_table
     from edge_mla.fusion import fuse
     from edge_mla.manifest import FORMAT, write_manifest, sha256_of
+    from edge_mla.train.config import NATIVE_FUSION
 
     mcfg = model.cfg
+    rule = NATIVE_FUSION.get(payload.get("method"), "entropy")
+    rel_out: dict = {"fp32": {}, "int8": {}}
     val = ds.val
     n_eval = len(val) if cfg.eval_limit <= 0 else min(cfg.eval_limit, len(val))
     eval_idx = stratified_indices(val.labels, n_eval, spec["seed"]) if n_eval < len(val) else np.arange(len(val))
@@ -290,7 +304,8 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
             # 1. FP32: export, ORT pre-processing (the graph INT8 and TensorRT's cache refer to), parity.
             bar.set_description_str(f"{mod}: ONNX export")
             raw = tmp / f"{mod}.raw.onnx"
-            info = export_modality(model, mod, raw, cfg.opset, cfg.exporter)
+            mrel = rel.modalities.get(mod) if rel is not None else None
+            info = export_modality(model, mod, raw, cfg.opset, cfg.exporter, reliability=mrel)
             fp32 = tmp / f"{mod}.fp32.onnx"
             preprocess(raw, fp32)
             raw.unlink()
@@ -305,12 +320,20 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
             log.info("%s fp32 parity vs PyTorch on %d samples: max |diff| %.2e, top-1 agreement %.1f%%", mod, par32.samples, par32.max_abs_diff, 100 * par32.top1_agreement)
             if par32.max_abs_diff > cfg.parity_atol * scale or par32.top1_agreement < 1.0:
                 raise EdgeMlaError(f"{mod}: the FP32 ONNX engine disagrees with PyTorch (max |diff| {par32.max_abs_diff:.3g}, top-1 agreement {100 * par32.top1_agreement:.1f}%); not writing engines")
+            rel_parity = None
+            if mrel is not None:
+                rel_parity = _reliability_parity(model, mod, mrel, s32, xp)
+                log.info("%s fp32 reliability vs the numpy reference: max |diff| %.2e", mod, rel_parity)
+                if rel_parity > RELIABILITY_ATOL:
+                    raise EdgeMlaError(f"{mod}: the engine's reliability output disagrees with the reference (max |diff| {rel_parity:.3g} > {RELIABILITY_ATOL}); not writing engines")
             bar.update()
 
             entry = {
                 "input": {"name": info.input_name, "shape": info.input_shape, "dtype": "float32"},
                 "output": {"name": info.output_name, "shape": info.output_shape, "dtype": "float32"},
             }
+            if info.reliability_name:
+                entry["reliability_output"] = {"name": info.reliability_name, "shape": ["batch"], "dtype": "float32", "range": [0.0, 1.0], "parity_max_abs_diff": rel_parity}
             if mod == "image":
                 entry["image"] = {"size": mcfg.image_size, "colour": "grey", "range": [0.0, 1.0], "layout": "NCHW"}
             else:
@@ -343,8 +366,11 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
             xv = _inputs(val, eval_idx, mod, mcfg.window)
             g: dict = {}
             for prec, sess in sessions.items():
-                lg = ort_eval.run_logits(sess, xv)
+                outs = ort_eval.run_outputs(sess, xv)
+                lg = outs[0]
                 logits[prec][mod] = lg
+                if mrel is not None:
+                    rel_out[prec][mod] = _corruption_reliability(sess, xv, outs[1], mod, ds.sample_rate, spec["seed"])
                 g[prec] = {"accuracy": float(np.mean(lg.argmax(1) == labels)), "size_bytes": (tmp / variants[prec]["file"]).stat().st_size, "flags": []}
             single = {p: ort_eval.session(tmp / variants[p]["file"], threads=1) for p in sessions}
             lats = ort_eval.interleaved_latency(list(single.values()), xv[:1], cfg.latency_repeats, cfg.latency_warmup)
@@ -387,13 +413,19 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
             chosen[mod] = "fp32" if g["int8"]["flags"] else "int8"
             if g["int8"]["flags"]:
                 log.info("%s: keeping fp32 (int8 %s)", mod, "; ".join(g["int8"]["flags"]))
+    gate["rule"] = rule
     for prec in ("fp32", "int8"):
         if len(logits[prec]) == len(modalities):
-            fused, _ = fuse(logits[prec], "entropy")
+            fused, _ = fuse(logits[prec], rule)
             gate["fused"][prec] = float(np.mean(fused.argmax(1) == labels))
+            if len(rel_out[prec]) == len(modalities):
+                fused, _ = fuse(logits[prec], rule, reliability={m: v["clean"] for m, v in rel_out[prec].items()}, threshold=rel.threshold)
+                gate.setdefault("fused_reliable", {})[prec] = float(np.mean(fused.argmax(1) == labels))
+    if rel_out["fp32"]:
+        gate["reliability_auroc"] = {prec: {m: v["auroc"] for m, v in r.items()} for prec, r in rel_out.items() if r}
     if do_int8:
         mix = {m: logits[chosen[m]][m] for m in modalities}
-        fused, _ = fuse(mix, "entropy")
+        fused, _ = fuse(mix, rule)
         gate["fused"]["chosen"] = float(np.mean(fused.argmax(1) == labels))
         gate["fused_drop_points"] = 100 * (gate["fused"]["fp32"] - gate["fused"]["int8"])
         chosen_drop = 100 * (gate["fused"]["fp32"] - gate["fused"]["chosen"])
@@ -413,7 +445,7 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
         for prec, v in e["variants"].items():
             facts = {
                 "format": FORMAT, "version": __version__, "modality": mod, "precision": prec, "classes": classes,
-                "input": e["input"], "output": e["output"], "fusion": {"rule": "entropy"}, "model": model_info,
+                "input": e["input"], "output": e["output"], "fusion": {"rule": rule}, "model": model_info,
             }
             for k in ("image", "audio"):
                 if k in e:
@@ -432,7 +464,7 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": model_info,
         "classes": classes,
-        "fusion": {"rule": "entropy"},
+        "fusion": _fusion_block(rule, payload.get("method"), rel, gate),
         "engines": engines,
         "data": {"dataset": spec["dataset"], "split": spec["split"], "seed": spec["seed"], "gate_split": "val", "gate_samples": int(n_eval)},
         "int8": {
@@ -452,6 +484,45 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
     (tmp / "report.json").write_text(json.dumps({"config": _config_dict(cfg), "gate": gate, "chosen": chosen, "warnings": warnings}, indent=2) + "\n")
     (tmp / "report.md").write_text(f"# Export of {cfg.run_dir}\n\n{markdown_table(rows)}\n" + "".join(f"\n- warning: {w}" for w in warnings) + "\n")
     return ExportResult(cfg.out, manifest, gate, chosen, table, warnings)
+
+
+RELIABILITY_ATOL = 1e-3  # FP32 engine vs the float64 numpy reference, on r in (0, 1)
+EXPORT_CORRUPTIONS_SEVERITY = 3  # the export's AUROC check: every held-out family at this severity
+
+
+def _reliability_parity(model, modality: str, mrel, sess, x: np.ndarray) -> float:
+    """max |r_engine - r_reference| over ``x``: the graph's second output against
+    ModalityReliability.score on PyTorch's features."""
+    import torch
+
+    with torch.no_grad():
+        h = model.embed(modality, torch.from_numpy(np.ascontiguousarray(x)))
+        z = model.head_logits(modality, h)
+    ref = mrel.score(h.numpy(), z.numpy())
+    got = ort_eval.run_outputs(sess, x)[1].reshape(-1)
+    return float(np.max(np.abs(ref - got))) if len(ref) else 0.0
+
+
+def _corruption_reliability(sess, x: np.ndarray, r_clean: np.ndarray, modality: str, sample_rate: int, seed: int) -> dict:
+    """The engine's reliability on clean ``x`` and its AUROC against every held-out
+    corruption family of ``modality`` (severity EXPORT_CORRUPTIONS_SEVERITY): the
+    figure the manifest carries per precision."""
+    from edge_mla.corruptions import suite
+    from edge_mla.reliability import auroc
+
+    rng = np.random.default_rng(seed)
+    bad = [ort_eval.run_outputs(sess, c.apply(x, rng, sample_rate))[1].reshape(-1) for c in suite(True, (modality,), (EXPORT_CORRUPTIONS_SEVERITY,))]
+    r_clean = r_clean.reshape(-1)
+    return {"clean": r_clean, "auroc": auroc(r_clean, np.concatenate(bad)) if bad else float("nan")}
+
+
+def _fusion_block(rule: str, method: Optional[str], rel, gate: dict) -> dict:
+    """The manifest's "fusion": the training method's rule, and (when exported) the
+    reliability signal, gate threshold, constants and measured AUROC per precision."""
+    block = {"rule": rule, "method": method}
+    if rel is not None:
+        block["reliability"] = {**rel.to_dict(), "output": "reliability", "auroc": gate.get("reliability_auroc", {})}
+    return block
 
 
 def _tensorrt_step(cfg: ExportConfig, tmp: Path, engines: dict, warnings: list) -> dict:

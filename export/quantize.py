@@ -73,7 +73,8 @@ def frontend_nodes(model: onnx.ModelProto) -> list:
             consumers.setdefault(i, []).append(n)
     out: list = []
     seen: set = set()
-    logs = [n for n in model.graph.node if n.op_type == "Log"]
+    side = set(side_output_nodes(model))  # the reliability output's own Log is not the front end
+    logs = [n for n in model.graph.node if n.op_type == "Log" and n.name not in side]
     stack = list(logs)
     while stack:
         n = stack.pop()
@@ -144,6 +145,29 @@ def head_nodes(model: onnx.ModelProto) -> list:
         mm = [n for n in nxt if n.op_type in ("MatMul", "Gemm")]
         cur = mm[0] if len(mm) == 1 else (nxt[0] if len(nxt) == 1 else None)
     return []
+
+
+def side_output_nodes(model: onnx.ModelProto) -> list:
+    """Nodes that only the second and later graph outputs need (the reliability
+    signal's distance and logistic map): kept float, so INT8 changes the signal only
+    through the encoder features it shares with the logits."""
+    prod = _producers(model)
+
+    def ancestors(names) -> set:
+        seen, stack = set(), [prod[n] for n in names if n in prod]
+        while stack:
+            n = stack.pop()
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            stack += [prod[i] for i in n.input if i in prod]
+        return seen
+
+    outs = [o.name for o in model.graph.output]
+    if len(outs) < 2:
+        return []
+    main = ancestors(outs[:1])
+    return sorted(ancestors(outs[1:]) - main)
 
 
 def activation_scales(model: onnx.ModelProto) -> dict:
@@ -231,6 +255,7 @@ def quantize_int8(
         exclude += frontend_nodes(model)
     if exclude_head:
         exclude += head_nodes(model)
+    exclude += side_output_nodes(model)
     exclude = [e for e in dict.fromkeys(exclude) if e]
     cal = _methods()[method]
     extra = {"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True}

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from edge_mla.errors import EdgeMlaError, required_file
 
 HELP = """\
@@ -15,6 +17,13 @@ fused by entropy (MLA's rule), mean and sum fusion, one modality missing, and
 corrupted inputs (image blacked out, audio silent, audio replaced by noise).
 The dataset and seed come from the run's config.json; --data-dir overrides its data
 folder. --json prints one JSON object (keys image, audio, fused, fused_mean, ...).
+
+Unless --no-corrupt, the corruption suite runs too (edge_mla/corruptions.py: train
+and held-out families, 3 severities each) with the training method's fusion rule
+gated by the per-modality reliability signal (--signal; fitted on the validation
+split and cached in RUN_DIR/reliability.json). The JSON then carries
+"corruptions": {name: {"modality", "held_out", "image", "audio", "fused", "regret"}},
+"corruption_summary", "ece" per modality and "reliability" (AUROC clean vs corrupted).
 """
 
 ROWS = [
@@ -37,7 +46,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--data-dir", help="data folder (default: the run's, else $EDGE_MLA_DATA)")
     p.add_argument("--split", dest="eval_split", default="test", choices=["test", "val"], help="which split to score (default test)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--no-corrupt", dest="corrupt", action="store_false", help="skip the corrupted-input passes (faster)")
+    p.add_argument("--no-corrupt", dest="corrupt", action="store_false", help="skip the corrupted-input passes and the corruption suite (faster)")
+    p.add_argument("--no-suite", dest="suite", action="store_false", help="skip the corruption suite only (keep the three legacy corrupted-input passes)")
+    p.add_argument("--signal", default=None, help="reliability signal: msp, energy, mahalanobis, energy+mahalanobis (default: the chosen one)")
+    p.add_argument("--refit-reliability", action="store_true", help="refit the reliability constants even if RUN_DIR/reliability.json exists")
+    p.add_argument("--limit", type=int, default=0, help="score a stratified subset of this many pairs (0: all)")
     p.set_defaults(func=run)
 
 
@@ -49,15 +62,31 @@ def read_run_config(run_dir: str) -> dict:
         raise EdgeMlaError(f"{path}: not valid JSON ({exc})") from None
 
 
-def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str = "test", corrupt: bool = True) -> dict:
+def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str = "test", corrupt: bool = True, signal: Optional[str] = None, refit: bool = False, limit: int = 0, suite: bool = False) -> dict:
+    """The eval figures of a run folder; ``suite`` adds the corruption suite with
+    reliability gating (fits RUN_DIR/reliability.json when missing)."""
     from edge_mla.checkpoint import load_checkpoint
     from edge_mla.data import load_dataset
     from edge_mla.evaluate import evaluate
+    from edge_mla.reliability import DEFAULT_SIGNAL
+    from edge_mla.reliability_fit import load_or_fit
+    from edge_mla.train.config import NATIVE_FUSION
 
+    if limit < 0:
+        raise EdgeMlaError(f"--limit must be >= 0 (got {limit})")
     conf = read_run_config(run_dir)
     model, payload = load_checkpoint(run_dir)
     ds = load_dataset(conf["dataset"], data_dir or conf.get("data_dir"), seed=conf.get("seed", 0), split=conf.get("split", "official"))
-    res = evaluate(model, ds.split(split_name), ds.window, corrupt=corrupt)
+    split = ds.split(split_name)
+    if limit and limit < len(split):
+        from edge_mla.calib.select import stratified_indices
+
+        split = split.subset(np.sort(stratified_indices(split.labels, limit, conf.get("seed", 0))))
+    rel = None
+    if suite and corrupt and len(model.modalities) > 1:
+        rel = load_or_fit(run_dir, model, ds, signal or DEFAULT_SIGNAL, refit, conf.get("seed", 0))
+    rule = NATIVE_FUSION.get(payload.get("method"), "entropy")
+    res = evaluate(model, split, ds.window, corrupt=corrupt, reliability=rel, rule=rule, sample_rate=ds.sample_rate, seed=conf.get("seed", 0))
     res.update({"split": split_name, "method": payload.get("method"), "epoch": payload.get("epoch"), "dataset": ds.name})
     return res
 
@@ -70,11 +99,18 @@ def format_table(res: dict) -> str:
     w = res.get("weights", {})
     if w:
         lines.append("  mean entropy weights: " + "; ".join(f"{case}: " + ", ".join(f"{m} {v:.2f}" for m, v in ws.items()) for case, ws in w.items()))
+    if "corruptions" in res:
+        rel = res["reliability"]
+        lines.append(f"  fused ({res['rule']} + reliability {rel['signal']}) {100 * res['fused_reliable']:6.2f}% clean, ({res['rule']} alone) {100 * res['fused_rule']:6.2f}%")
+        for part, s in res["corruption_summary"].items():
+            lines.append(f"  {part} corruptions: regret mean {s['mean_regret']:.1f} / worst {s['worst_regret']:.1f} points ({s['worst']}); without reliability {s['mean_regret_base']:.1f} / {s['worst_regret_base']:.1f}")
+        lines.append("  reliability AUROC clean vs corrupted: " + "; ".join(f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in a.items()) for m, a in rel["auroc"].items()))
+        lines.append("  ECE: " + "; ".join(f"{m} {e['raw']:.3f} raw, {e['calibrated']:.3f} at T={e['temperature']:.2f}" for m, e in res["ece"].items()))
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    res = evaluate_run(args.run_dir, args.data_dir, args.eval_split, args.corrupt)
+    res = evaluate_run(args.run_dir, args.data_dir, args.eval_split, args.corrupt, args.signal, args.refit_reliability, args.limit, args.suite)
     out = Path(args.run_dir) / f"{args.eval_split}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res) if args.json else format_table(res))

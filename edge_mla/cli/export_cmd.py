@@ -48,6 +48,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--dla-core", type=int, default=None, help="TensorRT: build INT8 plans for this DLA core (GPU fallback on)")
     p.add_argument("--trt-cache-version", type=int, default=8601,
                    help="TensorRT version in the calibration cache header, e.g. 8601 (8.6.1), 100300 (10.3.0); build_engines.sh re-stamps it on the device (default 8601)")
+    p.add_argument("--reliability", default="auto", help="second engine output: auto (the default signal), off, or msp, energy, mahalanobis, energy+mahalanobis; constants fitted on the validation split (cached in RUN_DIR/reliability.json) (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -79,13 +80,17 @@ def run(args: argparse.Namespace) -> int:
         calib_data=args.calib_data, engine=args.engine, modalities=args.modalities, tolerance=args.tolerance, force=args.force,
         dataset=args.dataset, data_dir=args.data_dir, eval_limit=args.eval_limit, latency_repeats=args.latency_repeats,
         reduce_range=args.reduce_range, activations=args.int8_activations, opset=args.opset, exporter=args.exporter, max_batch=args.max_batch, workspace_mb=args.workspace_mb,
-        dla_core=args.dla_core, trt_cache_version=args.trt_cache_version, progress=not args.no_progress,
+        dla_core=args.dla_core, trt_cache_version=args.trt_cache_version, reliability=args.reliability, progress=not args.no_progress,
     )
     res = _with_sigterm_as_interrupt(export_run, cfg)
     print(res.table)
     fused = res.gate.get("fused", {})
     if fused:
-        print("fused (entropy) accuracy: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in fused.items()))
+        print(f"fused ({res.gate.get('rule', 'entropy')}) accuracy: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in fused.items()))
+    if res.gate.get("fused_reliable"):
+        print("fused with reliability gating: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in res.gate["fused_reliable"].items()))
+    for prec, a in res.gate.get("reliability_auroc", {}).items():
+        print(f"reliability AUROC clean vs held-out corruptions ({prec}): " + ", ".join(f"{m} {v:.3f}" for m, v in a.items()))
     for w in res.warnings:
         print(f"warning: {w}")
     print(f"engines: {res.out} ({', '.join(f'{m}={p}' for m, p in res.chosen.items())}); manifest: {res.out / 'manifest.json'}")

@@ -1,0 +1,277 @@
+"""Per-modality reliability: is this input one the encoder can be trusted on?
+
+Fitted after training (post hoc, no retraining) from each encoder's embedding ``h``
+and logits ``z``; every engine computes it as a second output from constants baked
+into its graph (``edge_mla.export.onnx_export``), so FP32, INT8 and TensorRT agree
+without Python. This module is the numpy reference, the fitting, and the manifest
+form of the constants (pure numpy: the runtime can read it).
+
+Signals (features of one sample, higher = more in-distribution):
+  msp          max softmax(z / T), T fitted on clean validation (temperature scaling)
+  energy       T * logsumexp(z / T)  (negative free energy)
+  mahalanobis  -log(1 + min_c (h - mu_c)' P (h - mu_c) / D): class-conditional
+               Gaussians with one shared covariance (P its inverse), fitted on
+               clean training features
+Candidates are one signal or a pair; each is mapped to a probability
+``r = sigmoid(w . f + b)`` by a logistic fit separating clean validation inputs from
+the *train* corruption families (``edge_mla.corruptions``), never the held-out ones.
+A modality with ``r < threshold`` is left out of the fusion.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+import numpy as np
+
+from edge_mla.errors import EdgeMlaError
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("msp", "energy", "mahalanobis")
+# candidate name -> the features its logistic map uses
+CANDIDATES = {
+    "msp": ("msp",),
+    "energy": ("energy",),
+    "mahalanobis": ("mahalanobis",),
+    "energy+mahalanobis": ("energy", "mahalanobis"),
+}
+DEFAULT_SIGNAL = "energy+mahalanobis"  # chosen by benchmarks/reliability_bench.py (BENCHMARKS.md section 8)
+DEFAULT_THRESHOLD = 0.5
+RELIABILITY_NAME = "reliability.json"  # in a run folder
+FORMAT = "edge-mla-reliability/1"
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - np.max(z, axis=-1, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+
+
+def logsumexp(z: np.ndarray) -> np.ndarray:
+    m = np.max(z, axis=-1)
+    return m + np.log(np.sum(np.exp(z - m[..., None]), axis=-1))
+
+
+def fit_temperature(z: np.ndarray, y: np.ndarray) -> float:
+    """The T minimising validation NLL of softmax(z / T) (a 1-D search on log T)."""
+    z = np.asarray(z, np.float64)
+
+    def nll(t: float) -> float:
+        return float(-np.mean(log_softmax(z / t)[np.arange(len(y)), y]))
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 61))
+    best = grid[int(np.argmin([nll(t) for t in grid]))]
+    lo, hi = best / 1.12, best * 1.12
+    for _ in range(30):  # golden-section refinement
+        a, b = hi - 0.618 * (hi - lo), lo + 0.618 * (hi - lo)
+        lo, hi = (lo, b) if nll(a) < nll(b) else (a, hi)
+    return float((lo + hi) / 2)
+
+
+def fit_gaussian(h: np.ndarray, y: np.ndarray, num_classes: int, shrink: float = 1e-3) -> tuple:
+    """Class means (C, D) and the shared precision matrix (D, D)."""
+    h = np.asarray(h, np.float64)
+    means = np.stack([h[y == c].mean(0) if np.any(y == c) else h.mean(0) for c in range(num_classes)])
+    r = h - means[y]
+    cov = r.T @ r / max(len(h) - 1, 1)
+    cov += shrink * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    return means, np.linalg.inv(cov)
+
+
+def min_mahalanobis(h: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """min over classes of (h - mu_c)' P (h - mu_c), as the graph computes it:
+    h'Ph - 2 h'P mu_c + mu_c'P mu_c."""
+    h = np.asarray(h, np.float64)
+    hp = h @ precision
+    quad = np.sum(hp * h, axis=1, keepdims=True) - 2 * hp @ means.T + np.sum((means @ precision) * means, axis=1)[None]
+    return np.maximum(np.min(quad, axis=1), 0.0)
+
+
+@dataclass
+class ModalityReliability:
+    """The constants one engine bakes into its graph."""
+
+    temperature: float
+    features: tuple  # names from FEATURES, in coefficient order
+    coef: list
+    bias: float
+    means: Optional[np.ndarray] = None  # (C, D), mahalanobis only
+    precision: Optional[np.ndarray] = None  # (D, D)
+
+    def raw_features(self, h: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return feature_matrix(self.features, h, z, self.temperature, self.means, self.precision)
+
+    def score(self, h: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """r in (0, 1), shape (N,)."""
+        f = self.raw_features(h, z)
+        return 1.0 / (1.0 + np.exp(-(f @ np.asarray(self.coef, np.float64) + self.bias)))
+
+    def to_dict(self) -> dict:
+        d = {"temperature": self.temperature, "features": list(self.features), "coef": [float(c) for c in self.coef], "bias": float(self.bias)}
+        if self.means is not None:
+            d["means"] = np.asarray(self.means, np.float32).tolist()
+            d["precision"] = np.asarray(self.precision, np.float32).tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str) -> "ModalityReliability":
+        try:
+            feats = tuple(d["features"])
+            if not feats or any(f not in FEATURES for f in feats):
+                raise ValueError(f"features must be among {', '.join(FEATURES)}")
+            coef = [float(c) for c in d["coef"]]
+            if len(coef) != len(feats):
+                raise ValueError("coef and features differ in length")
+            t = float(d["temperature"])
+            if not t > 0:
+                raise ValueError("temperature must be positive")
+            means = precision = None
+            if "mahalanobis" in feats:
+                means = np.asarray(d["means"], np.float64)
+                precision = np.asarray(d["precision"], np.float64)
+                if means.ndim != 2 or precision.shape != (means.shape[1], means.shape[1]):
+                    raise ValueError("means/precision have inconsistent shapes")
+            vals = coef + [float(d["bias"]), t]
+            if not np.all(np.isfinite(vals)) or (means is not None and not (np.all(np.isfinite(means)) and np.all(np.isfinite(precision)))):
+                raise ValueError("non-finite constants")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EdgeMlaError(f"{where}: corrupt reliability constants ({exc.__class__.__name__}: {exc})") from None
+        return cls(t, feats, coef, float(d["bias"]), means, precision)
+
+
+def feature_matrix(features: tuple, h: np.ndarray, z: np.ndarray, temperature: float, means=None, precision=None) -> np.ndarray:
+    """(N, len(features)) raw feature values."""
+    z = np.asarray(z, np.float64) / temperature
+    cols = []
+    for f in features:
+        if f == "msp":
+            cols.append(np.exp(np.max(log_softmax(z), axis=1)))
+        elif f == "energy":
+            cols.append(temperature * logsumexp(z))
+        elif f == "mahalanobis":
+            cols.append(-np.log1p(min_mahalanobis(h, means, precision) / means.shape[1]))
+        else:
+            raise ValueError(f"unknown reliability feature {f!r}")
+    return np.stack(cols, axis=1)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> tuple:
+    """Class-balanced logistic regression by Newton's method on standardised
+    features; returns (coef, bias) on the raw features."""
+    x = np.asarray(x, np.float64)
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    xs = np.hstack([(x - mu) / sd, np.ones((len(x), 1))])
+    sw = np.where(y == 1, 0.5 / max(np.sum(y == 1), 1), 0.5 / max(np.sum(y == 0), 1)) * len(y)
+    w = np.zeros(xs.shape[1])
+    reg = l2 * np.eye(xs.shape[1])
+    reg[-1, -1] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xs @ w, -50, 50)))
+        g = xs.T @ (sw * (p - y)) / len(y) + reg @ w
+        hess = (xs * (sw * p * (1 - p))[:, None]).T @ xs / len(y) + reg
+        step = np.linalg.solve(hess + 1e-9 * np.eye(len(w)), g)
+        w -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    coef = w[:-1] / sd
+    bias = w[-1] - float(np.sum(coef * mu))
+    return coef, float(bias)
+
+
+@dataclass
+class Reliability:
+    """The manifest's / run folder's reliability block: which signal, the gate
+    threshold, and per-modality constants."""
+
+    signal: str
+    threshold: float
+    modalities: dict = field(default_factory=dict)  # modality -> ModalityReliability
+    auroc: dict = field(default_factory=dict)  # measured figures carried along (optional)
+
+    def to_dict(self) -> dict:
+        return {"signal": self.signal, "threshold": self.threshold, "modalities": {m: r.to_dict() for m, r in self.modalities.items()}, "auroc": self.auroc}
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str) -> "Reliability":
+        if not isinstance(d, Mapping) or not isinstance(d.get("modalities"), Mapping) or not d["modalities"]:
+            raise EdgeMlaError(f"{where}: corrupt reliability constants (no per-modality block)")
+        try:
+            thr = float(d.get("threshold", DEFAULT_THRESHOLD))
+        except (TypeError, ValueError):
+            raise EdgeMlaError(f"{where}: corrupt reliability constants (threshold {d.get('threshold')!r})") from None
+        if not 0.0 <= thr <= 1.0:
+            raise EdgeMlaError(f"{where}: corrupt reliability constants (threshold {thr} outside [0, 1])")
+        mods = {m: ModalityReliability.from_dict(v, f"{where} [{m}]") for m, v in d["modalities"].items()}
+        return cls(str(d.get("signal", "?")), thr, mods, dict(d.get("auroc", {})))
+
+
+@dataclass
+class FitData:
+    """What fitting one modality needs: clean training features/labels (Gaussian),
+    clean validation logits/labels (temperature), validation features and logits
+    under the train corruption families (logistic map)."""
+
+    train_h: np.ndarray
+    train_y: np.ndarray
+    val_h: np.ndarray
+    val_z: np.ndarray
+    val_y: np.ndarray
+    bad_h: np.ndarray
+    bad_z: np.ndarray
+
+
+def fit_modality(data: FitData, candidate: str, num_classes: int, pre: Optional[dict] = None) -> ModalityReliability:
+    """One modality's constants for ``candidate`` (a key of CANDIDATES). ``pre``
+    caches the temperature and Gaussian between candidates."""
+    if candidate not in CANDIDATES:
+        raise ValueError(f"unknown reliability signal {candidate!r}; choose one of {', '.join(CANDIDATES)}")
+    pre = pre if pre is not None else {}
+    if "t" not in pre:
+        pre["t"] = fit_temperature(data.val_z, data.val_y)
+    feats = CANDIDATES[candidate]
+    means = precision = None
+    if "mahalanobis" in feats:
+        if "gauss" not in pre:
+            pre["gauss"] = fit_gaussian(data.train_h, data.train_y, num_classes)
+        means, precision = pre["gauss"]
+    t = pre["t"]
+    good = feature_matrix(feats, data.val_h, data.val_z, t, means, precision)
+    bad = feature_matrix(feats, data.bad_h, data.bad_z, t, means, precision)
+    coef, bias = fit_logistic(np.vstack([good, bad]), np.r_[np.ones(len(good)), np.zeros(len(bad))])
+    return ModalityReliability(t, feats, list(coef), bias, means, precision)
+
+
+# -- metrics --------------------------------------------------------------------------
+def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(score of a clean input > score of a corrupted one), ties counted half."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    order = np.argsort(allv, kind="mergesort")
+    ranks = np.empty(len(allv))
+    sv = allv[order]
+    i = 0
+    while i < len(sv):  # average ranks over ties
+        j = i
+        while j + 1 < len(sv) and sv[j + 1] == sv[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((np.sum(ranks[: len(pos)]) - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def ece(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0, bins: int = 15) -> float:
+    """Expected calibration error of softmax(logits / T), equal-width confidence bins."""
+    p = np.exp(log_softmax(np.asarray(logits, np.float64) / temperature))
+    conf, pred = p.max(1), p.argmax(1)
+    correct = (pred == labels).astype(np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (conf > lo) & (conf <= hi)
+        if np.any(sel):
+            total += np.sum(sel) / len(conf) * abs(correct[sel].mean() - conf[sel].mean())
+    return float(total)

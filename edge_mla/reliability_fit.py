@@ -1,0 +1,92 @@
+"""Fitting reliability constants for a trained model (post hoc, needs torch).
+
+The Gaussian comes from clean training features, the temperature from clean
+validation logits, the logistic map from clean validation vs the *train*
+corruption families on validation. Held-out families are never touched here.
+The result is cached as ``RUN/reliability.json`` (every candidate), which
+``edge-mla eval`` and ``edge-mla export`` share.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edge_mla.errors import EdgeMlaError
+from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, RELIABILITY_NAME, FitData, Reliability, fit_modality
+
+log = logging.getLogger(__name__)
+
+
+def _stratified(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if n >= len(labels):
+        return np.arange(len(labels))
+    from edge_mla.calib.select import stratified_indices
+
+    return np.sort(stratified_indices(labels, n, seed))
+
+
+def fit_data(model, ds, seed: int = 0, train_limit: int = 4000, val_limit: int = 2000) -> dict:
+    """modality -> FitData from a PairedDataset."""
+    from edge_mla.corruptions import suite
+    from edge_mla.evaluate import collect
+
+    train = ds.train.subset(_stratified(ds.train.labels, train_limit, seed))
+    val = ds.val.subset(_stratified(ds.val.labels, val_limit, seed + 1))
+    th, _, ty = collect(model, train, ds.window)
+    vh, vz, vy = collect(model, val, ds.window)
+    bad_h: dict = {m: [] for m in vh}
+    bad_z: dict = {m: [] for m in vh}
+    for i, c in enumerate(suite(held_out=False, modalities=tuple(vh))):
+        ch, cz, _ = collect(model, val, ds.window, corrupt=c, seed=seed + 100 + i, modalities=[c.modality], sample_rate=ds.sample_rate)
+        bad_h[c.modality].append(ch[c.modality])
+        bad_z[c.modality].append(cz[c.modality])
+    return {m: FitData(th[m], ty, vh[m], vz[m], vy, np.concatenate(bad_h[m]), np.concatenate(bad_z[m])) for m in vh}
+
+
+def fit_candidates(data: dict, num_classes: int, candidates=tuple(CANDIDATES), threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """candidate -> Reliability, sharing the temperature and Gaussian per modality."""
+    pre = {m: {} for m in data}
+    return {c: Reliability(c, threshold, {m: fit_modality(d, c, num_classes, pre[m]) for m, d in data.items()}) for c in candidates}
+
+
+def save(run_dir: Path, fitted: dict) -> Path:
+    path = Path(run_dir) / RELIABILITY_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, "candidates": {c: r.to_dict() for c, r in fitted.items()}}) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(run_dir: Path, signal: str) -> Optional[Reliability]:
+    """The cached constants for ``signal``, or None when the run has none yet."""
+    path = Path(run_dir) / RELIABILITY_NAME
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text())
+    except ValueError as exc:
+        raise EdgeMlaError(f"{path}: not valid JSON ({exc}); delete it or pass --refit-reliability") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise EdgeMlaError(f"{path}: not an edge-mla reliability file (expected format {FORMAT})")
+    block = d.get("candidates", {}).get(signal)
+    return Reliability.from_dict(block, str(path)) if block is not None else None
+
+
+def load_or_fit(run_dir, model, ds, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0) -> Reliability:
+    """The run's reliability constants for ``signal``, fitting (and caching) every
+    candidate when the run has none or ``refit``."""
+    if signal not in CANDIDATES:
+        raise EdgeMlaError(f"--signal {signal!r}: choose one of {', '.join(CANDIDATES)}")
+    rel = None if refit else load(Path(run_dir), signal)
+    if rel is None:
+        log.info("fitting reliability constants (%s) on the validation split", ", ".join(CANDIDATES))
+        fitted = fit_candidates(fit_data(model, ds, seed), len(ds.classes))
+        save(Path(run_dir), fitted)
+        rel = fitted[signal]
+    return rel
