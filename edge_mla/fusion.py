@@ -42,16 +42,19 @@ def reliable_mask(
     """(mask per modality, all_degraded (N,)): a modality counts for a sample when it
     is available and (with ``reliability``) scores at least ``threshold``. Where every
     available modality is judged unreliable, ``all_degraded`` is True and the mask
-    falls back to the available ones (evaluation still scores a forced guess; the
-    runtime says "no decision" instead)."""
+    keeps only the most reliable available one (evaluation still scores a forced
+    guess; the runtime says "no decision" instead)."""
     avail = {m: np.ones(n, bool) if available is None or m not in available else np.asarray(available[m], bool) for m in names}
     if reliability is None:
         return avail, np.zeros(n, bool)
-    ok = {m: avail[m] & (np.asarray(reliability[m], np.float64).reshape(n) >= threshold) if m in reliability else avail[m] for m in names}
-    any_avail = np.any(np.stack([avail[m] for m in names]), axis=0)
-    none_ok = ~np.any(np.stack([ok[m] for m in names]), axis=0)
-    degraded = any_avail & none_ok
-    return {m: np.where(degraded, avail[m], ok[m]) for m in names}, degraded
+    r = np.stack([np.asarray(reliability[m], np.float64).reshape(n) if m in reliability else np.ones(n) for m in names])  # (M, N)
+    av = np.stack([avail[m] for m in names])
+    ok = av & (r >= threshold)
+    degraded = av.any(axis=0) & ~ok.any(axis=0)
+    best = np.argmax(np.where(av, r, -np.inf), axis=0)  # the least unreliable available modality
+    fallback = np.arange(len(names))[:, None] == best[None, :]
+    mask = np.where(degraded[None, :], fallback & av, ok)
+    return {m: mask[i] for i, m in enumerate(names)}, degraded
 
 
 def fusion_weights(

@@ -10,7 +10,11 @@ Schema (format "edge-mla-engines/1"):
   "created": "2026-11-27T08:00:00Z",
   "model": {"preset": "tiny", "method": "mla", "run_dir": "...", "checkpoint_sha256": "...", "epoch": 3},
   "classes": ["0", ..., "9"],
-  "fusion": {"rule": "entropy"},
+  "fusion": {"rule": "entropy", "method": "mla",            # the training method's rule
+             "reliability": {"signal": "energy+mahalanobis",  # optional (older folders: absent)
+                             "threshold": 0.5, "output": "reliability",
+                             "modalities": {"<modality>": {"temperature", "features", "coef", "bias", "means", "precision"}},
+                             "auroc": {"fp32": {...}, "int8": {...}}}},
   "engines": {
     "<modality>": {
       "file": "image.int8.onnx",            # the engine the runtime loads by default
@@ -88,6 +92,17 @@ class Manifest:
     @property
     def fusion_rule(self) -> str:
         return self.data.get("fusion", {}).get("rule", "entropy")
+
+    def reliability(self):
+        """The fusion block's reliability constants (an edge_mla.reliability.Reliability),
+        or None for an engine folder exported without them. A malformed block is the
+        user's problem: one line naming the manifest."""
+        from edge_mla.reliability import Reliability
+
+        block = (self.data.get("fusion") or {}).get("reliability")
+        if block is None:
+            return None
+        return Reliability.from_dict(block, str(self.root / MANIFEST_NAME))
 
     def engine(self, modality: str, precision: Optional[str] = None) -> EngineSpec:
         """The engine for ``modality``; ``precision`` picks a variant (fp32, int8)

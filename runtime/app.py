@@ -59,6 +59,8 @@ class RunReport:
     rss_mb: list = field(default_factory=list)  # (seconds since start, MB)
     stages: list = field(default_factory=list)  # StageRecorder.as_dicts()
     fusion_overruns: int = 0
+    degraded: dict = field(default_factory=dict)  # sensor -> {"state", "spans" (s from start), "seconds"}
+    reliability: Optional[str] = None  # the reliability signal fusion used; None: the recorded rule alone
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -80,6 +82,7 @@ class Runtime:
             if on and mod not in self.manifest.modalities:
                 flag = "--camera none" if mod == "image" else "--mic none"
                 raise EdgeMlaError(f"{cfg.engines}: the engine folder has no {mod} engine (have: {', '.join(self.manifest.modalities)}); run with {flag}")
+        self.reliability = self._check_reliability(cfg)
         self.engines = {m: Engine(self.manifest.engine(m, cfg.precision), len(self.classes), cfg.intra_op_threads) for m, on in want.items() if on}
         self.camera = self.mic = None
         self.workers: dict = {}
@@ -108,6 +111,19 @@ class Runtime:
         self._t_start: Optional[float] = None
         self._lines = 0
         self._emit_lock = threading.Lock()
+
+    def _check_reliability(self, cfg: RunConfig):
+        """The manifest's reliability block; an older engine folder without one runs
+        on the recorded rule with a one-line warning, or is refused with
+        --require-reliability. A corrupt block raises (one line naming the file)."""
+        rel = self.manifest.reliability()
+        if rel is None or any("reliability_output" not in self.manifest.data["engines"][m] for m in self.manifest.modalities):
+            where = self.manifest.root / "manifest.json"
+            if cfg.require_reliability:
+                raise EdgeMlaError(f"{where}: no reliability output in this engine folder (exported before it existed, or with --reliability off); re-export it, or run without --require-reliability")
+            log.warning("%s: no reliability output; fusing by the recorded rule %r alone (degraded sensors are not detected; re-export to add it)", where, self.manifest.fusion_rule)
+            return None
+        return rel
 
     # -- wiring ----------------------------------------------------------------------
     def sensors(self) -> dict:
@@ -156,7 +172,8 @@ class Runtime:
             thr = self.cfg.silence_threshold
             gate = (lambda x: float(np.sqrt(np.mean(np.square(x)))) >= thr) if thr > 0 else None
             self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.latest(seq), self._audio_pre, 1.0 / self.cfg.hop, self._stop, gate=gate)
-        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule)
+        thr = self.reliability.threshold if self.reliability is not None else None
+        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, thr, self.cfg.degraded_hold)
         self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in (self.camera, self.mic) if s is not None] + [self.fusion]
         for t in self._threads:
             t.start()
@@ -232,6 +249,8 @@ class Runtime:
             rss_mb=res["rss_mb"],
             stages=self.stages.as_dicts(),
             fusion_overruns=getattr(fusion, "overruns", 0) if fusion else 0,
+            degraded=fusion.degraded.report(self._t_start or 0.0, now()) if fusion else {},
+            reliability=self.reliability.signal if self.reliability is not None else None,
         )
 
     def run(self, duration: Optional[float] = None) -> RunReport:

@@ -45,6 +45,8 @@ class RunConfig:
     json_stdout: bool = True  # write JSON lines to stdout when ``out`` is None
     console: bool = False  # a readable line per decision (stderr when JSON goes to stdout)
     intra_op_threads: int = 1  # per ONNX Runtime session: two sessions share 2 cores
+    degraded_hold: float = 1.0  # seconds a live sensor must keep being judged unreliable (and then reliable) before it is reported degraded (ok)
+    require_reliability: bool = False  # refuse engine folders without the reliability output
     camera_outages: list = field(default_factory=list)  # list[Outage], replay only
     mic_outages: list = field(default_factory=list)  # list[Outage], replay only
 
@@ -64,7 +66,7 @@ def validate(cfg: RunConfig) -> None:
 
     if cfg.camera is None and cfg.mic is None:
         raise EdgeMlaError("--camera none and --mic none: nothing to run")
-    for name in ("rate", "staleness", "hop", "camera_timeout", "mic_timeout"):
+    for name in ("rate", "staleness", "hop", "camera_timeout", "mic_timeout", "degraded_hold"):
         if getattr(cfg, name) <= 0:
             raise EdgeMlaError(f"--{name.replace('_', '-')} must be positive (got {getattr(cfg, name)})")
     if cfg.duration is not None and cfg.duration <= 0:

@@ -35,7 +35,9 @@ def cpu_session(path, threads: int = 1):
 
 
 class Engine:
-    """``run(x)`` -> logits (1, C) for one preprocessed example ``x`` (no batch axis)."""
+    """``run(x)`` -> logits (1, C) for one preprocessed example ``x`` (no batch axis);
+    ``infer(x)`` -> (logits, reliability or None), reading the engine's second output
+    when the manifest declares one."""
 
     def __init__(self, spec: EngineSpec, num_classes: int, intra_op_threads: int = 1) -> None:
         self.spec = spec
@@ -58,12 +60,22 @@ class Engine:
         if isinstance(out_shape[-1], int) and out_shape[-1] != num_classes:
             raise EdgeMlaError(f"{spec.path}: engine has {out_shape[-1]} outputs but the manifest lists {num_classes} classes")
         self.input_name, self.output_name = spec.input_name, spec.output_name
+        rel = spec.entry.get("reliability_output")
+        self.reliability_name = rel.get("name") if isinstance(rel, dict) else None
+        if self.reliability_name is not None and self.reliability_name not in outputs:
+            raise EdgeMlaError(f"{spec.path}: manifest says reliability output {self.reliability_name!r} but the engine's outputs are {', '.join(outputs)} (manifest does not match its engines)")
+        self._fetch = [self.output_name] + ([self.reliability_name] if self.reliability_name else [])
         self.runs = 0
         self.seconds = 0.0
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        return self.infer(x)[0]
+
+    def infer(self, x: np.ndarray) -> tuple:
+        """(logits (1, C), reliability in [0, 1] or None): one engine call for both."""
         t = time.perf_counter()
-        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x[None], np.float32)})[0]
+        outs = self.session.run(self._fetch, {self.input_name: np.ascontiguousarray(x[None], np.float32)})
         self.seconds += time.perf_counter() - t
         self.runs += 1
-        return np.asarray(out, np.float32)
+        rel = float(np.asarray(outs[1]).reshape(-1)[0]) if len(outs) > 1 else None
+        return np.asarray(outs[0], np.float32), rel

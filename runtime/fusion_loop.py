@@ -5,6 +5,12 @@ with a batch of one and an ``available`` mask: a result older than ``staleness``
 seconds is left out, so a camera that went dark stops voting within ``staleness``
 instead of repeating its last answer. With no fresh modality the output is an
 explicit "no decision", never a stale label.
+
+With engines that have a reliability output (and a ``reliability_threshold`` from
+the manifest), a fresh result judged unreliable is left out the same way; when
+every fresh modality is unreliable the output is "no decision" with the reason
+"all sensors degraded", never a confident guess. The loop also drives the
+``degraded`` sensor state (edge_mla.runtime.degraded).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 
 from edge_mla.fusion import fuse, softmax
 from edge_mla.runtime.clock import Pacer, now
+from edge_mla.runtime.degraded import DEGRADED, DegradedTracker
 from edge_mla.runtime.workers import Result
 
 log = logging.getLogger(__name__)
@@ -32,14 +39,16 @@ def decide(
     t: float,
     sensors: Optional[Mapping[str, dict]] = None,
     rule: str = "entropy",
+    reliability_threshold: Optional[float] = None,
 ) -> dict:
     """One decision from the latest results (pure: easy to test and to replay).
 
     Returns the output record without timestamps of the output stage: label,
-    confidence, per-modality logits/weight/age/used, modalities used, sensors.
-    """
+    confidence, per-modality logits/weight/age/fresh/used (and reliability),
+    modalities used, sensors. ``reliability_threshold`` None: reliability is
+    ignored (older engine folders)."""
     mods = {}
-    logits, avail = {}, {}
+    logits, avail, rel = {}, {}, {}
     for m, r in results.items():
         if r is None:
             mods[m] = {"used": False, "age": None, "weight": 0.0}
@@ -48,21 +57,40 @@ def decide(
         fresh = age <= staleness
         p = softmax(r.logits[0])
         k = int(np.argmax(p))
-        mods[m] = {"used": fresh, "age": round(age, 4), "weight": 0.0, "label": classes[k], "confidence": round(float(p[k]), 4), "logits": [round(float(v), 4) for v in r.logits[0]]}
+        mods[m] = {"used": fresh, "fresh": fresh, "age": round(age, 4), "weight": 0.0, "label": classes[k], "confidence": round(float(p[k]), 4), "logits": [round(float(v), 4) for v in r.logits[0]]}
         logits[m] = r.logits
         avail[m] = np.array([fresh])
-    used = [m for m in logits if avail[m][0]]
-    out = {"decision": bool(used), "label": None, "confidence": None, "used": used, "modalities": mods, "sensors": dict(sensors or {})}
+        if reliability_threshold is not None and getattr(r, "reliability", None) is not None:
+            rel[m] = np.array([r.reliability])
+            mods[m]["reliability"] = round(float(r.reliability), 4)
+            mods[m]["used"] = fresh and r.reliability >= reliability_threshold
+    fresh_mods = [m for m in logits if avail[m][0]]
+    used = [m for m in fresh_mods if mods[m]["used"]]
+    out = {"decision": bool(used), "label": None, "confidence": None, "used": used, "modalities": mods, "sensors": {k: dict(v) for k, v in (sensors or {}).items()}}
     if not used:
-        out["reason"] = "no fresh modality" if logits else "no result yet"
+        out["reason"] = "all sensors degraded" if fresh_mods else ("no fresh modality" if logits else "no result yet")
         return out
-    fused, w = fuse(logits, rule=rule, available=avail)
+    fused, w = fuse(logits, rule=rule, available=avail, reliability=rel or None, threshold=reliability_threshold if reliability_threshold is not None else 0.5)
     for m in logits:
         mods[m]["weight"] = round(float(w[m][0]), 4)
     p = softmax(fused[0])
     k = int(np.argmax(p))
     out.update(label=classes[k], class_index=k, confidence=round(float(p[k]), 4))
     return out
+
+
+def mark_degraded(rec: dict, tracker: DegradedTracker, t: float, threshold: Optional[float]) -> None:
+    """Feed ``tracker`` this decision's per-modality reliability and report a live
+    ("ok") sensor that it holds degraded as ``"degraded"`` in ``rec["sensors"]``."""
+    if threshold is None:
+        return
+    for m, d in rec["modalities"].items():
+        sensor = SENSOR_OF.get(m, m)
+        r = d.get("reliability")
+        degraded = tracker.update(t, sensor, None if not d.get("fresh") or r is None else r < threshold)
+        st = rec["sensors"].get(sensor)
+        if degraded and st is not None and st.get("state") == "ok":
+            st["state"] = DEGRADED
 
 
 class FusionLoop:
@@ -78,9 +106,13 @@ class FusionLoop:
         emit: Callable[[dict, dict], None],
         stop: threading.Event,
         rule: str = "entropy",
+        reliability_threshold: Optional[float] = None,
+        degraded_hold: float = 1.0,
     ) -> None:
         self._latest, self._sensors, self.classes = latest, sensors, classes
         self.rate, self.staleness, self.rule = rate, staleness, rule
+        self.reliability_threshold = reliability_threshold
+        self.degraded = DegradedTracker(degraded_hold)
         self._emit = emit
         self._stop = stop
         self.decisions = 0
@@ -99,7 +131,8 @@ class FusionLoop:
     def tick(self) -> dict:
         t = now()
         results = self._latest()
-        rec = decide(results, self.classes, self.staleness, t, self._sensors(), self.rule)
+        rec = decide(results, self.classes, self.staleness, t, self._sensors(), self.rule, self.reliability_threshold)
+        mark_degraded(rec, self.degraded, t, self.reliability_threshold)
         t_fused = now()
         if rec["decision"]:
             self.decisions += 1

@@ -15,8 +15,12 @@ killed runtime) never loses a finished decision. One line (abridged)::
                  "mic": {"state": "lost", ...}}}
 
 With no fresh modality: ``"decision": false, "label": null, "reason": "no fresh modality"``.
+With engines that have a reliability output, each modality also carries
+``"fresh"`` and ``"reliability"`` (0..1; below the manifest's threshold it is not
+``used``), and when every fresh modality is unreliable: ``"decision": false,
+"reason": "all sensors degraded"``.
 Sensor states: starting, ok, lost (reconnecting), frozen (identical frames), blank (blank
-frames), ended, stopped.
+frames), degraded (alive, but judged unreliable for --degraded-hold seconds), ended, stopped.
 """
 
 from __future__ import annotations
@@ -89,6 +93,9 @@ def format_summary(report) -> str:
         lines.append(f"  {m}: {w['results']} engine runs ({w['rate']:.1f}/s), {w['dropped']} inputs dropped, {w['errors']} errors")
     for s, st in r.sensors.items():
         lines.append(f"  {s}: {st['state']}, {st['reconnects']} reconnects, {st['failures']} failures, {st['overflows']} overflows")
+    for s, d in (getattr(r, "degraded", None) or {}).items():
+        if d["spans"]:
+            lines.append(f"  {s}: degraded {d['seconds']:.1f}s in {len(d['spans'])} span(s): " + ", ".join(f"{a:.1f}-{b:.1f}s" for a, b in d["spans"]))
     lat = r.latency
     for m, d in lat.items():
         if d.get("n"):

@@ -33,6 +33,7 @@ class Result:
     t_engine: float  # engine started
     t_done: float  # engine finished
     seq: int  # the source item's sequence number
+    reliability: Optional[float] = None  # the engine's second output, when it has one
 
 
 def image_preprocessor(size: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -102,14 +103,15 @@ class Worker:
                     self.gated += 1
                     continue
                 t_engine = now()
-                logits = self.engine.run(x)
+                infer = getattr(self.engine, "infer", None)
+                logits, rel = infer(x) if infer is not None else (self.engine.run(x), None)
             except Exception:
                 self.errors += 1
                 log.exception("%s worker: inference failed", self.modality)
                 if self._stop.wait(0.5):
                     break
                 continue
-            r = Result(self.modality, logits, item.t_capture, t_pre, t_engine, now(), item.seq)
+            r = Result(self.modality, logits, item.t_capture, t_pre, t_engine, now(), item.seq, rel)
             with self._lock:
                 self._latest = r
             self.results += 1

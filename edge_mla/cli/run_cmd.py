@@ -40,6 +40,8 @@ def register(subparsers, common) -> None:
     p.add_argument("--mic-timeout", type=float, default=1.5, help="seconds without audio before the mic is marked lost (default 1.5)")
     p.add_argument("--blank-threshold", type=float, default=8.0, help="frames whose grey-level std is below this are 'blank' and not classified (default 8; 0: off)")
     p.add_argument("--silence-threshold", type=float, default=0.002, help="audio windows whose RMS (full scale 1.0) is below this are silence and not classified (default 0.002, about -54 dBFS; 0: off)")
+    p.add_argument("--degraded-hold", type=float, default=1.0, help="seconds a live sensor must keep being judged unreliable by its engine's reliability output before it is reported 'degraded' (and reliable again before 'ok') (default 1.0)")
+    p.add_argument("--require-reliability", action="store_true", help="refuse an engine folder exported without the reliability output (default: warn and fuse by the recorded rule alone)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout")
     p.add_argument("--console", action="store_true", help="a readable line per decision (on stdout; JSON then needs --out)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per engine (default 1: two engines share 2 cores)")
@@ -70,6 +72,8 @@ def config_from_args(args: argparse.Namespace):
         json_stdout=not args.console,
         console=args.console,
         intra_op_threads=args.threads,
+        degraded_hold=args.degraded_hold,
+        require_reliability=args.require_reliability,
     )
     if args.replay:
         from edge_mla.runtime.replay.recorder import load_session, session_config

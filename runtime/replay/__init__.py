@@ -7,8 +7,8 @@
     result["spans"]["camera_gone"]["accuracy"], result["recovery"]
 """
 
-from edge_mla.runtime.replay.script import Fault, Script, default_script
+from edge_mla.runtime.replay.script import Fault, Script, default_script, degraded_script
 from edge_mla.runtime.replay.recorder import Session, load_session, record_session
 from edge_mla.runtime.replay.scorer import score
 
-__all__ = ["Fault", "Script", "default_script", "Session", "load_session", "record_session", "score"]
+__all__ = ["Fault", "Script", "default_script", "degraded_script", "Session", "load_session", "record_session", "score"]

@@ -56,6 +56,18 @@ def _frame(img: np.ndarray, size: tuple, rng: np.random.Generator, noise: float 
     return cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)
 
 
+MIC_NOISE_RMS = 0.3  # the mic_noise fault's interference level (full scale 1.0)
+
+
+def _smear(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A smeared, washed-out lens: the held-out motion and contrast corruptions."""
+    from edge_mla.corruptions import corruption
+
+    x = img[None, None]
+    x = corruption("image_motion", 3).apply(x, rng)
+    return corruption("image_contrast", 3).apply(x, rng)[0, 0]
+
+
 def record_session(
     script: Script,
     out_dir: str | Path,
@@ -121,6 +133,10 @@ def record_session(
         if f.kind in ("mic_silent", "mic_gone"):
             audio[int(f.start * script.audio_rate) : int(f.end * script.audio_rate)] = 0.0
     audio += rng.normal(0, 1e-3, audio.shape).astype(np.float32) * (audio != 0)  # noise floor except true silence
+    for f in script.faults:
+        if f.kind == "mic_noise":  # loud interference, about -10 dB SNR against the speech
+            a, b = int(f.start * script.audio_rate), int(f.end * script.audio_rate)
+            audio[a:b] += rng.normal(0, MIC_NOISE_RMS, b - a).astype(np.float32)
     sf.write(str(wav_path), np.clip(audio, -1, 1), script.audio_rate, subtype="PCM_16")
 
     frozen = None
@@ -137,6 +153,8 @@ def record_session(
             frozen = None
             if "camera_gone" in kinds:
                 frame = np.zeros((h, w, 3), np.uint8)  # placeholder: never read (outage)
+            elif "camera_smear" in kinds:
+                frame = _frame(_smear(split.images[seg["image_index"]][0], rng), (w, h), rng)
             elif "camera_black" in kinds:
                 frame = _frame(np.zeros((28, 28), np.float32), (w, h), rng)  # covered lens: dark + sensor noise
             else:

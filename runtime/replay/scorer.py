@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 import numpy as np
 
-from edge_mla.runtime.replay.script import MODALITY_OF_FAULT
+from edge_mla.runtime.replay.script import DEGRADING_FAULTS, MODALITY_OF_FAULT
 
 SENSOR_OF = {"image": "camera", "audio": "mic"}
 
@@ -41,7 +41,8 @@ def _figures(rows: list, modalities: list) -> dict:
     fused = np.mean([r["label"] == r["_truth"] for r in rows])
     out = {"n": n, "accuracy": round(float(fused), 4), "no_decision": round(float(np.mean([not r["decision"] for r in rows])), 4)}
     for m in modalities:
-        out[f"{m}_only"] = round(float(np.mean([(r["modalities"].get(m, {}).get("used") and r["modalities"][m].get("label") == r["_truth"]) for r in rows])), 4)
+        # a modality alone: its own top-1 whenever it had a fresh result (gated out by reliability or not)
+        out[f"{m}_only"] = round(float(np.mean([(r["modalities"].get(m, {}).get("fresh", r["modalities"].get(m, {}).get("used")) and r["modalities"][m].get("label") == r["_truth"]) for r in rows])), 4)
     return out
 
 
@@ -92,4 +93,23 @@ def score(jsonl, truth, settle: float = 1.0, offset: float = 0.0) -> dict:
                 "sensor_ok_after_s": None if ok_at is None else round(ok_at - f["end"], 3),
             }
         )
+    result["degraded"] = [_degraded_timing(f, lines, times) for f in faults if f["kind"] in DEGRADING_FAULTS]
     return result
+
+
+def _degraded_timing(f: dict, lines: list, times: np.ndarray) -> dict:
+    """For a live-but-broken sensor span: seconds from its start to the first line
+    reporting the sensor "degraded", and from its end to "ok" again."""
+    sensor = SENSOR_OF[MODALITY_OF_FAULT[f["kind"]]]
+
+    def state(r):
+        return r.get("sensors", {}).get(sensor, {}).get("state")
+
+    deg_at = next((t for r, t in zip(lines, times) if f["start"] <= t < f["end"] + 5 and state(r) == "degraded"), None)
+    ok_at = next((t for r, t in zip(lines, times) if t >= f["end"] and state(r) == "ok"), None)
+    return {
+        "fault": f["kind"], "start": f["start"], "end": f["end"],
+        "degraded_after_s": None if deg_at is None else round(float(deg_at - f["start"]), 3),
+        "ok_after_s": None if ok_at is None else round(float(ok_at - f["end"]), 3),
+        "degraded_fraction": round(float(np.mean([state(r) == "degraded" for r, t in zip(lines, times) if f["start"] <= t < f["end"]] or [0.0])), 4),
+    }

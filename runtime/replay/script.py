@@ -8,14 +8,18 @@ Fault kinds and what they do to the media:
   camera_black   black frames (a covered lens)
   mic_silent     digital silence (a muted mic): callbacks go on
   mic_gone       silence in the file and an outage: callbacks stop (an unplugged mic)
+  mic_noise      loud broadband interference over the speech (a live but broken mic)
+  camera_smear   a smeared, washed-out lens (held-out image corruptions: motion smear
+                 and low contrast), frames keep changing
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-FAULT_KINDS = ("camera_gone", "camera_frozen", "camera_black", "mic_silent", "mic_gone")
-MODALITY_OF_FAULT = {"camera_gone": "image", "camera_frozen": "image", "camera_black": "image", "mic_silent": "audio", "mic_gone": "audio"}
+FAULT_KINDS = ("camera_gone", "camera_frozen", "camera_black", "mic_silent", "mic_gone", "mic_noise", "camera_smear")
+MODALITY_OF_FAULT = {"camera_gone": "image", "camera_frozen": "image", "camera_black": "image", "mic_silent": "audio", "mic_gone": "audio", "mic_noise": "audio", "camera_smear": "image"}
+DEGRADING_FAULTS = ("mic_noise", "camera_smear")  # the sensor stays alive: the runtime should say "degraded"
 
 
 @dataclass
@@ -63,4 +67,13 @@ def default_script(segments: int = 30, segment_seconds: float = 4.0) -> Script:
     plan = [("camera_gone", 5, 8), ("mic_gone", 11, 14), ("camera_black", 17, 20), ("camera_frozen", 22, 25), ("mic_silent", 27, 30)]
     scale = segments / 30.0
     faults = [Fault(k, round(a * scale) * s, round(b * scale) * s) for k, a, b in plan if round(b * scale) > round(a * scale)]
+    return Script(segments=segments, segment_seconds=segment_seconds, faults=faults)
+
+
+def degraded_script(segments: int = 20, segment_seconds: float = 3.0) -> Script:
+    """Clean spans around a noisy-mic span and a smeared-camera span (each a quarter
+    of the session): what the ``degraded`` state and reliability fusion are for."""
+    s = segment_seconds
+    q = max(segments // 5, 1)
+    faults = [Fault("mic_noise", q * s, 2 * q * s), Fault("camera_smear", 3 * q * s, 4 * q * s)]
     return Script(segments=segments, segment_seconds=segment_seconds, faults=faults)

@@ -1,0 +1,183 @@
+"""Benchmark of fault-aware fusion (BENCHMARKS.md, issue 8).
+
+For every (split, method, seed): train a tiny run (skipped when it exists), fit every
+reliability candidate on its validation split (edge_mla.reliability_fit: train
+corruption families only), run the corruption suite once on a stratified subset of
+the test split and score the method's own rule without reliability and with each
+candidate. Optionally (--export) one FP32+INT8 export per split (seed 0) for the
+INT8 AUROC, and (--latency) the extra batch-1 engine cost of the second output.
+Writes results.json (resumable per run) and prints markdown tables.
+
+  python benchmarks/reliability_bench.py --data-dir ../shared/data --out bench-out/reliability \
+      --splits official speaker --seeds 0 1 2 --methods mla --limit 4000 --epochs 3 --test-limit 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.train_bench import cpu_model
+
+
+def train(args, split: str, method: str, seed: int) -> Path:
+    run = Path(args.out) / split / f"{method}-s{seed}"
+    if not (run / "checkpoint.pt").is_file():
+        cmd = [sys.executable, "-m", "edge_mla.cli.main", "train", "--method", method, "--preset", "tiny", "--dataset", "avmnist", "--data-dir", args.data_dir,
+               "--split", split, "--seed", str(seed), "--limit", str(args.limit), "--epochs", str(args.epochs), "--val-limit", str(args.val_limit),
+               "--threads", "1", "--no-test", "--no-progress", "--force", "--out", str(run)]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    return run
+
+
+def score_run(args, run: Path, split: str, seed: int) -> dict:
+    import torch
+
+    from edge_mla.calib.select import stratified_indices
+    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.corruptions import suite
+    from edge_mla.data import load_dataset
+    from edge_mla.evaluate import collect_suite, score_suite
+    from edge_mla.reliability_fit import fit_candidates, fit_data, save
+    from edge_mla.train.config import NATIVE_FUSION
+
+    torch.set_num_threads(1)
+    model, payload = load_checkpoint(run)
+    ds = load_dataset("avmnist", args.data_dir, seed=seed, split=split)
+    t0 = time.perf_counter()
+    fitted = fit_candidates(fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val), len(ds.classes))
+    save(run, fitted)
+    t_fit = time.perf_counter() - t0
+    test = ds.test.subset(np.sort(stratified_indices(ds.test.labels, min(args.test_limit, len(ds.test)), seed)))
+    data = collect_suite(model, test, ds.window, ds.sample_rate, suite(), seed=seed)
+    rule = NATIVE_FUSION[payload["method"]]
+    out = {"rule": rule, "fit_seconds": t_fit, "suite_seconds": time.perf_counter() - t0 - t_fit, "n_test": len(test.labels), "base": score_suite(data, rule, None)}
+    for cand, rel in fitted.items():
+        out[cand] = score_suite(data, rule, rel)
+    return out
+
+
+def export_auroc(args, run: Path) -> dict:
+    from edge_mla.export.pipeline import ExportConfig, export_run
+
+    res = export_run(ExportConfig(run_dir=run, out=run / "engines", int8="on", calib_method="percentile", eval_limit=args.test_limit,
+                                  latency_repeats=args.latency_repeats, force=True, progress=False, exporter="torchscript"))
+    return {"reliability_auroc": res.gate.get("reliability_auroc"), "fused": res.gate.get("fused"), "fused_reliable": res.gate.get("fused_reliable"),
+            "latency_ms": {m: {p: res.gate["engines"][m][p]["latency"]["median_ms"] for p in ("fp32", "int8")} for m in res.gate["engines"]}}
+
+
+def extra_latency(args, run: Path) -> dict:
+    """Median batch-1 single-thread ms of each FP32 engine without and with the
+    reliability output, measured interleaved in one process."""
+    import tempfile
+
+    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.export import ort_eval
+    from edge_mla.export.onnx_export import example_input, export_modality
+    from edge_mla.reliability import DEFAULT_SIGNAL
+    from edge_mla.reliability_fit import load
+
+    model, _ = load_checkpoint(run)
+    rel = load(run, DEFAULT_SIGNAL)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in model.modalities:
+            a, b = Path(tmp) / f"{m}.plain.onnx", Path(tmp) / f"{m}.rel.onnx"
+            export_modality(model, m, a, exporter="torchscript")
+            export_modality(model, m, b, exporter="torchscript", reliability=rel.modalities[m])
+            x = example_input(model.cfg, m, 1).numpy()
+            lat = ort_eval.interleaved_latency([ort_eval.session(a, 1), ort_eval.session(b, 1)], x, args.latency_repeats, 20)
+            out[m] = {"plain_ms": lat[0].median_ms, "reliability_ms": lat[1].median_ms, "extra_ms": lat[1].median_ms - lat[0].median_ms}
+    return out
+
+
+def _ms(vals: list) -> str:
+    vals = [v for v in vals if v == v]
+    if not vals:
+        return "-"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}"
+
+
+def table(results: dict, split: str, method: str) -> str:
+    runs = [r for k, r in results["runs"].items() if r["split"] == split and r["method"] == method]
+    if not runs:
+        return ""
+    cands = ["base"] + [c for c in runs[0]["scores"] if c not in ("base", "rule", "fit_seconds", "suite_seconds", "n_test")]
+    rows = ["| fusion | clean fused % | image % | audio % | held-out regret mean | held-out regret worst | train-family regret worst | ECE image (raw → T) | ECE audio (raw → T) | AUROC held-out image / audio | AUROC held-out, hard | clean abstain % |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in cands:
+        s = [r["scores"][c] for r in runs]
+        name = f"{s[0]['rule']} (no reliability)" if c == "base" else f"{s[0]['rule']} + {c}"
+        clean = [100 * x["clean"]["fused"] for x in s]
+        ho = [x["summary"]["held_out"] for x in s]
+        tr = [x["summary"]["train"] for x in s]
+        if c == "base":
+            ece = auroc = hard = abst = "-"
+            ece_i = ece_a = "-"
+        else:
+            ece_i = _ms([x["ece"]["image"]["raw"] for x in s]) + " → " + _ms([x["ece"]["image"]["calibrated"] for x in s])
+            ece_a = _ms([x["ece"]["audio"]["raw"] for x in s]) + " → " + _ms([x["ece"]["audio"]["calibrated"] for x in s])
+            auroc = _ms([x["auroc"]["image"]["held_out"] for x in s]) + " / " + _ms([x["auroc"]["audio"]["held_out"] for x in s])
+            hard = " / ".join(_ms([x["auroc"][m].get("held_out_hard", float("nan")) for x in s]) for m in ("image", "audio"))
+            abst = _ms([100 * x["clean"]["abstain"] for x in s])
+        rows.append(f"| {name} | {_ms(clean)} | {_ms([100 * x['clean']['image'] for x in s])} | {_ms([100 * x['clean']['audio'] for x in s])} | "
+                    f"{_ms([h['mean_regret'] for h in ho])} | {_ms([h['worst_regret'] for h in ho])} | {_ms([t['worst_regret'] for t in tr])} | {ece_i} | {ece_a} | {auroc} | {hard} | {abst} |")
+    return f"**{method}, {split} split** ({len(runs)} seeds, {runs[0]['scores']['n_test']} test pairs each)\n\n" + "\n".join(rows) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--out", default="bench-out/reliability")
+    ap.add_argument("--splits", nargs="+", default=["official", "speaker"])
+    ap.add_argument("--methods", nargs="+", default=["mla"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--limit", type=int, default=4000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--val-limit", type=int, default=1000)
+    ap.add_argument("--fit-train", type=int, default=1500, help="clean training pairs for the Gaussian")
+    ap.add_argument("--fit-val", type=int, default=600, help="validation pairs for the temperature and the logistic map")
+    ap.add_argument("--test-limit", type=int, default=500)
+    ap.add_argument("--export", action="store_true", help="one FP32+INT8 export per split (first seed): INT8 AUROC")
+    ap.add_argument("--latency", action="store_true", help="extra batch-1 ms of the reliability output (first run)")
+    ap.add_argument("--latency-repeats", type=int, default=200)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res_path = out / "results.json"
+    results = json.loads(res_path.read_text()) if res_path.is_file() else {"runs": {}, "export": {}, "latency": {}}
+    results["machine"] = {"cpu": cpu_model(), "command": " ".join(sys.argv)}
+    for split in args.splits:
+        for method in args.methods:
+            for seed in args.seeds:
+                key = f"{split}/{method}-s{seed}"
+                if key in results["runs"]:
+                    continue
+                run = train(args, split, method, seed)
+                print(f"scoring {key}", flush=True)
+                results["runs"][key] = {"split": split, "method": method, "seed": seed, "scores": score_run(args, run, split, seed)}
+                res_path.write_text(json.dumps(results, indent=1) + "\n")
+            if args.export and f"{split}/{method}" not in results["export"]:
+                results["export"][f"{split}/{method}"] = export_auroc(args, Path(args.out) / split / f"{method}-s{args.seeds[0]}")
+                res_path.write_text(json.dumps(results, indent=1) + "\n")
+    if args.latency and not results["latency"]:
+        results["latency"] = extra_latency(args, Path(args.out) / args.splits[0] / f"{args.methods[0]}-s{args.seeds[0]}")
+        res_path.write_text(json.dumps(results, indent=1) + "\n")
+    for split in args.splits:
+        for method in args.methods:
+            print(table(results, split, method))
+    print("export (INT8 AUROC, held-out families at severity 3):", json.dumps(results["export"], indent=1))
+    print("extra latency:", json.dumps(results["latency"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
