@@ -22,7 +22,7 @@ examples:
       --epochs 10 --batch-size 64 --seed 0 --limit 20000 --out runs/mla-s0
   edge-mla train --config my.json --seed 1       (flags override the file)
   edge-mla train --nproc 2 --batch-size 64 ...   (2 processes, global batch 64)
-  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
       -m edge_mla.cli.ddp --method mla ... --out runs/mla   (several machines)
 """
 
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--seed", type=int, help="seed for pairing, sampling and initialisation (default 0)")
     p.add_argument("--limit", type=int, help="use this many training pairs (seeded subsample; default all)")
     p.add_argument("--val-limit", type=int, help="validation pairs scored each epoch (default 5000)")
-    p.add_argument("--head-grad", choices=HEAD_GRADS, help="MLA head gradient modification: owm (paper), owm_norm (norm-preserving), none (default owm)")
+    p.add_argument("--head-grad", choices=HEAD_GRADS, help=f"MLA head gradient modification: owm (paper), owm_norm (norm-preserving), none (default {d['head_grad'].default})")
     p.add_argument("--owm-alpha", help="OWM alpha: 'auto' = 0.1**(1+b/N) per epoch, or a number (default auto)")
     p.add_argument("--ogm-alpha", type=float, help="OGM-GE modulation strength alpha (default 0.5)")
     p.add_argument("--mmpareto-gamma", type=float, help="MMPareto's gradient scale gamma (default 1.5)")
