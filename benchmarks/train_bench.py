@@ -1,4 +1,4 @@
-"""Benchmark of the training methods on the AV-MNIST protocol (BENCHMARKS.md, issue 2).
+"""Benchmark of the training methods on the AV-MNIST protocol (BENCHMARKS.md, issues 2 and 12).
 
 Trains every method variant for several seeds on one or both audio splits, evaluates
 each best-on-validation checkpoint on the test split with `edge-mla eval`, and writes
@@ -26,19 +26,24 @@ VARIANTS = {
     "joint": ("joint", [], "fused_sum"),
     "unimodal": ("unimodal", [], "fused_mean"),
     "ogm_ge": ("ogm_ge", [], "fused_sum"),
+    "mmpareto": ("mmpareto", [], "fused_sum"),
     "mla": ("mla", ["--head-grad", "owm"], "fused"),
     "mla_no_owm": ("mla", ["--head-grad", "none"], "fused"),
     "mla_owm_norm": ("mla", ["--head-grad", "owm_norm"], "fused"),
     "mla_mean_fusion": ("mla", ["--head-grad", "owm"], "fused_mean"),  # same runs as mla, other fusion
+    # the same recipe on 2 processes (torch.distributed, gloo) at the same global batch
+    "mla_owm_norm_ddp2": ("mla", ["--head-grad", "owm_norm", "--nproc", "2"], "fused"),
 }
 LABELS = {
     "joint": "joint (late fusion, concat head)",
     "unimodal": "unimodal (separate encoders+heads, mean fusion)",
-    "ogm_ge": "OGM-GE",
+    "ogm_ge": "OGM-GE (as published: 1 - tanh(alpha rho), conv weights)",
+    "mmpareto": "MMPareto (concat head + unimodal heads)",
     "mla": "MLA (paper OWM, entropy fusion)",
     "mla_no_owm": "MLA without gradient modification",
     "mla_owm_norm": "MLA, norm-preserving OWM (owm_norm)",
     "mla_mean_fusion": "MLA (paper OWM) with mean fusion",
+    "mla_owm_norm_ddp2": "MLA owm_norm, 2 processes (DDP), same global batch",
 }
 
 
@@ -111,7 +116,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench-out/train")
     ap.add_argument("--splits", nargs="+", default=["official", "speaker"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "mla_mean_fusion"])
+    ap.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v not in ("mla_mean_fusion", "mla_owm_norm_ddp2")])
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--limit", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=4)
@@ -120,7 +125,7 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true", help="only tabulate the runs that have finished")
     ap.add_argument("--val-limit", type=int, default=2000, help="validation pairs scored each epoch")
     ap.add_argument("--no-corrupt", dest="corrupt", action="store_false", help="skip corrupted-input test passes")
-    ap.add_argument("--speaker-variants", nargs="+", default=["joint", "unimodal", "ogm_ge", "mla", "mla_no_owm"], help="variants run on the speaker split")
+    ap.add_argument("--speaker-variants", nargs="+", default=["joint", "unimodal", "ogm_ge", "mmpareto", "mla", "mla_owm_norm"], help="variants run on the speaker split")
     args = ap.parse_args()
     # Seed-major order: partial results cover every split and method early.
     jobs = [(sp, v, s) for s in args.seeds for sp in args.splits for v in (args.speaker_variants if sp == "speaker" else args.variants)]

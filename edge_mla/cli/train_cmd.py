@@ -5,20 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edge_mla.train.config import HEAD_GRADS, METHODS, TrainConfig
+from edge_mla.train.config import HEAD_GRADS, METHODS, RECIPES, TrainConfig
 
 HELP = """\
 Train a two-modality (image + audio) classifier and write a run folder:
 config.json, metrics.jsonl, curves.png, checkpoint.pt (best epoch on validation),
 test.json. Methods: mla (alternating unimodal adaptation, shared head, entropy
 fusion), joint (late fusion, one fused loss), unimodal (each encoder alone),
-ogm_ge (joint + on-the-fly gradient modulation).
+ogm_ge (joint + on-the-fly gradient modulation), mmpareto (Pareto integration of
+multimodal and unimodal gradients). With no --method/--head-grad the default recipe
+applies; --recipe paper is the MLA paper's exact form.
 
 examples:
   edge-mla train --dataset demo --epochs 5 --out runs/demo
   edge-mla train --method mla --preset tiny --dataset avmnist --data-dir ../shared/data \\
       --epochs 10 --batch-size 64 --seed 0 --limit 20000 --out runs/mla-s0
   edge-mla train --config my.json --seed 1       (flags override the file)
+  edge-mla train --nproc 2 --batch-size 64 ...   (2 processes, global batch 64)
+  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+      -m edge_mla.cli.ddp --method mla ... --out runs/mla   (several machines)
 """
 
 
@@ -27,6 +32,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     d = TrainConfig.__dataclass_fields__
     p.add_argument("--config", help="JSON file with any TrainConfig fields; explicit flags win")
     p.add_argument("--method", choices=METHODS, help=f"training method (default {d['method'].default})")
+    p.add_argument("--recipe", choices=list(RECIPES), help="a named recipe that sets the method and its options unless given: "
+                   + "; ".join(f"{k} = {' '.join(f'{f}={v}' for f, v in r.items())}" for k, r in RECIPES.items()))
     p.add_argument("--preset", choices=["tiny", "resnet18"], help="encoder preset: tiny (fast, 64-d) or resnet18 (512-d) (default tiny)")
     p.add_argument("--dataset", choices=["avmnist", "demo", "folder"], help="avmnist (MNIST+FSDD from --data-dir), demo (built-in), folder (your pairs.csv) (default avmnist)")
     p.add_argument("--data-dir", help="data folder (avmnist: holds mnist.npz, fsdd.npz; default $EDGE_MLA_DATA)")
@@ -39,9 +46,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--seed", type=int, help="seed for pairing, sampling and initialisation (default 0)")
     p.add_argument("--limit", type=int, help="use this many training pairs (seeded subsample; default all)")
     p.add_argument("--val-limit", type=int, help="validation pairs scored each epoch (default 5000)")
-    p.add_argument("--head-grad", choices=HEAD_GRADS, help="MLA head gradient modification: owm (paper), owm_norm (norm-preserving), none (default owm)")
+    p.add_argument("--head-grad", choices=HEAD_GRADS, help=f"MLA head gradient modification: owm (paper), owm_norm (norm-preserving), none (default {d['head_grad'].default})")
     p.add_argument("--owm-alpha", help="OWM alpha: 'auto' = 0.1**(1+b/N) per epoch, or a number (default auto)")
     p.add_argument("--ogm-alpha", type=float, help="OGM-GE modulation strength alpha (default 0.5)")
+    p.add_argument("--mmpareto-gamma", type=float, help="MMPareto's gradient scale gamma (default 1.5)")
+    p.add_argument("--nproc", type=int, help="training processes on this machine (torch.distributed, gloo); --batch-size is the global batch (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-augment", dest="augment", action="store_const", const=False, help="centre audio clips instead of random placement")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
@@ -57,16 +66,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.config:
         return TrainConfig.from_file(args.config, overrides)
-    return TrainConfig(**overrides)
+    return TrainConfig.build(overrides)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from edge_mla.cli import ddp
     from edge_mla.train import train
 
     cfg = config_from_args(args)
-    out = train(cfg)
+    if ddp.wants_launch(cfg):
+        return ddp.launch(cfg, args.test, args.corrupt, args.log_level)
+    world = ddp.join(cfg)
+    with ddp.rank_guard(cfg, world):
+        out = train(cfg, world)
+    if out is None:  # a rank other than 0: rank 0 writes the run folder
+        return 0
     print(f"run folder: {out}")
     if args.test:
         from edge_mla.cli.eval_cmd import evaluate_run, format_table

@@ -4,6 +4,8 @@ head="shared"   (MLA): z_m = W h_m + b, one W for every modality.
 head="concat"   (joint, OGM-GE): z = W [h_1; h_2] + b; modality m's own logits are
                 W[:, block m] h_m + b / M, so the fused logits are their sum.
 head="separate" (unimodal): an independent head per modality.
+head="concat_aux" (MMPareto): the concat head (prediction, engines, fusion "sum") plus
+                one unimodal head per modality used only by the training losses.
 Every method therefore yields per-modality logits z_m, which is what each exported
 engine computes.
 """
@@ -20,7 +22,7 @@ from edge_mla.models.encoders import AudioEncoder, ImageEncoder, ResNet18, TinyC
 from edge_mla.models.frontend import LogMel
 
 PRESETS = ("tiny", "resnet18")
-HEADS = ("shared", "concat", "separate")
+HEADS = ("shared", "concat", "separate", "concat_aux")
 
 
 @dataclass
@@ -78,9 +80,11 @@ class MultimodalClassifier(nn.Module):
         m = len(self.encoders)
         if cfg.head == "shared":
             self.head = nn.Linear(cfg.dim, cfg.num_classes)
-        elif cfg.head == "concat":
+        elif cfg.head in ("concat", "concat_aux"):
             self.head = nn.Linear(cfg.dim * m, cfg.num_classes)
-        else:
+        if cfg.head == "concat_aux":
+            self.aux_heads = nn.ModuleDict({k: nn.Linear(cfg.dim, cfg.num_classes) for k in self.encoders})
+        elif cfg.head == "separate":
             self.heads = nn.ModuleDict({k: nn.Linear(cfg.dim, cfg.num_classes) for k in self.encoders})
 
     @property
@@ -101,6 +105,10 @@ class MultimodalClassifier(nn.Module):
         w = self.head.weight[:, i * d : (i + 1) * d]
         return h @ w.t() + self.head.bias / len(self.encoders)
 
+    def aux_logits(self, modality: str, h: torch.Tensor) -> torch.Tensor:
+        """Modality m's unimodal-head logits (concat_aux only: MMPareto's unimodal losses)."""
+        return self.aux_heads[modality](h)
+
     def logits(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         return self.head_logits(modality, self.embed(modality, x))
 
@@ -109,7 +117,10 @@ class MultimodalClassifier(nn.Module):
         return {m: self.logits(m, x) for m, x in inputs.items()}
 
     def head_parameters(self) -> list:
-        return list(self.head.parameters()) if self.cfg.head != "separate" else list(self.heads.parameters())
+        if self.cfg.head == "separate":
+            return list(self.heads.parameters())
+        aux = list(self.aux_heads.parameters()) if self.cfg.head == "concat_aux" else []
+        return list(self.head.parameters()) + aux
 
 
 def build_model(cfg: ModelConfig) -> MultimodalClassifier:

@@ -5,8 +5,9 @@ from edge_mla.train.config import METHODS, TrainConfig
 __all__ = ["METHODS", "TrainConfig", "train"]
 
 
-def train(cfg: TrainConfig):
-    """Train per ``cfg`` and return the run folder (Path). Imported lazily: torch."""
+def train(cfg: TrainConfig, world=None):
+    """Train per ``cfg`` and return the run folder (Path; None on ranks other than 0 of
+    a torch.distributed run, see edge_mla.train.dist.World). Imported lazily: torch."""
     from edge_mla.train.trainer import train as _train
 
-    return _train(cfg)
+    return _train(cfg, world)

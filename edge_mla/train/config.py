@@ -10,17 +10,27 @@ from typing import Optional, Union
 
 from edge_mla.errors import EdgeMlaError
 
-METHODS = ("mla", "joint", "unimodal", "ogm_ge")
+METHODS = ("mla", "joint", "unimodal", "ogm_ge", "mmpareto")
 HEAD_GRADS = ("owm", "owm_norm", "none")
 # Each method's fusion rule for its own "fused" prediction (used for checkpoint
-# selection): MLA fuses by entropy; late fusion sums the concat head's parts.
-NATIVE_FUSION = {"mla": "entropy", "joint": "sum", "ogm_ge": "sum", "unimodal": "mean"}
-HEAD_KIND = {"mla": "shared", "joint": "concat", "ogm_ge": "concat", "unimodal": "separate"}
+# selection): MLA fuses by entropy; late fusion sums the concat head's parts
+# (MMPareto predicts with its multimodal concat head, so its rule is also the sum).
+NATIVE_FUSION = {"mla": "entropy", "joint": "sum", "ogm_ge": "sum", "unimodal": "mean", "mmpareto": "sum"}
+HEAD_KIND = {"mla": "shared", "joint": "concat", "ogm_ge": "concat", "unimodal": "separate", "mmpareto": "concat_aux"}
+# Named recipes: the fields a recipe sets unless a flag or the config file sets them.
+# "default" is what `edge-mla train` does with no flags (BENCHMARKS.md section 12 measured
+# it best on fused accuracy while keeping each modality alone within a point of unimodal
+# training); "paper" is the MLA paper's exact form (OWM projection as published).
+RECIPES = {
+    "default": {"method": "mla", "head_grad": "owm_norm"},
+    "paper": {"method": "mla", "head_grad": "owm", "owm_alpha": "auto"},
+}
 
 
 @dataclass
 class TrainConfig:
-    method: str = "mla"
+    method: str = RECIPES["default"]["method"]
+    recipe: Optional[str] = None  # a name in RECIPES; fills the fields not set explicitly
     preset: str = "tiny"
     dataset: str = "avmnist"
     data_dir: Optional[str] = None
@@ -35,12 +45,14 @@ class TrainConfig:
     limit: Optional[int] = None  # training pairs used (seeded subsample); None = all
     val_limit: Optional[int] = 5000  # validation pairs scored each epoch
     out: Optional[str] = None
-    head_grad: str = "owm"  # MLA head gradient modification: owm | owm_norm | none
+    head_grad: str = RECIPES["default"]["head_grad"]  # MLA head gradient modification: owm | owm_norm | none
     owm_alpha: Union[str, float] = "auto"  # auto: 0.1 ** (1 + b / N) within each epoch
     modality_order: tuple = ("audio", "image")
     ogm_alpha: float = 0.5
     ogm_start: int = 0  # OGM-GE modulates from this epoch ...
     ogm_end: Optional[int] = None  # ... until this one (None: all)
+    mmpareto_gamma: float = 1.5  # MMPareto's final gradient scale (authors: 1.5)
+    nproc: int = 1  # training processes (torch.distributed); batch_size is the global batch
     augment: bool = True  # random placement of the clip in the audio window
     threads: int = 0  # torch threads; 0 = all cores
     progress: bool = True
@@ -53,6 +65,8 @@ class TrainConfig:
     def validate(self) -> None:
         from edge_mla.data.registry import DATASETS
 
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise EdgeMlaError(f"unknown --recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         if self.method not in METHODS:
             raise EdgeMlaError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.preset not in ("tiny", "resnet18"):
@@ -63,11 +77,13 @@ class TrainConfig:
             raise EdgeMlaError(f"unknown --head-grad {self.head_grad!r}; choose one of {', '.join(HEAD_GRADS)}")
         if self.split not in ("official", "speaker"):
             raise EdgeMlaError(f"unknown --split {self.split!r}; choose official or speaker")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "nproc"):
             if int(getattr(self, name)) < 1:
                 raise EdgeMlaError(f"--{name.replace('_', '-')} must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise EdgeMlaError("--limit must be at least 1 pair")
+        if self.batch_size % self.nproc:
+            raise EdgeMlaError(f"--batch-size {self.batch_size} is the global batch and must be a multiple of --nproc {self.nproc}")
         if self.lr <= 0:
             raise EdgeMlaError("--lr must be positive")
         if self.owm_alpha != "auto":
@@ -108,4 +124,9 @@ class TrainConfig:
         if unknown:
             raise EdgeMlaError(f"{p}: unknown config key(s) {', '.join(unknown)}")
         data.update(overrides)
-        return cls(**data)
+        return cls.build(data)
+
+    @classmethod
+    def build(cls, values: dict) -> "TrainConfig":
+        """A config from explicit values; a named recipe fills the fields they leave unset."""
+        return cls(**{**RECIPES.get(values.get("recipe"), {}), **values})  # an unknown name fails in validate()

@@ -4,6 +4,10 @@ selection on validation (never test), and the run folder.
 Run folder: config.json (resolved TrainConfig + model config + dataset facts),
 metrics.jsonl (one line per epoch), curves.png, checkpoint.pt (the best epoch on the
 validation split by the method's own fusion rule), test.json (final test metrics).
+
+Under torch.distributed (edge_mla.train.dist) every rank trains on its shard of each
+global batch; only rank 0 validates and writes the run folder, which looks exactly like
+a single-process one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -25,6 +30,7 @@ from edge_mla.data import iterate_batches, load_dataset
 from edge_mla.errors import EdgeMlaError
 from edge_mla.evaluate import evaluate
 from edge_mla.train.config import TrainConfig
+from edge_mla.train.dist import World, shard_batches
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +64,8 @@ def _subsample(split, limit, rng):
     return split.subset(np.sort(rng.choice(len(split), size=limit, replace=False)))
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig, world: Optional[World] = None) -> Optional[Path]:
+    """Train per ``cfg``; returns the run folder (None on ranks other than 0)."""
     import torch
 
     from edge_mla.models import ModelConfig, build_model
@@ -71,7 +78,8 @@ def train(cfg: TrainConfig) -> Path:
     rng = np.random.default_rng(cfg.seed)
     train_split = _subsample(ds.train, cfg.limit, rng)
     val_split = _subsample(ds.val, cfg.val_limit, np.random.default_rng(cfg.seed + 1))
-    out = prepare_run_dir(cfg)
+    world = world or World()
+    out = prepare_run_dir(cfg) if world.is_main else None
 
     mcfg = ModelConfig(
         preset=cfg.preset,
@@ -82,7 +90,8 @@ def train(cfg: TrainConfig) -> Path:
         window=ds.window,
     )
     model = build_model(mcfg)
-    method = make_method(model, cfg)
+    world.broadcast_module(model)  # same seed already; rank 0's weights to be sure
+    method = make_method(model, cfg, world)
     resolved = {
         "train": cfg.to_dict(),
         "model": mcfg.to_dict(),
@@ -96,15 +105,18 @@ def train(cfg: TrainConfig) -> Path:
     resolved.update({k: resolved["train"][k] for k in ("dataset", "data_dir", "split", "seed", "method", "preset")})
     if cfg.data_dir:
         resolved["data_dir"] = str(Path(cfg.data_dir).resolve())
-    (out / CONFIG_NAME).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    if world.is_main:
+        (out / CONFIG_NAME).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
     log.info("run folder %s: %s on %s (%d train pairs, %d val pairs)", out, cfg.method, ds.name, len(train_split), len(val_split))
 
-    n_batches = int(np.ceil(len(train_split) / cfg.batch_size))
+    n_batches = int(np.ceil((len(train_split) - len(train_split) % world.size) / cfg.batch_size))
+    aug_rng = np.random.default_rng([cfg.seed, world.rank, 1]) if world.active and cfg.augment else None
     step_epoch = max(1, int(round(cfg.lr_step * cfg.epochs))) if cfg.lr_step < 1 else cfg.epochs + 1
     best_score, best_epoch = -1.0, -1
     history = []
-    metrics_path = out / METRICS_NAME
-    metrics_path.write_text("")
+    metrics_path = out / METRICS_NAME if world.is_main else None
+    if world.is_main:
+        metrics_path.write_text("")
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -115,17 +127,27 @@ def train(cfg: TrainConfig) -> Path:
         model.train()
         t0 = time.perf_counter()
         sums: dict = {}
-        batches = iterate_batches(train_split, cfg.batch_size, ds.window, shuffle=True, rng=rng, augment=cfg.augment)
-        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=None if cfg.progress else True, leave=False) if tqdm else batches
+        if world.active:
+            batches = shard_batches(train_split, cfg.batch_size, ds.window, rng, world, aug_rng)
+        else:
+            batches = iterate_batches(train_split, cfg.batch_size, ds.window, shuffle=True, rng=rng, augment=cfg.augment)
+        show = cfg.progress and world.is_main
+        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=None if show else True, leave=False) if tqdm else batches
         for b, (img, aud, y) in enumerate(bar):
             batch = {"image": torch.from_numpy(img), "audio": torch.from_numpy(aud)}
             batch = {m: x for m, x in batch.items() if m in model.encoders}
             stats = method.step(batch, torch.from_numpy(y), (b, n_batches))
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
-            if tqdm and cfg.progress and b % 20 == 0:
+            if tqdm and show and b % 20 == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k.startswith("loss")})
         train_time = time.perf_counter() - t0
+        if world.active:
+            sums = _rank_mean(sums, world)
+            world.sync_buffers(model)  # BatchNorm statistics: the validated model is every rank's
+        if not world.is_main:
+            method.epoch_stats()  # keeps per-epoch state (OGM-GE's epoch count) in step
+            continue
         val = evaluate(model, val_split, ds.window, full=False)
         score = val["fused" if cfg.native_fusion == "entropy" else f"fused_{cfg.native_fusion}"]
         rec = {
@@ -150,6 +172,8 @@ def train(cfg: TrainConfig) -> Path:
             epoch + 1, cfg.epochs, rec["samples_per_s"], val.get("image", float("nan")), val.get("audio", float("nan")), score,
             " (best)" if improved else "",
         )
+    if not world.is_main:
+        return None
     summary = {"best_epoch": best_epoch, "best_val_score": best_score, "epochs": cfg.epochs}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     try:
@@ -159,3 +183,12 @@ def train(cfg: TrainConfig) -> Path:
     except Exception as exc:  # a missing plot must not lose a finished run
         log.warning("could not draw curves.png: %s", exc)
     return out
+
+
+def _rank_mean(sums: dict, world: World) -> dict:
+    """The per-epoch loss sums averaged over the ranks (the logged losses are the global batch's)."""
+    import torch
+
+    keys = sorted(sums)
+    t = world.all_reduce_mean(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
+    return dict(zip(keys, t.tolist()))

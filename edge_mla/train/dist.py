@@ -1,0 +1,129 @@
+"""Training on several processes with torch.distributed (c10d; gloo on CPU).
+
+Started by torchrun (or `edge-mla train --nproc N`, which runs torch.distributed.run),
+each process trains on its own shard of every global batch and the gradients are
+averaged over the processes before each optimizer step, as DistributedDataParallel
+does. The averaging is called explicitly by the methods instead of through the DDP
+wrapper because every method here needs the averaged gradient *before* it changes it
+(MLA projects the head gradient, OGM-GE rescales the dominant encoder's, MMPareto
+combines per-loss gradients taken with autograd.grad, which DDP's hooks do not see),
+and MLA's alternating steps leave whole encoders unused in a step.
+
+What keeps the ranks identical: the same seed (so the same initial weights, then a
+broadcast from rank 0 to be sure), the same batch order (one seeded permutation, each
+rank taking its slice of each global batch, no overlap), averaged gradients, every
+statistic a method derives from the batch all-reduced (MLA's feature mean, OGM-GE's
+scores), and any noise drawn from a generator seeded the same on every rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class World:
+    """This process's place among the training processes (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+    def all_reduce_sum(self, t):
+        """Sum ``t`` over the ranks in place and return it (a no-op alone)."""
+        if self.active:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def all_reduce_mean(self, t):
+        if self.active:
+            self.all_reduce_sum(t).div_(self.size)
+        return t
+
+    def average(self, tensors: Iterable) -> None:
+        """Average a list of tensors over the ranks in place, in one flat all-reduce."""
+        import torch
+
+        tensors = [t for t in tensors if t is not None]
+        if not self.active or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors])
+        self.all_reduce_mean(flat)
+        offset = 0
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset : offset + n].view_as(t).to(t.dtype))
+            offset += n
+
+    def sync_grads(self, params: Iterable) -> None:
+        """Average ``.grad`` of ``params`` over the ranks (the ones that have a gradient:
+        the same on every rank, because every rank runs the same steps)."""
+        self.average([p.grad for p in params if p.grad is not None])
+
+    def sync_buffers(self, module) -> None:
+        """Average the floating-point buffers (BatchNorm running statistics) so the model
+        that is validated and saved is the same on every rank."""
+        self.average([b for b in module.buffers() if b.is_floating_point()])
+
+    def broadcast_module(self, module) -> None:
+        """Copy rank 0's parameters and buffers to every rank."""
+        if not self.active:
+            return
+        import torch.distributed as dist
+
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def world_from_env() -> World:
+    """The World torchrun describes in the environment; joins the process group."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        # CPU training: gloo. (The trainer keeps tensors on the CPU; NCCL needs CUDA tensors.)
+        dist.init_process_group("gloo")
+    return World(rank=dist.get_rank(), size=dist.get_world_size())
+
+
+def shard_batches(split, batch_size: int, window: int, rng: np.random.Generator, world: World,
+                  aug_rng: Optional[np.random.Generator] = None) -> Iterator[tuple]:
+    """This rank's part of each global batch: one permutation shared by all ranks (same
+    seeded ``rng``), cut into global batches of ``batch_size``, rank r taking rows
+    r, r + size, ... of each. The last ``len(split) % size`` pairs of the permutation
+    are dropped so every rank gets the same number of rows in every batch (steps stay
+    in lockstep) and no pair is seen by two ranks."""
+    n = len(split)
+    order = rng.permutation(n)
+    order = order[: n - n % world.size]
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size][world.rank :: world.size]
+        yield split.image_batch(idx), split.audio_batch(idx, window, aug_rng), split.labels[idx]
+
+
+def destroy() -> None:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception as exc:  # pragma: no cover - teardown must not mask the run's outcome
+        log.debug("process group teardown: %s", exc)
