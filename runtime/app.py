@@ -35,7 +35,7 @@ from edge_mla.runtime.clock import now
 from edge_mla.runtime.config import RunConfig, validate
 from edge_mla.runtime.engine import Engine
 from edge_mla.runtime.fusion_loop import FusionLoop
-from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput
+from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, OutputFailed
 from edge_mla.runtime.sources.base import ENDED, Backoff
 from edge_mla.runtime.stats import ResourceSampler, StageRecorder
 from edge_mla.runtime.watchdog import Watchdog
@@ -59,6 +59,7 @@ class RunReport:
     rss_mb: list = field(default_factory=list)  # (seconds since start, MB)
     stages: list = field(default_factory=list)  # StageRecorder.as_dicts()
     fusion_overruns: int = 0
+    output_error: Optional[str] = None  # an output failed (disk full, closed pipe): the run stopped
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -98,7 +99,7 @@ class Runtime:
         if outputs is None:
             outputs = []
             if cfg.out is not None or cfg.json_stdout:
-                outputs.append(JsonLinesOutput(cfg.out))
+                outputs.append(JsonLinesOutput(cfg.out, mode=cfg.out_mode))
             if cfg.console:
                 outputs.append(ConsoleOutput())
         self.outputs = outputs
@@ -107,6 +108,7 @@ class Runtime:
         self._threads: list = []
         self._t_start: Optional[float] = None
         self._lines = 0
+        self.output_error: Optional[str] = None
         self._emit_lock = threading.Lock()
 
     # -- wiring ----------------------------------------------------------------------
@@ -123,9 +125,16 @@ class Runtime:
     def _emit(self, rec: dict, timing: dict) -> None:
         rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), **rec}
         with self._emit_lock:
+            if self.output_error:
+                return
             for o in self.outputs:
                 try:
                     o.write(rec)
+                except OutputFailed as exc:
+                    # nothing more can be delivered: stop cleanly, the CLI reports it in one line
+                    self.output_error = str(exc)
+                    self._stop.set()
+                    return
                 except Exception:
                     log.exception("output %s failed", type(o).__name__)
             self._lines += 1
@@ -142,7 +151,12 @@ class Runtime:
                 if src is not None:
                     src.start()
                     started.append(src)
-        except Exception:
+            # Outputs open only now, with every input checked and the sensors open:
+            # a failed start never empties an existing results file.
+            for o in self.outputs:
+                if hasattr(o, "open"):
+                    o.open()
+        except BaseException:
             self._stop.set()
             for src in started:
                 src.stop()
@@ -232,6 +246,7 @@ class Runtime:
             rss_mb=res["rss_mb"],
             stages=self.stages.as_dicts(),
             fusion_overruns=getattr(fusion, "overruns", 0) if fusion else 0,
+            output_error=self.output_error,
         )
 
     def run(self, duration: Optional[float] = None) -> RunReport:

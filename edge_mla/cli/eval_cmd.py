@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from edge_mla.errors import EdgeMlaError, required_file
 
 HELP = """\
 Evaluate a run folder on the test split (or --split val): image-only, audio-only,
@@ -41,22 +40,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=run)
 
 
-def read_run_config(run_dir: str) -> dict:
-    path = required_file(run_dir, "config.json", "run", "train")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise EdgeMlaError(f"{path}: not valid JSON ({exc})") from None
-
-
 def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str = "test", corrupt: bool = True) -> dict:
     from edge_mla.checkpoint import load_checkpoint
     from edge_mla.data import load_dataset
     from edge_mla.evaluate import evaluate
 
-    conf = read_run_config(run_dir)
+    from edge_mla.manifest import load_run_config
+
+    conf = load_run_config(run_dir)
+    name = conf.need_dataset(" (which data should the run be scored on?)")
     model, payload = load_checkpoint(run_dir)
-    ds = load_dataset(conf["dataset"], data_dir or conf.get("data_dir"), seed=conf.get("seed", 0), split=conf.get("split", "official"))
+    ds = load_dataset(name, data_dir or conf.data_dir, seed=conf.seed, split=conf.split)
     res = evaluate(model, ds.split(split_name), ds.window, corrupt=corrupt)
     res.update({"split": split_name, "method": payload.get("method"), "epoch": payload.get("epoch"), "dataset": ds.name})
     return res

@@ -41,6 +41,9 @@ def register(subparsers, common) -> None:
     p.add_argument("--blank-threshold", type=float, default=8.0, help="frames whose grey-level std is below this are 'blank' and not classified (default 8; 0: off)")
     p.add_argument("--silence-threshold", type=float, default=0.002, help="audio windows whose RMS (full scale 1.0) is below this are silence and not classified (default 0.002, about -54 dBFS; 0: off)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--force", dest="out_mode", action="store_const", const="overwrite", help="--out: overwrite an existing file")
+    g.add_argument("--append", dest="out_mode", action="store_const", const="append", help="--out: add to an existing file")
     p.add_argument("--console", action="store_true", help="a readable line per decision (on stdout; JSON then needs --out)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per engine (default 1: two engines share 2 cores)")
     p.set_defaults(func=run)
@@ -67,6 +70,7 @@ def config_from_args(args: argparse.Namespace):
         blank_threshold=args.blank_threshold,
         silence_threshold=args.silence_threshold,
         out=args.out,
+        out_mode=args.out_mode or "new",
         json_stdout=not args.console,
         console=args.console,
         intra_op_threads=args.threads,
@@ -86,10 +90,12 @@ def run(args: argparse.Namespace) -> int:
     from edge_mla.runtime.app import Runtime
     from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, format_summary
 
+    from edge_mla.errors import EdgeMlaError
+
     cfg = config_from_args(args)
-    outputs = []
+    outputs = []  # opened by the runtime only after every check passed
     if cfg.out is not None:
-        outputs.append(JsonLinesOutput(cfg.out))
+        outputs.append(JsonLinesOutput(cfg.out, mode=cfg.out_mode))
     elif cfg.json_stdout:
         outputs.append(JsonLinesOutput(None, sys.stdout))
     if cfg.console:
@@ -111,4 +117,6 @@ def run(args: argparse.Namespace) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     print(format_summary(report), file=sys.stderr, flush=True)
+    if report.output_error:
+        raise EdgeMlaError(report.output_error)
     return 0

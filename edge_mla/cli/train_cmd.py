@@ -66,12 +66,18 @@ def run(args: argparse.Namespace) -> int:
     from edge_mla.train import train
 
     cfg = config_from_args(args)
-    out = train(cfg)
-    print(f"run folder: {out}")
-    if args.test:
+    table = []
+
+    def test_before_publish(tmp) -> None:
+        # the test scores are part of the run: written before the folder appears
         from edge_mla.cli.eval_cmd import evaluate_run, format_table
 
-        res = evaluate_run(str(out), cfg.data_dir, split_name="test", corrupt=args.corrupt)
-        (out / "test.json").write_text(json.dumps(res, indent=2) + "\n")
-        print(format_table(res))
+        res = evaluate_run(str(tmp), cfg.data_dir, split_name="test", corrupt=args.corrupt)
+        (tmp / "test.json").write_text(json.dumps(res, indent=2) + "\n")
+        table.append(format_table(res))
+
+    out = train(cfg, test_before_publish if args.test else None)
+    print(f"run folder: {out}")
+    for t in table:
+        print(t)
     return 0

@@ -5,8 +5,9 @@ from edge_mla.train.config import METHODS, TrainConfig
 __all__ = ["METHODS", "TrainConfig", "train"]
 
 
-def train(cfg: TrainConfig):
-    """Train per ``cfg`` and return the run folder (Path). Imported lazily: torch."""
+def train(cfg: TrainConfig, before_publish=None):
+    """Train per ``cfg`` and return the run folder (Path), written all at once
+    (``before_publish(tmp)`` may add files first). Imported lazily: torch."""
     from edge_mla.train.trainer import train as _train
 
-    return _train(cfg)
+    return _train(cfg, before_publish)
