@@ -60,7 +60,7 @@ from edge_mla.runtime.replay.recorder import load_session, session_config
 a = json.loads(sys.argv[1])
 s = load_session(a["session"])
 cfg = session_config(s, engines=a["engines"], precision=a["precision"], rate=a["rate"], blank_threshold=a["blank_threshold"], json_stdout=False)
-rep = run_for(cfg, outputs=[JsonLinesOutput(a["jsonl"])])
+rep = run_for(cfg, outputs=[JsonLinesOutput(a["jsonl"], mode="overwrite")])
 d = rep.to_dict()
 json.dump(d, open(a["report"], "w"))
 """

@@ -4,14 +4,15 @@ beyond tensors and primitives, so it loads with ``torch.load(weights_only=True)`
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
-from edge_mla.errors import EdgeMlaError, required_file
+from edge_mla.errors import EdgeMlaError, first_line, required_file
 from edge_mla.manifest import sha256_of as file_sha256  # noqa: F401  (re-exported for export/)
 
 FORMAT = "edge-mla-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
-CONFIG_NAME = "config.json"
+from edge_mla.manifest import RUN_CONFIG_NAME as CONFIG_NAME  # noqa: E402  (one home)
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -39,10 +40,17 @@ def load_checkpoint(run_dir: str | os.PathLike):
     from edge_mla.models import ModelConfig, build_model
 
     path = required_file(run_dir, CHECKPOINT_NAME, "run", "train")
+    if path.stat().st_size == 0:
+        raise EdgeMlaError(f"{path}: empty file (0 bytes), not a checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # Untrusted input: tensors and primitives only (weights_only), never a pickle
+        # of arbitrary objects. torch warns at length around such failures; the user
+        # gets one line instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise EdgeMlaError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        raise EdgeMlaError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {first_line(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise EdgeMlaError(f"{path}: not an edge-mla checkpoint (expected format {FORMAT})")
     try:
@@ -54,5 +62,7 @@ def load_checkpoint(run_dir: str | os.PathLike):
         lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [exc.__class__.__name__]
         detail = lines[1] if len(lines) > 1 else lines[0]
         raise EdgeMlaError(f"{path}: checkpoint does not match its architecture ({detail[:300]})") from None
+    except TypeError as exc:  # a field of the wrong type in model_config
+        raise EdgeMlaError(f"{path}: checkpoint model_config is malformed ({first_line(exc)})") from None
     model.eval()
     return model, payload

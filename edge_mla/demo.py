@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
+from edge_mla.validate import numbers, writable_location
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,21 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        if self.epochs < 1 or self.segments < 2 or self.segment_seconds <= 0:
-            raise EdgeMlaError("--epochs must be >= 1, --segments >= 2 and --segment-seconds > 0")
+        numbers(self, {
+            "epochs": dict(lo=1, hi=10_000, integer=True),
+            "limit": dict(lo=1, integer=True, optional=True),
+            "batch_size": dict(lo=1, hi=65536, integer=True),
+            "segments": dict(lo=2, hi=100_000, integer=True),
+            "segment_seconds": dict(lo=0, lo_open=True, hi=3600),
+            "calib_size": dict(lo=1, integer=True),
+            "seed": dict(lo=0, hi=2**32 - 1, integer=True),
+            "latency_repeats": dict(lo=1, integer=True),
+        })
+        if self.out.exists() and not self.out.is_dir():
+            raise EdgeMlaError(f"--out {self.out}: exists and is not a folder")
+        if self.out.is_dir() and any(self.out.iterdir()) and not self.force:
+            raise EdgeMlaError(f"{self.out}: demo folder exists and is not empty (use --force to redo the demo)")
+        writable_location(self.out / "report.json", "--out")
 
 
 def run_demo(cfg: DemoConfig, say=print) -> dict:
@@ -55,9 +69,7 @@ def run_demo(cfg: DemoConfig, say=print) -> dict:
     from edge_mla.train import TrainConfig, train
 
     out = cfg.out
-    if out.exists() and any(out.iterdir()):
-        if not cfg.force:
-            raise EdgeMlaError(f"{out}: demo folder exists and is not empty (use --force to redo the demo)")
+    if out.exists() and any(out.iterdir()):  # non-empty only with --force (DemoConfig)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict = {}

@@ -23,3 +23,14 @@ def required_file(folder, name: str, kind: str, command: str) -> Path:
     if not path.is_file():
         raise EdgeMlaError(f"{path}: missing (is {folder} a folder written by 'edge-mla {command}'?)")
     return path
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (or its class name when
+    the message is empty), cut to ``limit`` characters: library messages (torch's
+    run to several hundred characters over many lines) must fit the CLI's one line."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= limit else line[: limit - 3] + "..."
+    return exc.__class__.__name__

@@ -16,9 +16,6 @@ import contextlib
 import datetime as _dt
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -28,11 +25,31 @@ import numpy as np
 from edge_mla import __version__
 from edge_mla.errors import EdgeMlaError
 from edge_mla.export import ort_eval
+from edge_mla.staging import staged_folder
+from edge_mla.validate import numbers, writable_location
 
 log = logging.getLogger(__name__)
 
 INT8_MODES = ("off", "on", "auto")
 ENGINES = ("onnx", "trt")
+
+
+# Every numeric option and its valid range (edge_mla.validate.number's keywords).
+NUMERIC = {
+    "calib_size": dict(lo=1, hi=1_000_000, integer=True),
+    "tolerance": dict(lo=0, hi=100),
+    "opset": dict(lo=13, hi=30, integer=True),
+    "eval_limit": dict(lo=0, integer=True),
+    "parity_samples": dict(lo=1, integer=True),
+    "parity_atol": dict(lo=0, lo_open=True),
+    "latency_repeats": dict(lo=1, integer=True),
+    "latency_warmup": dict(lo=0, integer=True),
+    "calib_batch": dict(lo=1, integer=True),
+    "max_batch": dict(lo=1, hi=65536, integer=True),
+    "workspace_mb": dict(lo=1, integer=True),
+    "dla_core": dict(lo=0, hi=15, integer=True, optional=True),
+    "trt_cache_version": dict(lo=1, integer=True),
+}
 
 
 @dataclass
@@ -87,10 +104,7 @@ class ExportConfig:
             raise EdgeMlaError("--int8-activations asymmetric cannot be used with --engine trt: TensorRT needs symmetric INT8 (zero point 0)")
         if self.engine not in ENGINES:
             raise EdgeMlaError(f"--engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
-        if self.calib_size <= 0:
-            raise EdgeMlaError(f"--calib-size must be positive, got {self.calib_size}")
-        if self.tolerance < 0:
-            raise EdgeMlaError(f"--tolerance must be >= 0, got {self.tolerance}")
+        numbers(self, NUMERIC)
         from edge_mla.reliability import CANDIDATES
 
         if self.reliability not in ("auto", "off", *CANDIDATES):
@@ -156,6 +170,7 @@ def _check_out(cfg: ExportConfig) -> None:
         raise EdgeMlaError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not cfg.force:
         raise EdgeMlaError(f"--out {out}: folder exists and is not empty; pass --force to replace it")
+    writable_location(out, "--out")
 
 
 def _pick_modalities(cfg: ExportConfig, model) -> list:
@@ -198,23 +213,6 @@ def _set_metadata(path: Path, facts: dict) -> None:
     onnx.save_model(m, str(path), save_as_external_data=False)
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp``; the old folder is moved aside first and removed
-    only once the new one is in place."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_run(cfg: ExportConfig) -> ExportResult:
     """Export ``cfg.run_dir`` into ``cfg.out``; see the module docstring."""
     from edge_mla.checkpoint import load_checkpoint
@@ -224,10 +222,10 @@ def export_run(cfg: ExportConfig) -> ExportResult:
     if not run_dir.is_dir():
         raise EdgeMlaError(f"{run_dir}: run folder not found")
     _check_out(cfg)
+    spec = dataset_spec(run_dir, cfg.dataset, cfg.data_dir)  # config.json checked before the checkpoint loads
     model, payload = load_checkpoint(run_dir)
     modalities = _pick_modalities(cfg, model)
     mcfg = model.cfg
-    spec = dataset_spec(run_dir, cfg.dataset, cfg.data_dir)
     calib = None
     if cfg.int8 != "off" and cfg.calib_data is not None:  # checked before the (slower) dataset load
         from edge_mla.calib import sources
@@ -250,18 +248,8 @@ def export_run(cfg: ExportConfig) -> ExportResult:
 
         rel = load_or_fit(run_dir, model, ds, DEFAULT_SIGNAL if cfg.reliability == "auto" else cfg.reliability, seed=spec["seed"])
 
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.out.name}.tmp-", dir=cfg.out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the engine folder is an ordinary folder
-    try:
-        with _quiet_libraries():
-            result = _export_into(cfg, tmp, model, payload, modalities, ds, spec, calib, rel)
-        _swap_into_place(tmp, cfg.out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with staged_folder(cfg.out) as tmp, _quiet_libraries():
+        result = _export_into(cfg, tmp, model, payload, modalities, ds, spec, calib, rel)
     result.out = cfg.out
     log.info("engines written to %s", cfg.out)
     return result

@@ -5,7 +5,6 @@ size so the engines see exactly what training saw."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -14,31 +13,18 @@ from edge_mla.errors import EdgeMlaError
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-
-
-def read_run_config(run_dir: Path) -> dict:
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgeMlaError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise EdgeMlaError(f"{path}: expected a JSON object")
-    return data
-
-
 def dataset_spec(run_dir: Path, dataset: Optional[str], data_dir: Optional[str]) -> dict:
-    """{dataset, data_dir, seed, split} from config.json with the overrides applied."""
-    cfg = read_run_config(run_dir)
-    name = dataset or cfg.get("dataset")
+    """{dataset, data_dir, seed, split} from config.json (checked by the one schema in
+    edge_mla.manifest) with the overrides applied."""
+    from edge_mla.manifest import load_run_config
+
+    cfg = load_run_config(run_dir, required=False)
+    name = dataset or cfg.dataset
     if not name:
-        raise EdgeMlaError(f"{Path(run_dir) / CONFIG_NAME}: missing, or names no dataset; pass --dataset (and --data-dir) to say which data to check the engines on")
+        raise EdgeMlaError(f"{cfg.path}: missing, or names no dataset; pass --dataset (and --data-dir) to say which data to check the engines on")
     # A different dataset than the run's: its data_dir from the run no longer applies.
-    ddir = data_dir if data_dir else (cfg.get("data_dir") if not dataset or dataset == cfg.get("dataset") else None)
-    return {"dataset": name, "data_dir": ddir, "seed": int(cfg.get("seed", 0) or 0), "split": cfg.get("split") or "official"}
+    ddir = data_dir if data_dir else (cfg.data_dir if not dataset or dataset == cfg.dataset else None)
+    return {"dataset": name, "data_dir": ddir, "seed": cfg.seed, "split": cfg.split}
 
 
 def load_for_model(spec: dict, model_cfg):

@@ -35,7 +35,7 @@ from edge_mla.runtime.clock import now
 from edge_mla.runtime.config import RunConfig, validate
 from edge_mla.runtime.engine import Engine
 from edge_mla.runtime.fusion_loop import FusionLoop
-from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput
+from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, OutputFailed
 from edge_mla.runtime.sources.base import ENDED, Backoff
 from edge_mla.runtime.stats import ResourceSampler, StageRecorder
 from edge_mla.runtime.watchdog import Watchdog
@@ -61,6 +61,7 @@ class RunReport:
     fusion_overruns: int = 0
     degraded: dict = field(default_factory=dict)  # sensor -> {"state", "spans" (s from start), "seconds"}
     reliability: Optional[str] = None  # the reliability signal fusion used; None: the recorded rule alone
+    output_error: Optional[str] = None  # an output failed (disk full, closed pipe): the run stopped
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -101,7 +102,7 @@ class Runtime:
         if outputs is None:
             outputs = []
             if cfg.out is not None or cfg.json_stdout:
-                outputs.append(JsonLinesOutput(cfg.out))
+                outputs.append(JsonLinesOutput(cfg.out, mode=cfg.out_mode))
             if cfg.console:
                 outputs.append(ConsoleOutput())
         self.outputs = outputs
@@ -110,6 +111,7 @@ class Runtime:
         self._threads: list = []
         self._t_start: Optional[float] = None
         self._lines = 0
+        self.output_error: Optional[str] = None
         self._emit_lock = threading.Lock()
 
     def _check_reliability(self, cfg: RunConfig):
@@ -139,9 +141,16 @@ class Runtime:
     def _emit(self, rec: dict, timing: dict) -> None:
         rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), **rec}
         with self._emit_lock:
+            if self.output_error:
+                return
             for o in self.outputs:
                 try:
                     o.write(rec)
+                except OutputFailed as exc:
+                    # nothing more can be delivered: stop cleanly, the CLI reports it in one line
+                    self.output_error = str(exc)
+                    self._stop.set()
+                    return
                 except Exception:
                     log.exception("output %s failed", type(o).__name__)
             self._lines += 1
@@ -158,7 +167,12 @@ class Runtime:
                 if src is not None:
                     src.start()
                     started.append(src)
-        except Exception:
+            # Outputs open only now, with every input checked and the sensors open:
+            # a failed start never empties an existing results file.
+            for o in self.outputs:
+                if hasattr(o, "open"):
+                    o.open()
+        except BaseException:
             self._stop.set()
             for src in started:
                 src.stop()
@@ -251,6 +265,7 @@ class Runtime:
             fusion_overruns=getattr(fusion, "overruns", 0) if fusion else 0,
             degraded=fusion.degraded.report(self._t_start or 0.0, now()) if fusion else {},
             reliability=self.reliability.signal if self.reliability is not None else None,
+            output_error=self.output_error,
         )
 
     def run(self, duration: Optional[float] = None) -> RunReport:

@@ -42,6 +42,7 @@ class RunConfig:
     backoff_initial: float = 0.5  # reconnect back-off: first delay ...
     backoff_max: float = 2.0  # ... doubling up to this
     out: Optional[Path] = None  # JSON lines file; None: stdout
+    out_mode: str = "new"  # an existing ``out``: new (refuse), append, or overwrite (--force)
     json_stdout: bool = True  # write JSON lines to stdout when ``out`` is None
     console: bool = False  # a readable line per decision (stderr when JSON goes to stdout)
     intra_op_threads: int = 1  # per ONNX Runtime session: two sessions share 2 cores
@@ -60,18 +61,46 @@ class RunConfig:
             self.mic = None
 
 
+# Every numeric knob and its valid range (edge_mla.validate.number's keywords).
+# The flag a user typed is derived from the field name, except where the CLI's differs.
+NUMERIC = {
+    "rate": dict(lo=0, lo_open=True, hi=1000),
+    "staleness": dict(lo=0, lo_open=True),
+    "duration": dict(lo=0, lo_open=True, optional=True),
+    "video_rate": dict(lo=0, lo_open=True, hi=1000, optional=True),
+    "hop": dict(lo=0, lo_open=True, hi=60),
+    "mic_rate": dict(lo=1000, hi=384000, integer=True),
+    "camera_timeout": dict(lo=0, lo_open=True),
+    "mic_timeout": dict(lo=0, lo_open=True),
+    "open_timeout": dict(lo=0, lo_open=True),
+    "silence_threshold": dict(lo=0, hi=1),  # RMS, full scale 1.0
+    "blank_threshold": dict(lo=0, hi=255),  # grey-level standard deviation
+    "backoff_initial": dict(lo=0, lo_open=True),
+    "backoff_max": dict(lo=0, lo_open=True),
+    "intra_op_threads": dict(lo=1, hi=256, integer=True),
+    "degraded_hold": dict(lo=0, lo_open=True),
+}
+FLAG_OF = {"intra_op_threads": "--threads"}
+OUT_MODES = ("new", "append", "overwrite")
+
+
 def validate(cfg: RunConfig) -> None:
-    """Reject nonsensical settings with one clear line (EdgeMlaError -> exit 2)."""
+    """Reject nonsensical settings with one clear line (EdgeMlaError -> exit 2),
+    before anything is opened: numbers finite and in range, the output writable."""
     from edge_mla.errors import EdgeMlaError
+    from edge_mla.validate import number
 
     if cfg.camera is None and cfg.mic is None:
         raise EdgeMlaError("--camera none and --mic none: nothing to run")
-    for name in ("rate", "staleness", "hop", "camera_timeout", "mic_timeout", "degraded_hold"):
-        if getattr(cfg, name) <= 0:
-            raise EdgeMlaError(f"--{name.replace('_', '-')} must be positive (got {getattr(cfg, name)})")
-    if cfg.duration is not None and cfg.duration <= 0:
-        raise EdgeMlaError(f"--duration must be positive (got {cfg.duration})")
-    if cfg.video_rate is not None and cfg.video_rate <= 0:
-        raise EdgeMlaError(f"--video-rate must be positive (got {cfg.video_rate})")
+    for name, kw in NUMERIC.items():
+        setattr(cfg, name, number(getattr(cfg, name), FLAG_OF.get(name, name), **kw))
+    if cfg.backoff_max < cfg.backoff_initial:
+        raise EdgeMlaError(f"backoff_max ({cfg.backoff_max:g}) must be >= backoff_initial ({cfg.backoff_initial:g})")
     if cfg.precision not in (None, "fp32", "int8"):
         raise EdgeMlaError(f"--precision must be fp32 or int8 (got {cfg.precision})")
+    if cfg.out_mode not in OUT_MODES:
+        raise EdgeMlaError(f"out_mode must be one of {', '.join(OUT_MODES)} (got {cfg.out_mode!r})")
+    if cfg.out is not None:
+        from edge_mla.runtime.outputs import check_output_path
+
+        check_output_path(cfg.out, cfg.out_mode)

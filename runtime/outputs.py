@@ -26,36 +26,122 @@ frames), degraded (alive, but judged unreliable for --degraded-hold seconds), en
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import IO, Optional
 
+from edge_mla.errors import EdgeMlaError, first_line
+from edge_mla.validate import writable_location
 
-class JsonLinesOutput:
-    """One JSON object per decision; ``path`` None writes to stdout."""
 
-    def __init__(self, path: Optional[Path] = None, stream: Optional[IO] = None) -> None:
-        self.path = path
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(path, "w", buffering=1)
-        else:
-            self._f = stream or sys.stdout
-        self.lines = 0
+class OutputFailed(EdgeMlaError):
+    """An output could not be written (disk full, closed pipe, ...): the runtime stops
+    cleanly and the CLI prints this one line."""
 
-    def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._f.flush()
+
+def check_output_path(path: Path, mode: str = "new") -> None:
+    """Everything about ``--out`` that can be checked before the run starts, so a bad
+    path fails with one line and an existing file is never emptied unasked
+    (``mode``: new refuses an existing non-empty file, append adds to it,
+    overwrite replaces it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgeMlaError(f"--out {path}: is a folder; give a file name")
+    if path.exists():
+        if path.is_file() and mode == "new" and path.stat().st_size > 0:
+            raise EdgeMlaError(f"--out {path}: file exists ({path.stat().st_size} bytes); pass --force to overwrite it or --append to add to it")
+        if not os.access(path, os.W_OK):
+            raise EdgeMlaError(f"--out {path}: not writable")
+        return
+    writable_location(path, "--out")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, BrokenPipeError):
+        return "broken pipe: the reader closed it"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return first_line(exc)
+
+
+class _Sink:
+    """A text target (a file opened late, or a stream) whose write failures become
+    one OutputFailed instead of a traceback per line."""
+
+    def __init__(self, path: Optional[Path], stream: Optional[IO], mode: str) -> None:
+        self.path = Path(path) if path is not None else None
+        self._stream = stream
+        self._mode = mode
+        self._f: Optional[IO] = None
+        self.lines = 0  # lines really written (flushed without error)
+        self.failed: Optional[str] = None
+
+    @property
+    def target(self) -> str:
+        return f"--out {self.path}" if self.path is not None else (getattr(self._stream, "name", None) or "stdout").strip("<>")
+
+    def open(self) -> None:
+        """Open the file: called by the runtime only once every input is checked and
+        the sensors are open, so a failed start leaves an existing file untouched."""
+        if self._f is not None:
+            return
+        if self.path is None:
+            self._f = self._stream or sys.stdout
+            return
+        check_output_path(self.path, self._mode)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a" if self._mode == "append" else "w", buffering=1)
+        except OSError as exc:
+            raise EdgeMlaError(f"{self.target}: cannot open ({_reason(exc)})") from None
+
+    def write_text(self, text: str) -> None:
+        if self.failed:
+            raise OutputFailed(self.failed)
+        self.open()
+        try:
+            self._f.write(text)
+            self._f.flush()
+        except (OSError, ValueError) as exc:
+            self.failed = f"{self.target}: write failed after {self.lines} lines ({_reason(exc)}); the run stopped"
+            raise OutputFailed(self.failed) from None
         self.lines += 1
 
     def close(self) -> None:
+        f, self._f = self._f, None
+        if f is None:
+            return
         try:
-            self._f.flush()
-        except ValueError:
+            f.flush()
+        except (OSError, ValueError):
             pass
         if self.path is not None:
-            self._f.close()
+            try:
+                f.close()
+            except OSError:
+                pass
+        elif self.failed:
+            # a closed pipe: point the descriptor at /dev/null so the interpreter's
+            # final flush of stdout does not print "Exception ignored ... BrokenPipeError"
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, f.fileno())
+                os.close(devnull)
+            except (OSError, ValueError, AttributeError):
+                pass
+
+
+class JsonLinesOutput(_Sink):
+    """One JSON object per decision; ``path`` None writes to ``stream`` (stdout).
+    ``mode`` for an existing file: new (refuse), append, overwrite."""
+
+    def __init__(self, path: Optional[Path] = None, stream: Optional[IO] = None, mode: str = "new") -> None:
+        super().__init__(path, stream, mode)
+
+    def write(self, record: dict) -> None:
+        self.write_text(json.dumps(record, separators=(",", ":")) + "\n")
 
 
 def console_line(rec: dict) -> str:
@@ -72,15 +158,12 @@ def console_line(rec: dict) -> str:
     return f"{ts}  {head:<22}  {'  '.join(parts)}  | {sensors}"
 
 
-class ConsoleOutput:
+class ConsoleOutput(_Sink):
     def __init__(self, stream: Optional[IO] = None) -> None:
-        self._f = stream or sys.stderr
+        super().__init__(None, stream or sys.stderr, "append")
 
     def write(self, record: dict) -> None:
-        print(console_line(record), file=self._f, flush=True)
-
-    def close(self) -> None:
-        pass
+        self.write_text(console_line(record) + "\n")
 
 
 def format_summary(report) -> str:

@@ -73,8 +73,9 @@ def _sigterm(signum, frame):  # torchrun stops the other ranks with SIGTERM when
 
 @contextlib.contextmanager
 def rank_guard(cfg: TrainConfig, world: World) -> Iterator[None]:
-    """Under torchrun: rank 0 removes the run folder it started if training fails or is
-    stopped (never one that was there before), and the process group is torn down."""
+    """Under torchrun: SIGTERM ends this rank like Ctrl-C (so rank 0's staged run folder
+    is removed and an older one survives, see edge_mla.staging), and the process group
+    is torn down whatever happens."""
     if not world.active:
         yield
         return
@@ -82,15 +83,9 @@ def rank_guard(cfg: TrainConfig, world: World) -> Iterator[None]:
 
     if cfg.out is None and world.is_main:
         cfg.out = str(default_run_dir(cfg))
-    out = Path(cfg.out) if cfg.out else None
-    existed = out is not None and out.exists() and any(out.iterdir()) and not cfg.force
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         yield
-    except BaseException:
-        if world.is_main and out is not None and out.exists() and not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         destroy()

@@ -53,25 +53,6 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-def _with_sigterm_as_interrupt(fn, *a):
-    """A SIGTERM (a job scheduler, `kill`) becomes KeyboardInterrupt, so the export
-    removes its temporary folder just as on Ctrl-C instead of dying mid-write."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return fn(*a)
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        return fn(*a)
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def run(args: argparse.Namespace) -> int:
     from edge_mla.export.pipeline import ExportConfig, export_run
 
@@ -82,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         reduce_range=args.reduce_range, activations=args.int8_activations, opset=args.opset, exporter=args.exporter, max_batch=args.max_batch, workspace_mb=args.workspace_mb,
         dla_core=args.dla_core, trt_cache_version=args.trt_cache_version, reliability=args.reliability, progress=not args.no_progress,
     )
-    res = _with_sigterm_as_interrupt(export_run, cfg)
+    res = export_run(cfg)  # SIGTERM -> KeyboardInterrupt (cli.main): the temporary folder is removed
     print(res.table)
     fused = res.gate.get("fused", {})
     if fused:

@@ -9,9 +9,12 @@ Ctrl-C exits 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 from edge_mla import __version__
@@ -73,6 +76,25 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """A SIGTERM (a job scheduler, `kill`) becomes KeyboardInterrupt, so every command
+    cleans up (temporary folders removed, outputs closed) exactly as on Ctrl-C instead
+    of dying mid-write. `edge-mla run` installs its own handler inside (stop cleanly)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     only = next((a for a in argv if a in COMMANDS), None)
@@ -83,7 +105,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except EdgeMlaError as exc:
         print(f"edge-mla {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.validate import writable_location
     from edge_mla.runtime.profiling.engines import ProfileConfig, profile_engines, save_json
     from edge_mla.runtime.profiling.report import engine_table, plot_profile, runtime_table
 
@@ -64,17 +66,25 @@ def run(args: argparse.Namespace) -> int:
         from edge_mla.torch_timing import torch_eager_timings  # imports torch only when called
 
         extra.append(torch_eager_timings)
-    result = profile_engines(cfg, extra_backends=extra)
+    out = Path(args.out or args.engines)
+    # every option and the output folder checked before minutes of timing
+    if out.exists() and not out.is_dir():
+        raise EdgeMlaError(f"--out {out}: exists and is not a folder")
+    writable_location(out / "profile.json", "--out")
+    rcfg = None
     if args.runtime:
-        from edge_mla.runtime.profiling.runtime_profile import RuntimeProfileConfig, profile_runtime
+        from edge_mla.runtime.profiling.runtime_profile import RuntimeProfileConfig
 
-        out_dir = Path(args.out or args.engines)
-        result["runtime"] = profile_runtime(RuntimeProfileConfig(
+        rcfg = RuntimeProfileConfig(
             engines=Path(args.engines), camera=args.camera, mic=args.mic, duration=args.duration,
             precision=(args.precision or [None])[0] if args.precision and len(args.precision) == 1 else None,
-            dataset=args.dataset, data_dir=args.data_dir, workdir=out_dir / "profile-replay",
-        ))
-    out = Path(args.out or args.engines)
+            dataset=args.dataset, data_dir=args.data_dir, workdir=out / "profile-replay",
+        )
+    result = profile_engines(cfg, extra_backends=extra)
+    if rcfg is not None:
+        from edge_mla.runtime.profiling.runtime_profile import profile_runtime
+
+        result["runtime"] = profile_runtime(rcfg)
     out.mkdir(parents=True, exist_ok=True)
     save_json(result, out / "profile.json")
     if not args.no_plot:

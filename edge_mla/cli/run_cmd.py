@@ -43,6 +43,9 @@ def register(subparsers, common) -> None:
     p.add_argument("--degraded-hold", type=float, default=1.0, help="seconds a live sensor must keep being judged unreliable by its engine's reliability output before it is reported 'degraded' (and reliable again before 'ok') (default 1.0)")
     p.add_argument("--require-reliability", action="store_true", help="refuse an engine folder exported without the reliability output (default: warn and fuse by the recorded rule alone)")
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--force", dest="out_mode", action="store_const", const="overwrite", help="--out: overwrite an existing file")
+    g.add_argument("--append", dest="out_mode", action="store_const", const="append", help="--out: add to an existing file")
     p.add_argument("--console", action="store_true", help="a readable line per decision (on stdout; JSON then needs --out)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per engine (default 1: two engines share 2 cores)")
     p.set_defaults(func=run)
@@ -69,6 +72,7 @@ def config_from_args(args: argparse.Namespace):
         blank_threshold=args.blank_threshold,
         silence_threshold=args.silence_threshold,
         out=args.out,
+        out_mode=args.out_mode or "new",
         json_stdout=not args.console,
         console=args.console,
         intra_op_threads=args.threads,
@@ -90,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
     from edge_mla.runtime.app import Runtime
     from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, format_summary
 
+    from edge_mla.errors import EdgeMlaError
+
     cfg = config_from_args(args)
-    outputs = []
+    outputs = []  # opened by the runtime only after every check passed
     if cfg.out is not None:
-        outputs.append(JsonLinesOutput(cfg.out))
+        outputs.append(JsonLinesOutput(cfg.out, mode=cfg.out_mode))
     elif cfg.json_stdout:
         outputs.append(JsonLinesOutput(None, sys.stdout))
     if cfg.console:
@@ -115,4 +121,6 @@ def run(args: argparse.Namespace) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     print(format_summary(report), file=sys.stderr, flush=True)
+    if report.output_error:
+        raise EdgeMlaError(report.output_error)
     return 0

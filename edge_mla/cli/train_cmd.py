@@ -79,15 +79,21 @@ def run(args: argparse.Namespace) -> int:
     if ddp.wants_launch(cfg):
         return ddp.launch(cfg, args.test, args.corrupt, args.log_level)
     world = ddp.join(cfg)
+    table = []
+
+    def test_before_publish(tmp) -> None:
+        # the test scores are part of the run: written before the folder appears
+        from edge_mla.cli.eval_cmd import evaluate_run, format_table
+
+        res = evaluate_run(str(tmp), cfg.data_dir, split_name="test", corrupt=args.corrupt)
+        (tmp / "test.json").write_text(json.dumps(res, indent=2) + "\n")
+        table.append(format_table(res))
+
     with ddp.rank_guard(cfg, world):
-        out = train(cfg, world)
+        out = train(cfg, world, test_before_publish if args.test else None)
     if out is None:  # a rank other than 0: rank 0 writes the run folder
         return 0
     print(f"run folder: {out}")
-    if args.test:
-        from edge_mla.cli.eval_cmd import evaluate_run, format_table
-
-        res = evaluate_run(str(out), cfg.data_dir, split_name="test", corrupt=args.corrupt)
-        (out / "test.json").write_text(json.dumps(res, indent=2) + "\n")
-        print(format_table(res))
+    for t in table:
+        print(t)
     return 0

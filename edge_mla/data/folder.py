@@ -16,6 +16,7 @@ Paths in pairs.csv are relative to DIR. ``label`` is a class name (or an integer
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
 
@@ -50,23 +51,54 @@ def read_image_file(path: Path, size: int) -> np.ndarray:
     return image_to_tensor(img, size)
 
 
+def read_text(path: Path) -> str:
+    """A text file as UTF-8 (a BOM, as Excel writes it, is dropped); anything else is
+    one line naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise EdgeMlaError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise EdgeMlaError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def read_pairs_csv(csv_path: Path) -> list:
+    """The rows of pairs.csv as dicts with stripped cells, checked: the required
+    columns exist and no row leaves image, audio or label empty."""
+    reader = csv.DictReader(io.StringIO(read_text(csv_path), newline=""))
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise EdgeMlaError(f"{csv_path}: missing column(s) {', '.join(missing)} (have: {', '.join(header) or 'none'})")
+        rows = []
+        for lineno, r in enumerate(reader, start=2):
+            r = {k: (v or "").strip() for k, v in r.items() if k is not None}  # None: a short row
+            for c in REQUIRED:
+                if not r.get(c):
+                    raise EdgeMlaError(f"{csv_path}:{lineno}: empty {c}")
+            sp = r.get("split", "").lower()
+            if sp and sp not in ("train", "val", "test"):
+                raise EdgeMlaError(f"{csv_path}:{lineno}: split {sp!r} must be train, val or test")
+            r["split"] = sp
+            rows.append(r)
+    except csv.Error as exc:
+        raise EdgeMlaError(f"{csv_path}:{reader.line_num}: malformed CSV ({exc})") from None
+    if not rows:
+        raise EdgeMlaError(f"{csv_path}: no pairs listed")
+    return rows
+
+
 def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_seconds: float = 1.0, image_size: int = 28) -> PairedDataset:
     base = Path(root)
     csv_path = base / "pairs.csv"
     if not csv_path.is_file():
         raise EdgeMlaError(f"{csv_path}: not found (a folder dataset needs pairs.csv with columns image,audio,label[,split])")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise EdgeMlaError(f"{csv_path}: missing column(s) {', '.join(missing)} (have: {', '.join(header) or 'none'})")
-        rows = list(reader)
-    if not rows:
-        raise EdgeMlaError(f"{csv_path}: no pairs listed")
+    rows = read_pairs_csv(csv_path)
     classes_file = base / "classes.txt"
     if classes_file.is_file():
-        classes = [ln.strip() for ln in classes_file.read_text().splitlines() if ln.strip()]
+        classes = [ln.strip() for ln in read_text(classes_file).splitlines() if ln.strip()]
     else:
         names = sorted({r["label"] for r in rows})
         classes = sorted(names, key=int) if all(n.lstrip("-").isdigit() for n in names) else names
@@ -85,10 +117,7 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
             clip_cache[ap] = len(clips)
             clips.append(read_audio_file(ap, sample_rate))
         labels.append(cls_index[r["label"]])
-        sp = (r.get("split") or "").strip().lower()
-        if sp and sp not in ("train", "val", "test"):
-            raise EdgeMlaError(f"{csv_path}:{lineno}: split {sp!r} must be train, val or test")
-        parts.append(sp)
+        parts.append(r["split"])
     labels_a = np.asarray(labels, np.int64)
     img_idx = np.asarray([img_cache[base / r["image"]] for r in rows], np.int64)
     clip_idx = np.asarray([clip_cache[base / r["audio"]] for r in rows], np.int64)
@@ -121,4 +150,8 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
     for name in ("train", "val"):
         if len(ds.split(name)) == 0:
             raise EdgeMlaError(f"{csv_path}: the {name} split is empty; add pairs or a split column")
+    untrained = [classes[c] for c in range(len(classes)) if not (ds.train.labels == c).any()]
+    if untrained:
+        where = sorted({p for c in untrained for p in ("val", "test") if (ds.split(p).labels == classes.index(c)).any()})
+        raise EdgeMlaError(f"{csv_path}: label(s) {', '.join(map(repr, untrained))} have no training pairs (only in {', '.join(where) or 'classes.txt'}); every class needs some")
     return ds

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from edge_mla.errors import EdgeMlaError
+from edge_mla.validate import flag, number, numbers
 
 METHODS = ("mla", "joint", "unimodal", "ogm_ge", "mmpareto")
 HEAD_GRADS = ("owm", "owm_norm", "none")
@@ -24,6 +25,25 @@ HEAD_KIND = {"mla": "shared", "joint": "concat", "ogm_ge": "concat", "unimodal":
 RECIPES = {
     "default": {"method": "mla", "head_grad": "owm_norm"},
     "paper": {"method": "mla", "head_grad": "owm", "owm_alpha": "auto"},
+}
+
+
+# Every numeric field and its valid range (edge_mla.validate.number's keywords).
+NUMERIC = {
+    "epochs": dict(lo=1, hi=100_000, integer=True),
+    "batch_size": dict(lo=1, hi=65_536, integer=True),
+    "lr": dict(lo=0, lo_open=True, hi=100),
+    "momentum": dict(lo=0, hi=1, hi_open=True),
+    "weight_decay": dict(lo=0),
+    "lr_step": dict(lo=0),
+    "seed": dict(lo=0, hi=2**32 - 1, integer=True),
+    "limit": dict(lo=1, integer=True, optional=True),
+    "val_limit": dict(lo=1, integer=True, optional=True),
+    "ogm_alpha": dict(lo=0),
+    "ogm_start": dict(lo=0, integer=True),
+    "ogm_end": dict(lo=0, integer=True, optional=True),
+    "threads": dict(lo=0, hi=1024, integer=True),
+    "nproc": dict(lo=1, hi=1024, integer=True),
 }
 
 
@@ -59,6 +79,9 @@ class TrainConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
+        mo = self.modality_order
+        if not isinstance(mo, (list, tuple)) or not all(isinstance(m, str) for m in mo) or sorted(mo) != ["audio", "image"]:
+            raise EdgeMlaError(f"modality_order must list audio and image once each (got {self.modality_order!r})")
         self.modality_order = tuple(self.modality_order)
         self.validate()
 
@@ -77,22 +100,23 @@ class TrainConfig:
             raise EdgeMlaError(f"unknown --head-grad {self.head_grad!r}; choose one of {', '.join(HEAD_GRADS)}")
         if self.split not in ("official", "speaker"):
             raise EdgeMlaError(f"unknown --split {self.split!r}; choose official or speaker")
-        for name in ("epochs", "batch_size", "nproc"):
-            if int(getattr(self, name)) < 1:
-                raise EdgeMlaError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.limit is not None and self.limit < 1:
-            raise EdgeMlaError("--limit must be at least 1 pair")
+        numbers(self, NUMERIC)
+        for name in ("augment", "progress", "force"):
+            if not isinstance(getattr(self, name), bool):
+                raise EdgeMlaError(f"{name} must be true or false (got {getattr(self, name)!r})")
+        for name in ("data_dir", "out"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, Path)):
+                raise EdgeMlaError(f"{flag(name)} must be a path (got {v!r})")
         if self.batch_size % self.nproc:
             raise EdgeMlaError(f"--batch-size {self.batch_size} is the global batch and must be a multiple of --nproc {self.nproc}")
-        if self.lr <= 0:
-            raise EdgeMlaError("--lr must be positive")
         if self.owm_alpha != "auto":
-            try:
-                self.owm_alpha = float(self.owm_alpha)
-            except (TypeError, ValueError):
-                raise EdgeMlaError(f"--owm-alpha must be 'auto' or a positive number, not {self.owm_alpha!r}") from None
-            if self.owm_alpha <= 0:
-                raise EdgeMlaError("--owm-alpha must be positive")
+            if isinstance(self.owm_alpha, str):
+                try:
+                    self.owm_alpha = float(self.owm_alpha)
+                except ValueError:
+                    raise EdgeMlaError(f"--owm-alpha must be 'auto' or a positive number, not {self.owm_alpha!r}") from None
+            self.owm_alpha = number(self.owm_alpha, "owm_alpha", lo=0, lo_open=True)
 
     @property
     def native_fusion(self) -> str:
@@ -123,6 +147,10 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise EdgeMlaError(f"{p}: unknown config key(s) {', '.join(unknown)}")
+        try:  # the file's own values first, so an error there names the file
+            cls(**data)
+        except EdgeMlaError as exc:
+            raise EdgeMlaError(f"{p}: {exc}") from None
         data.update(overrides)
         return cls.build(data)
 

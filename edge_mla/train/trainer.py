@@ -16,11 +16,10 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -28,9 +27,11 @@ from edge_mla import __version__
 from edge_mla.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, save_checkpoint
 from edge_mla.data import iterate_batches, load_dataset
 from edge_mla.errors import EdgeMlaError
+from edge_mla.staging import staged_folder
 from edge_mla.evaluate import evaluate
 from edge_mla.train.config import TrainConfig
 from edge_mla.train.dist import World, shard_batches
+from edge_mla.validate import writable_location
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,14 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 def prepare_run_dir(cfg: TrainConfig) -> Path:
+    """The run folder's final path, checked before any work: the folder itself is
+    only written by ``train`` at the very end (see edge_mla.staging)."""
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    if out.exists() and any(out.iterdir()):
-        if not cfg.force:
-            raise EdgeMlaError(f"{out}: run folder exists and is not empty (use --force to overwrite)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise EdgeMlaError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not cfg.force:
+        raise EdgeMlaError(f"{out}: run folder exists and is not empty (use --force to overwrite)")
+    writable_location(out, "--out")
     return out
 
 
@@ -64,8 +67,25 @@ def _subsample(split, limit, rng):
     return split.subset(np.sort(rng.choice(len(split), size=limit, replace=False)))
 
 
-def train(cfg: TrainConfig, world: Optional[World] = None) -> Optional[Path]:
-    """Train per ``cfg``; returns the run folder (None on ranks other than 0)."""
+def train(cfg: TrainConfig, world: Optional[World] = None, before_publish: Optional[Callable[[Path], None]] = None) -> Optional[Path]:
+    """Train into a temporary folder beside the run folder and rename it into place
+    at the end: an error, Ctrl-C or SIGTERM leaves nothing (and an old run folder
+    replaced with --force survives until then). ``before_publish(tmp)`` adds files
+    (the CLI's test.json) before the rename. Under torch.distributed only rank 0
+    writes; the other ranks return None."""
+    world = world or World()
+    if not world.is_main:
+        _train_into(cfg, None, world)
+        return None
+    final = prepare_run_dir(cfg)
+    with staged_folder(final) as tmp:
+        _train_into(cfg, tmp, world)
+        if before_publish is not None:
+            before_publish(tmp)
+    return final
+
+
+def _train_into(cfg: TrainConfig, out: Optional[Path], world: World) -> Optional[Path]:
     import torch
 
     from edge_mla.models import ModelConfig, build_model
@@ -78,8 +98,6 @@ def train(cfg: TrainConfig, world: Optional[World] = None) -> Optional[Path]:
     rng = np.random.default_rng(cfg.seed)
     train_split = _subsample(ds.train, cfg.limit, rng)
     val_split = _subsample(ds.val, cfg.val_limit, np.random.default_rng(cfg.seed + 1))
-    world = world or World()
-    out = prepare_run_dir(cfg) if world.is_main else None
 
     mcfg = ModelConfig(
         preset=cfg.preset,

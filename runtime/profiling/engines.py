@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
+from edge_mla.validate import number
 from edge_mla.manifest import Manifest, load_manifest
 from edge_mla.runtime.engine import cpu_session as _ort_session
 
@@ -36,10 +38,10 @@ class ProfileConfig:
 
     def __post_init__(self) -> None:
         self.engines = Path(self.engines)
-        if self.repeats < 1 or self.warmup < 0:
-            raise EdgeMlaError("--repeats must be at least 1 and --warmup at least 0")
-        if any(b < 1 for b in self.batches) or any(t < 1 for t in self.threads):
-            raise EdgeMlaError("--batch and --threads values must be at least 1")
+        self.repeats = number(self.repeats, "repeats", lo=1, hi=1_000_000, integer=True)
+        self.warmup = number(self.warmup, "warmup", lo=0, hi=1_000_000, integer=True)
+        self.batches = [number(b, "batch", lo=1, hi=65536, integer=True) for b in self.batches]
+        self.threads = [number(t, "threads", lo=1, hi=256, integer=True) for t in self.threads]
 
 
 @dataclass
@@ -209,4 +211,11 @@ def machine_info() -> dict:
 
 
 def save_json(result: dict, path: Path) -> None:
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    """Written beside and renamed: a failure never leaves half a profile.json."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EdgeMlaError(f"{path}: cannot write ({exc.strerror})") from None

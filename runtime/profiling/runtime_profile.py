@@ -26,6 +26,12 @@ class RuntimeProfileConfig:
     workdir: Optional[Path] = None  # where the replay is recorded (default: a temp folder)
     fps: int = 30
 
+    def __post_init__(self) -> None:
+        from edge_mla.validate import number
+
+        self.duration = number(self.duration, "duration", lo=0, lo_open=True, hi=86400)
+        self.fps = number(self.fps, "fps", lo=1, hi=240, integer=True)
+
 
 def profile_runtime(cfg: RuntimeProfileConfig) -> dict:
     import tempfile

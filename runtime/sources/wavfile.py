@@ -16,13 +16,41 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from edge_mla.errors import EdgeMlaError
+from edge_mla.errors import EdgeMlaError, first_line
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.sources.base import in_outage
 
 log = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 0.02
+MIN_RATE, MAX_RATE = 1000, 384000
+
+
+def riff_problem(path: str) -> Optional[str]:
+    """What is wrong with a RIFF/WAVE file's layout, or None. libsndfile reads a WAV
+    cut mid-data without complaint (it returns the samples that are there), so a
+    recording that was cut short would play silently short; the header's data size
+    says how much there should be."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None  # not a WAV file: soundfile decides
+        order = "little" if head[:4] == b"RIFF" else "big"
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            hdr = f.read(8)
+            cid, n = hdr[:4], int.from_bytes(hdr[4:8], order)
+            if cid == b"data":
+                have = size - pos - 8
+                if n == 0:
+                    return "holds no audio samples (its data chunk is empty)"
+                if n != 0xFFFFFFFF and n > have:
+                    return f"is truncated: its header announces {n} bytes of audio, the file holds {have}"
+                return None
+            pos += 8 + n + (n & 1)
+    return "has no data chunk (cut short, or not a WAV file)"
 
 
 class WavFileInput:
@@ -33,10 +61,17 @@ class WavFileInput:
             raise EdgeMlaError(f"--mic {path}: no such WAV file")
         import soundfile as sf
 
+        problem = riff_problem(path)
+        if problem:
+            raise EdgeMlaError(f"--mic {path}: WAV file {problem}")
         try:
             pcm, rate = sf.read(path, dtype="float32", always_2d=True)
         except Exception as exc:
-            raise EdgeMlaError(f"--mic {path}: cannot read as audio ({exc})") from None
+            raise EdgeMlaError(f"--mic {path}: cannot read as audio ({first_line(exc)})") from None
+        if pcm.size == 0:
+            raise EdgeMlaError(f"--mic {path}: holds no audio samples")
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise EdgeMlaError(f"--mic {path}: sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
         self.path = path
         self.pcm = np.ascontiguousarray(pcm[:, 0])
         self.rate = int(rate)

@@ -1,0 +1,56 @@
+"""Write a folder completely or not at all: build it in a temporary folder beside
+the target and rename it into place at the end.
+
+Why: training and export run for minutes; an error, Ctrl-C or SIGTERM (the CLI
+turns it into KeyboardInterrupt) half-way must not leave a run or engine folder
+that looks usable but lacks files, nor destroy the previous one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from edge_mla.errors import EdgeMlaError
+
+
+def swap_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp``; the old folder is moved aside first and removed
+    only once the new one is in place."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, label: str = "--out") -> Iterator[Path]:
+    """Yields an empty temporary folder beside ``out``; on success it replaces
+    ``out``, on any exception (KeyboardInterrupt included) it is removed."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise EdgeMlaError(f"{label} {out}: cannot create the folder ({exc.strerror})") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the result is an ordinary folder
+    try:
+        yield tmp
+        swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

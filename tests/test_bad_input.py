@@ -1,0 +1,408 @@
+"""The bad-input matrix: for every subcommand, one parametrized test per kind of
+mistake. Each asserts exit 2, stderr exactly one line naming the file or option
+and the problem, no traceback, and that nothing was written, changed or emptied.
+
+In-process (``main([...])``) except where the process boundary is the point: a
+closed stdout pipe, SIGTERM, and what torch prints around a refused checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from badinput_support import (  # noqa: F401  (fixtures)
+    ROOT, assert_one_error_line, bad_folder, cli, cli_subprocess, edit_manifest, manifest_copy, media, pairs_root, snapshot, tiny_engines, write_wav,
+)
+
+NAN_INF = ["nan", "inf", "-inf"]
+
+
+# -- run -------------------------------------------------------------------------------
+
+RUN_NUMBERS = [
+    ("--rate", "nan"), ("--rate", "inf"), ("--rate", "0"), ("--rate", "1e9"),
+    ("--staleness", "nan"), ("--staleness", "-1"),
+    ("--threads", "0"), ("--threads", "-3"),
+    ("--mic-rate", "0"), ("--blank-threshold", "-1"), ("--blank-threshold", "nan"),
+    ("--silence-threshold", "inf"), ("--hop", "nan"), ("--duration", "nan"), ("--duration", "inf"),
+    ("--video-rate", "inf"), ("--camera-timeout", "0"), ("--mic-timeout", "nan"),
+]
+
+
+@pytest.mark.parametrize("flag,value", RUN_NUMBERS, ids=[f"{f}={v}" for f, v in RUN_NUMBERS])
+def test_run_rejects_bad_numbers(capsys, tmp_path, tiny_engines, media, flag, value):
+    out = tmp_path / "results.jsonl"
+    out.write_text("kept\n")
+    rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--camera", media["video"], "--mic", media["wav"], "--out", out, "--force", flag, value)
+    assert_one_error_line("run", rc, err, flag, value if value not in ("1e9",) else "1e+09")
+    assert out.read_text() == "kept\n"
+
+
+def _set(path: list, value):
+    def fn(m):
+        d = m
+        for k in path[:-1]:
+            d = d[k]
+        if value is KeyError:
+            del d[path[-1]]
+        else:
+            d[path[-1]] = value
+    return fn
+
+
+MANIFEST_MISTAKES = {
+    "engines-is-a-list": (_set(["engines"], ["image"]), "engines must be an object"),
+    "input-is-a-string": (_set(["engines", "image", "input"], "image"), "engines.image.input must be an object"),
+    "file-is-an-int": (_set(["engines", "image", "file"], 3), "engines.image.file must be a string"),
+    "sample-rate-is-a-string": (_set(["engines", "audio", "audio", "sample_rate"], "8000"), "engines.audio.audio.sample_rate must be an integer"),
+    "classes-is-a-string": (_set(["classes"], "0123456789"), "classes must be a list"),
+    "image-size-negative": (_set(["engines", "image", "image", "size"], -5), "engines.image.image.size must be an integer >= 1"),
+    "classes-empty": (_set(["classes"], []), "classes must list at least one class"),
+    "output-missing": (_set(["engines", "audio", "output"], KeyError), "engines.audio.output is missing"),
+    "sha256-garbage": (_set(["engines", "image", "sha256"], "xyz"), "engines.image.sha256 must be 64"),
+    "file-outside-folder": (_set(["engines", "image", "file"], "../image.fp32.onnx"), "must name a file inside the engine folder"),
+    "classes-vs-output": (_set(["engines", "image", "output", "shape"], ["batch", 3]), "ends in 3 but classes lists 10"),
+    "unknown-fusion-rule": (_set(["fusion", "rule"], "vote"), "fusion.rule must be one of"),
+    "window-nan": (_set(["engines", "audio", "audio", "window"], float("nan")), "engines.audio.audio.window must be an integer"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MANIFEST_MISTAKES))
+def test_run_rejects_bad_manifest_and_keeps_results(capsys, tmp_path, tiny_engines, media, mistake):
+    fn, needle = MANIFEST_MISTAKES[mistake]
+    eng = edit_manifest(manifest_copy(tiny_engines, tmp_path / "eng"), fn)
+    out = tmp_path / "results.jsonl"
+    out.write_text('{"old": 1}\n')
+    before = snapshot(tmp_path)
+    rc, _, err = cli(capsys, "run", "--engines", eng, "--camera", media["video"], "--mic", media["wav"], "--out", out, "--force", "--duration", "1")
+    assert_one_error_line("run", rc, err, str(eng / "manifest.json"), needle)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b"\xff\xfe{}"], ids=["empty", "not-json", "array", "not-utf8"])
+def test_run_rejects_unreadable_manifest(capsys, tmp_path, tiny_engines, content):
+    eng = manifest_copy(tiny_engines, tmp_path / "eng")
+    (eng / "manifest.json").write_bytes(content)
+    rc, _, err = cli(capsys, "run", "--engines", eng, "--camera", "none", "--mic", "x.wav")
+    assert_one_error_line("run", rc, err, "manifest.json")
+
+
+def test_run_verifies_engine_hashes_before_loading(capsys, tmp_path, tiny_engines, media):
+    eng = manifest_copy(tiny_engines, tmp_path / "eng")
+    (eng / "audio.fp32.onnx").write_bytes(b"not an onnx file")  # would crash ORT if loaded
+    rc, _, err = cli(capsys, "run", "--engines", eng, "--camera", "none", "--mic", media["wav"])
+    assert_one_error_line("run", rc, err, "audio.fp32.onnx", "does not match its sha256")
+
+
+def _wav_variants(tmp: Path, wav: Path) -> dict:
+    b = wav.read_bytes()
+    (tmp / "cut.wav").write_bytes(b[: 44 + (len(b) - 44) // 2])
+    (tmp / "header-only.wav").write_bytes(b[:44])
+    (tmp / "zero.wav").write_bytes(b[:40] + (0).to_bytes(4, "little"))
+    (tmp / "garbage.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
+    (tmp / "text.wav").write_text("hello")
+    return {"cut": ("cut.wav", "truncated"), "header-only": ("header-only.wav", "truncated"), "zero": ("zero.wav", "no audio samples"),
+            "garbage": ("garbage.wav", "WAV"), "text": ("text.wav", "cannot read as audio"), "missing": ("nope.wav", "no such WAV file")}
+
+
+@pytest.mark.parametrize("kind", ["cut", "header-only", "zero", "garbage", "text", "missing"])
+def test_run_rejects_bad_wav(capsys, tmp_path, tiny_engines, media, kind):
+    name, needle = _wav_variants(tmp_path, media["wav"])[kind]
+    rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--camera", "none", "--mic", tmp_path / name, "--out", tmp_path / "o.jsonl")
+    assert_one_error_line("run", rc, err, f"--mic {tmp_path / name}", needle)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_run_out_mistakes(capsys, tmp_path, tiny_engines, media):
+    base = ["run", "--engines", tiny_engines, "--camera", "none", "--mic", media["wav"], "--duration", "1"]
+    (tmp_path / "dir.jsonl").mkdir()
+    (tmp_path / "afile").write_text("x")
+    res = tmp_path / "results.jsonl"
+    res.write_text('{"old": 1}\n')
+    before = snapshot(tmp_path)
+    for out, needle in ((tmp_path / "dir.jsonl", "is a folder"), (tmp_path / "afile" / "r.jsonl", "is a file, not a folder"), (res, "file exists")):
+        rc, _, err = cli(capsys, *base, "--out", out)
+        assert_one_error_line("run", rc, err, f"--out {out}", needle)
+    # a camera that cannot open, even with --force: the old results stay
+    rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--camera", tmp_path / "afile", "--mic", "none", "--out", res, "--force")
+    assert_one_error_line("run", rc, err, "--camera", "cannot open")
+    assert snapshot(tmp_path) == before
+    # --append adds, --force replaces
+    assert cli(capsys, *base, "--out", res, "--append")[0] == 0
+    lines = res.read_text().splitlines()
+    assert lines[0] == '{"old": 1}' and len(lines) > 1 and all(json.loads(x) for x in lines)
+    assert cli(capsys, *base, "--out", res, "--force")[0] == 0
+    assert '{"old": 1}' not in res.read_text()
+
+
+def test_run_disk_full_ends_cleanly(capsys, tiny_engines, media):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--camera", "none", "--mic", media["wav"], "--loop", "--duration", "5", "--out", "/dev/full")
+    assert rc == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last == "edge-mla run: error: --out /dev/full: write failed after 0 lines (No space left on device); the run stopped", err
+    assert "0 lines written" in err  # the summary agrees
+
+
+def test_run_closed_stdout_pipe_ends_cleanly(tiny_engines, media):
+    """`edge-mla run ... | head -1`: one line, non-zero exit, no interpreter noise."""
+    p = subprocess.Popen([sys.executable, "-m", "edge_mla.cli.main", "run", "--engines", str(tiny_engines), "--camera", "none", "--mic", str(media["wav"]), "--loop", "--rate", "50", "--duration", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT))
+    first = p.stdout.readline()
+    assert json.loads(first)["t"] >= 0
+    p.stdout.close()
+    _, err = p.communicate(timeout=60)
+    err = err.decode()
+    assert p.returncode == 2, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("edge-mla run: error: stdout: write failed after ") and "broken pipe" in last, err
+    n = int(last.split("after ")[1].split(" ")[0])
+    assert n >= 1 and f"{n} lines written" in err
+
+
+# -- data / train ------------------------------------------------------------------
+
+def _csv(rows: list, enc: str = "utf-8", bom: bool = False) -> bytes:
+    return (b"\xef\xbb\xbf" if bom else b"") + ("\n".join(rows) + "\n").encode(enc)
+
+
+def _rows(pairs_root: Path) -> list:
+    return (pairs_root / "pairs.csv").read_text().splitlines()
+
+
+PAIRS_MISTAKES = {
+    "latin-1": (lambda r: _csv(r[:1] + [r[1][:-1] + "caf\u00e9"] + r[2:], "latin-1"), "not UTF-8"),
+    "missing-column": (lambda r: _csv(["image,audio,lab"] + r[1:]), "missing column(s) label"),
+    "empty-label": (lambda r: _csv(r[:3] + [r[3].rsplit(",", 1)[0] + ","] + r[4:]), ":4: empty label"),
+    "short-row": (lambda r: _csv(r[:2] + ["images/a0.png"] + r[2:]), ":3: empty audio"),
+    "label-only-in-test": (lambda r: _csv(["image,audio,label,split"] + [x + ",train" for x in r[1:9]] + [x + ",val" for x in r[9:]] + [r[1][:-1] + "z,test"]), "'z' have no training pairs (only in test)"),
+    "bad-split": (lambda r: _csv(["image,audio,label,split"] + [x + ",training" for x in r[1:]]), "split 'training' must be train, val or test"),
+    "no-rows": (lambda r: _csv(r[:1]), "no pairs listed"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(PAIRS_MISTAKES))
+def test_data_info_rejects_bad_pairs_csv(capsys, tmp_path, pairs_root, mistake):
+    make, needle = PAIRS_MISTAKES[mistake]
+    d = bad_folder(pairs_root, tmp_path / "ds", make(_rows(pairs_root)))
+    rc, _, err = cli(capsys, "data", "info", "--dataset", "folder", "--data-dir", d)
+    assert_one_error_line("data", rc, err, str(d / "pairs.csv"), needle)
+
+
+def test_pairs_csv_with_bom_and_padding_reads(tmp_path, pairs_root):
+    """Excel's UTF-8 with BOM and cells padded with spaces are a valid pairs.csv."""
+    from edge_mla.data.folder import load_folder
+
+    rows = [", ".join(c.strip() for c in r.split(",")) for r in _rows(pairs_root)]
+    d = bad_folder(pairs_root, tmp_path / "ds", _csv(rows, bom=True))
+    ds = load_folder(str(d))
+    assert ds.classes == ["a", "b"] and len(ds.train) + len(ds.val) + len(ds.test) == 12
+
+
+@pytest.mark.parametrize("mistake", ["latin-1", "label-only-in-test", "empty-label"])
+def test_train_rejects_bad_pairs_csv_and_writes_nothing(capsys, tmp_path, pairs_root, mistake):
+    make, needle = PAIRS_MISTAKES[mistake]
+    d = bad_folder(pairs_root, tmp_path / "ds", make(_rows(pairs_root)))
+    rc, _, err = cli(capsys, "train", "--dataset", "folder", "--data-dir", d, "--out", tmp_path / "run", "--epochs", "1", "--no-progress")
+    assert_one_error_line("train", rc, err, "pairs.csv", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+TRAIN_NUMBERS = [("--epochs", "0"), ("--lr", "nan"), ("--lr", "inf"), ("--lr", "-0.1"), ("--momentum", "1.5"), ("--momentum", "nan"),
+                 ("--weight-decay", "nan"), ("--batch-size", "-1"), ("--seed", "-1"), ("--limit", "0"), ("--val-limit", "0"),
+                 ("--owm-alpha", "nan"), ("--owm-alpha", "0"), ("--ogm-alpha", "inf"), ("--threads", "-1")]
+
+
+@pytest.mark.parametrize("flag,value", TRAIN_NUMBERS, ids=[f"{f}={v}" for f, v in TRAIN_NUMBERS])
+def test_train_rejects_bad_numbers(capsys, tmp_path, flag, value):
+    rc, _, err = cli(capsys, "train", "--dataset", "demo", "--out", tmp_path / "run", flag, value)
+    assert_one_error_line("train", rc, err, flag, value)
+    assert not any(tmp_path.iterdir())
+
+
+TRAIN_CONFIG_MISTAKES = {"seed-a-string": ({"seed": "zero"}, "seed"), "epochs-fractional": ({"epochs": 2.5}, "epochs"), "lr-null": ({"lr": None}, "lr"),
+                         "augment-a-string": ({"augment": "yes"}, "augment"), "order-an-int": ({"modality_order": 3}, "modality_order"),
+                         "method-a-list": ({"method": ["mla"]}, "method"), "unknown-key": ({"epochz": 3}, "epochz")}
+
+
+@pytest.mark.parametrize("mistake", list(TRAIN_CONFIG_MISTAKES))
+def test_train_rejects_bad_config_file(capsys, tmp_path, mistake):
+    data, needle = TRAIN_CONFIG_MISTAKES[mistake]
+    conf = tmp_path / "my.json"
+    conf.write_text(json.dumps(data))
+    rc, _, err = cli(capsys, "train", "--config", conf, "--out", tmp_path / "run")
+    assert_one_error_line("train", rc, err, str(conf), needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my.json"]
+
+
+def test_train_out_under_a_file(capsys, tmp_path):
+    (tmp_path / "f").write_text("x")
+    rc, _, err = cli(capsys, "train", "--dataset", "demo", "--out", tmp_path / "f" / "run")
+    assert_one_error_line("train", rc, err, "--out", "is a file, not a folder")
+
+
+@pytest.mark.slow
+def test_train_is_all_or_nothing_under_sigterm(tmp_path, pairs_root):
+    """A finished run appears whole (test.json included); SIGTERM during a --force
+    rerun leaves the old run folder as it was and no temporary folder."""
+    out = tmp_path / "run"
+    base = ["train", "--dataset", "folder", "--data-dir", pairs_root, "--out", out, "--no-progress", "--threads", "1", "--batch-size", "4", "--no-corrupt"]
+    p = cli_subprocess(*base, "--epochs", "1", timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert {"checkpoint.pt", "config.json", "metrics.jsonl", "summary.json", "test.json"} <= {f.name for f in out.iterdir()}
+    before = snapshot(tmp_path)
+
+    proc = subprocess.Popen([sys.executable, "-m", "edge_mla.cli.main", *map(str, base), "--epochs", "100000", "--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # until an epoch finished inside the temporary folder
+        tmp = [d for d in tmp_path.iterdir() if d.name.startswith(".run.tmp-")]
+        if tmp and (tmp[0] / "metrics.jsonl").is_file() and (tmp[0] / "metrics.jsonl").stat().st_size > 0:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("training never started")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "edge-mla train: interrupted", err
+    assert snapshot(tmp_path) == before  # old run intact, nothing half-written beside it
+
+
+# -- eval / export: the run folder is input ----------------------------------------
+
+@pytest.fixture
+def run_folder(tmp_path, pairs_root) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": "folder", "data_dir": str(pairs_root), "seed": 0, "split": "official"}))
+    (run / "checkpoint.pt").write_bytes(b"")
+    return run
+
+
+RUN_FOLDER_MISTAKES = {
+    "config-lacks-dataset": ("config.json", {"seed": 0}, "dataset is missing"),
+    "config-seed-a-string": ("config.json", {"dataset": "folder", "seed": "zero"}, "seed must be an integer"),
+    "config-unknown-dataset": ("config.json", {"dataset": "imagenet"}, "dataset must be one of"),
+    "config-not-json": ("config.json", b"{", "not valid JSON"),
+    "config-array": ("config.json", [], "must be a JSON object"),
+    "checkpoint-empty": ("checkpoint.pt", b"", "empty file (0 bytes)"),
+    "checkpoint-garbage": ("checkpoint.pt", b"PK\x03\x04garbage", "cannot load checkpoint"),
+}
+
+
+def _apply(run: Path, name: str, content) -> None:
+    (run / name).write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+
+
+@pytest.mark.parametrize("mistake", list(RUN_FOLDER_MISTAKES))
+def test_eval_rejects_bad_run_folder(capsys, run_folder, mistake):
+    name, content, needle = RUN_FOLDER_MISTAKES[mistake]
+    _apply(run_folder, name, content)
+    before = snapshot(run_folder.parent)
+    rc, _, err = cli(capsys, "eval", run_folder)
+    assert_one_error_line("eval", rc, err, str(run_folder / name) if mistake != "config-lacks-dataset" else "config.json", needle)
+    assert snapshot(run_folder.parent) == before
+
+
+@pytest.mark.parametrize("mistake", [m for m in RUN_FOLDER_MISTAKES if m != "config-lacks-dataset"])
+def test_export_rejects_bad_run_folder(capsys, run_folder, mistake):
+    name, content, needle = RUN_FOLDER_MISTAKES[mistake]
+    _apply(run_folder, name, content)
+    before = snapshot(run_folder.parent)
+    rc, _, err = cli(capsys, "export", run_folder, "--no-progress")
+    assert_one_error_line("export", rc, err, str(run_folder / name), needle)
+    assert snapshot(run_folder.parent) == before
+
+
+EXPORT_NUMBERS = [("--calib-size", "0"), ("--tolerance", "nan"), ("--tolerance", "-1"), ("--eval-limit", "-1"), ("--latency-repeats", "0"),
+                  ("--opset", "5"), ("--max-batch", "0"), ("--workspace-mb", "0"), ("--dla-core", "-1")]
+
+
+@pytest.mark.parametrize("flag,value", EXPORT_NUMBERS, ids=[f"{f}={v}" for f, v in EXPORT_NUMBERS])
+def test_export_rejects_bad_numbers(capsys, run_folder, flag, value):
+    before = snapshot(run_folder.parent)
+    rc, _, err = cli(capsys, "export", run_folder, flag, value)
+    assert_one_error_line("export", rc, err, flag, value)
+    assert snapshot(run_folder.parent) == before
+
+
+def test_export_out_under_a_file(capsys, run_folder):
+    (run_folder.parent / "f").write_text("x")
+    rc, _, err = cli(capsys, "export", run_folder, "--out", run_folder.parent / "f" / "engines")
+    assert_one_error_line("export", rc, err, "--out", "is a file, not a folder")
+
+
+def test_refused_checkpoint_is_one_line_without_torch_warnings(tmp_path, run_folder):
+    """A pickle of an arbitrary object is never unpickled (weights_only): the file it
+    would create stays absent, and torch's long explanation is not printed."""
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"format": "edge-mla-checkpoint/1", "x": Evil()}, run_folder / "checkpoint.pt")
+    p = cli_subprocess("export", run_folder, "--no-progress", env={**os.environ, "PYTHONWARNINGS": "always"})
+    assert_one_error_line("export", p.returncode, p.stderr, "checkpoint.pt", "cannot load checkpoint")
+    assert len(p.stderr.strip().splitlines()[0]) < 400
+    assert not marker.exists()
+
+
+# -- profile / demo ------------------------------------------------------------------
+
+PROFILE_NUMBERS = [("--batch", "0"), ("--threads", "0"), ("--repeats", "0"), ("--warmup", "-1"), ("--duration", "nan")]
+
+
+@pytest.mark.parametrize("flag,value", PROFILE_NUMBERS, ids=[f"{f}={v}" for f, v in PROFILE_NUMBERS])
+def test_profile_rejects_bad_numbers(capsys, tmp_path, tiny_engines, flag, value):
+    eng = manifest_copy(tiny_engines, tmp_path / "eng")
+    before = snapshot(tmp_path)
+    rc, _, err = cli(capsys, "profile", eng, "--backend", "onnxruntime", "--runtime", flag, value)
+    assert_one_error_line("profile", rc, err, flag, value)
+    assert snapshot(tmp_path) == before
+
+
+def test_profile_input_and_output_mistakes(capsys, tmp_path, tiny_engines):
+    eng = edit_manifest(manifest_copy(tiny_engines, tmp_path / "eng"), _set(["engines", "image", "image", "size"], -5))
+    rc, _, err = cli(capsys, "profile", eng, "--backend", "onnxruntime")
+    assert_one_error_line("profile", rc, err, "manifest.json", "size must be an integer >= 1")
+    (tmp_path / "f").write_text("x")
+    rc, _, err = cli(capsys, "profile", tiny_engines, "--backend", "onnxruntime", "--out", tmp_path / "f")
+    assert_one_error_line("profile", rc, err, "--out", "not a folder")
+
+
+DEMO_MISTAKES = [("--epochs", "0"), ("--segments", "1"), ("--segment-seconds", "nan"), ("--segment-seconds", "inf"), ("--seed", "-1"), ("--limit", "0")]
+
+
+@pytest.mark.parametrize("flag,value", DEMO_MISTAKES, ids=[f"{f}={v}" for f, v in DEMO_MISTAKES])
+def test_demo_rejects_bad_numbers(capsys, tmp_path, flag, value):
+    rc, _, err = cli(capsys, "demo", "--out", tmp_path / "d", flag, value)
+    assert_one_error_line("demo", rc, err, flag, value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_demo_out_mistakes(capsys, tmp_path):
+    (tmp_path / "f").write_text("x")
+    rc, _, err = cli(capsys, "demo", "--out", tmp_path / "f")
+    assert_one_error_line("demo", rc, err, "--out", "not a folder")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep").write_text("x")
+    before = snapshot(tmp_path)
+    rc, _, err = cli(capsys, "demo", "--out", tmp_path / "d")
+    assert_one_error_line("demo", rc, err, "demo folder exists and is not empty")
+    assert snapshot(tmp_path) == before
