@@ -7,7 +7,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -47,11 +47,37 @@ class RunConfig:
     intra_op_threads: int = 1  # per ONNX Runtime session: two sessions share 2 cores
     camera_outages: list = field(default_factory=list)  # list[Outage], replay only
     mic_outages: list = field(default_factory=list)  # list[Outage], replay only
+    # -- on the factory floor (issue 10): each field with a "help" is an `edge-mla run`
+    # flag (runtime/flags.py derives them), so a config file can map onto the same names.
+    station: str = "default"  # station name in MQTT topics, seq counters and metrics labels
+    require_sensors: bool = field(default=False, metadata={"help": "a sensor that cannot be opened at start is fatal (exit 2) instead of reported lost and retried with back-off"})
+    mqtt: Optional[str] = field(default=None, metadata={"help": "publish decisions to mqtt://HOST:PORT/TOPIC (or mqtts://); spooled on disk while the broker is away", "metavar": "URL"})
+    mqtt_username: Optional[str] = field(default=None, metadata={"help": "MQTT user name", "metavar": "NAME"})
+    mqtt_password_file: Optional[Path] = field(default=None, metadata={"help": "file holding the MQTT password (first line)", "metavar": "FILE"})
+    mqtt_ca: Optional[Path] = field(default=None, metadata={"help": "CA certificate (PEM) for mqtts:// (default: the system's)", "metavar": "FILE"})
+    mqtt_client_id: Optional[str] = field(default=None, metadata={"help": "MQTT client id (default edge-mla-HOSTNAME-STATION)", "metavar": "ID"})
+    mqtt_qos: int = field(default=1, metadata={"help": "MQTT QoS of decision messages (0, 1 or 2; default 1)", "choices": [0, 1, 2]})
+    mqtt_required: bool = field(default=False, metadata={"help": "exit 2 at start when the broker cannot be reached (default: run and spool)"})
+    mqtt_spool: Optional[Path] = field(default=None, metadata={"help": "spool file for unsent decisions (default ~/.local/state/edge-mla/spool-STATION.db)", "metavar": "FILE"})
+    mqtt_spool_max: int = field(default=100000, metadata={"help": "most decisions kept in the spool; the oldest are dropped (counted) beyond it (default 100000)", "metavar": "N"})
+    metrics: Optional[str] = field(default=None, metadata={"help": "serve Prometheus /metrics and /healthz on HOST:PORT", "metavar": "HOST:PORT"})
+    health_window: float = field(default=5.0, metadata={"help": "/healthz is 200 while every station decided within this many seconds (default 5)", "metavar": "S"})
+    clips: Optional[Path] = field(default=None, metadata={"help": "write event clips (video + WAV + decisions) into DIR on sensor state changes and low confidence", "metavar": "DIR"})
+    clip_pre: float = field(default=5.0, metadata={"help": "seconds of pre-roll in a clip (default 5)", "metavar": "S"})
+    clip_post: float = field(default=2.0, metadata={"help": "seconds of post-roll in a clip (default 2)", "metavar": "S"})
+    clip_confidence: float = field(default=0.5, metadata={"help": "fused confidence below this for --clip-low-seconds triggers a clip (default 0.5; 0: off)", "metavar": "P"})
+    clip_low_seconds: float = field(default=2.0, metadata={"help": "how long confidence must stay low before a clip (default 2)", "metavar": "S"})
+    clips_max_mb: float = field(default=1024.0, metadata={"help": "disk budget of --clips; the oldest clips are deleted beyond it (default 1024)", "metavar": "MB"})
+    watch: bool = field(default=False, metadata={"help": "swap engines when the engine folder's manifest.json changes (SIGHUP always does)"})
+    watch_period: float = 1.0  # seconds between manifest.json checks under --watch
 
     def __post_init__(self) -> None:
         self.engines = Path(self.engines)
         if self.out is not None:
             self.out = Path(self.out)
+        for name in ("mqtt_password_file", "mqtt_ca", "mqtt_spool", "clips"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
         if isinstance(self.camera, str) and self.camera.lower() == "none":
             self.camera = None
         if isinstance(self.mic, str) and self.mic.lower() == "none":
@@ -71,5 +97,14 @@ def validate(cfg: RunConfig) -> None:
         raise EdgeMlaError(f"--duration must be positive (got {cfg.duration})")
     if cfg.video_rate is not None and cfg.video_rate <= 0:
         raise EdgeMlaError(f"--video-rate must be positive (got {cfg.video_rate})")
+    for name in ("health_window", "clip_pre", "clip_post", "clip_low_seconds", "clips_max_mb", "mqtt_spool_max", "watch_period"):
+        if getattr(cfg, name) <= 0:
+            raise EdgeMlaError(f"--{name.replace('_', '-')} must be positive (got {getattr(cfg, name)})")
     if cfg.precision not in (None, "fp32", "int8"):
         raise EdgeMlaError(f"--precision must be fp32 or int8 (got {cfg.precision})")
+
+
+def flag_fields() -> list:
+    """The RunConfig fields that are `edge-mla run` flags derived from the dataclass
+    (those with a "help" in their metadata)."""
+    return [f for f in fields(RunConfig) if "help" in f.metadata]
