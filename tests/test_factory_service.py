@@ -45,8 +45,8 @@ def test_keepalives_only_while_the_fusion_loop_decides(engines, session, tmp_pat
         assert any(m.startswith("READY=1") for m in got)
         # the fusion loop hangs (a stuck engine, a deadlock): keep-alives must stop
         hang = __import__("threading").Event()
-        rt.fusion._latest = lambda: hang.wait(30) or {}
-        time.sleep(max(10.0 / cfg.rate, 2.0) + 0.5)  # past the liveness limit
+        rt.fusion._latest = lambda: (hang.wait(30), {})[1]
+        time.sleep(max(10.0 / cfg.rate, 2.0) + 1.5)  # past the liveness limit (and a keep-alive already under way)
         _drain(sock)
         time.sleep(1.0)
         assert [m for m in _drain(sock) if m == "WATCHDOG=1"] == []
