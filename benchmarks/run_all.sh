@@ -25,3 +25,7 @@ $PY benchmarks/runtime_bench.py --engines bench-out/rt-engines --out bench-out/r
 
 # Issue 5: the profiler on the tiny and resnet18 engines (ONNX Runtime INT8 engines).
 bash benchmarks/profile_bench.sh bench-out/export-bench-asym/tiny-percentile bench-out/export-bench-asym/resnet18-percentile bench-out/profile
+
+# Issue 10: MQTT to a local broker, broker restarts, metrics scrape, clip CPU, engine swap (~13 min).
+$PY benchmarks/factory_bench.py --engines bench-out/rt-engines --out bench-out/factory --restarts 10 --restart-period 60
+$PY benchmarks/factory_bench.py --engines bench-out/rt-engines --out bench-out/factory-2k --parts mqtt --mqtt-rate 2000

@@ -61,6 +61,7 @@ class RunReport:
     rss_mb: list = field(default_factory=list)  # (seconds since start, MB)
     stages: list = field(default_factory=list)  # StageRecorder.as_dicts()
     fusion_overruns: int = 0
+    factory: dict = field(default_factory=dict)  # mqtt / clips counters, engine swaps (issue 10)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -294,6 +295,7 @@ class Runtime:
             rss_mb=res["rss_mb"],
             stages=self.stages.as_dicts(),
             fusion_overruns=getattr(fusion, "overruns", 0) if fusion else 0,
+            factory={**self.floor.snapshot(), "swaps": dict(self.floor.swapper.swaps), "engines": self.engine_checksum},
         )
 
     def run(self, duration: Optional[float] = None) -> RunReport:

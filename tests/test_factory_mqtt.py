@@ -67,6 +67,7 @@ def test_bad_mqtt_options_exit_2_at_start(engines, session, tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stderr.count("cannot reach the broker") == 1  # warned once
     assert "left in the spool" in p.stderr
+    assert "mqtt: 0 acknowledged" in p.stderr
 
 
 def test_every_seq_arrives_once_across_a_broker_restart(engines, session, broker, tmp_path):
@@ -139,3 +140,25 @@ def test_last_will_marks_a_killed_runtime_offline(engines, session, broker, tmp_
         if p.poll() is None:
             p.kill()
         sub.close()
+
+
+def test_mqtts_with_user_and_password(engines, session, tmp_path):
+    """TLS with the plant's CA (--mqtt-ca) and an account (--mqtt-username,
+    --mqtt-password-file); a wrong password with --mqtt-required is exit 2."""
+    from edge_mla.runtime.testing.mosquitto import MosquittoBroker, Subscriber
+
+    with MosquittoBroker(users={"line1": "s3cret", "reader": "r"}, tls=True) as b:
+        sub = Subscriber(b.port, "plant/tls", client_id="tls-reader", username="reader", password="r", ca_file=b.ca_file)
+        assert sub.connected.wait(10)
+        pw = tmp_path / "pw"
+        pw.write_text("s3cret\n")
+        url = f"mqtts://127.0.0.1:{b.port}/plant/tls"
+        base = ["run", "--engines", str(engines), "--replay", str(session.root), "--out", str(tmp_path / "o.jsonl"), "--mqtt", url, "--mqtt-ca", str(b.ca_file), "--mqtt-username", "line1", "--mqtt-spool", str(tmp_path / "s.db")]
+        p = run_cli(base + ["--mqtt-password-file", str(pw), "--mqtt-required", "--duration", "3"], timeout=60)
+        assert p.returncode == 0, p.stderr
+        wait_for(lambda: len(sub.payloads("plant/tls")) >= 10, 10)
+        sub.close()
+        assert ", 0 left in the spool" in p.stderr  # all acknowledged before exit
+        wrong = tmp_path / "wrong"
+        wrong.write_text("nope\n")
+        _one_error_line(run_cli(base + ["--mqtt-password-file", str(wrong), "--mqtt-required"], timeout=60), "cannot reach the broker")

@@ -112,3 +112,4 @@ def test_sighup_swaps_the_running_cli(engines, session, tmp_path):
             p.kill()
     assert p.returncode == 0, err
     assert "engine swap: now running" in err
+    assert "engine swaps: 1 done, 0 refused" in err
