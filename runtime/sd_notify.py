@@ -29,8 +29,8 @@ def notify(message: str) -> bool:
         addr = "\0" + addr[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(addr)
-            s.sendall(message.encode())
+            s.setblocking(False)  # a receiver that does not read must not stall the caller
+            s.sendto(message.encode(), addr)
         return True
     except OSError as exc:
         log.debug("sd_notify %r failed: %s", message, exc)
