@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= train,export,runtime,dev
-SYSTEM_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils
+SYSTEM_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils mosquitto mosquitto-clients systemd
 # Tests and benchmarks read the real data here (also EDGE_MLA_DATA).
 export EDGE_MLA_DATA ?= $(abspath ../shared/data)
 
@@ -16,7 +16,9 @@ help:
 	@echo "make bench  - rerun the benchmarks behind BENCHMARKS.md (long)"
 
 # System packages: PortAudio for sounddevice, PulseAudio for a real capture device on
-# headless machines. Installed only when missing, only as root with apt-get.
+# headless machines, Mosquitto for the MQTT tests (a private broker per test; the
+# system service is not used), systemd for `systemd-analyze verify` of deploy/.
+# Installed only when missing, only as root with apt-get.
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

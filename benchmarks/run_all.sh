@@ -26,6 +26,10 @@ $PY benchmarks/runtime_bench.py --engines bench-out/rt-engines --out bench-out/r
 # Issue 5: the profiler on the tiny and resnet18 engines (ONNX Runtime INT8 engines).
 bash benchmarks/profile_bench.sh bench-out/export-bench-asym/tiny-percentile bench-out/export-bench-asym/resnet18-percentile bench-out/profile
 
+# Issue 10: MQTT to a local broker, broker restarts, metrics scrape, clip CPU, engine swap (~13 min).
+$PY benchmarks/factory_bench.py --engines bench-out/rt-engines --out bench-out/factory --restarts 10 --restart-period 60
+$PY benchmarks/factory_bench.py --engines bench-out/rt-engines --out bench-out/factory-2k --parts mqtt --mqtt-rate 2000
+
 # Issue 12: faithful OGM-GE, MMPareto, and 2-process (torch.distributed) training, reduced size.
 $PY benchmarks/train_bench.py --data-dir "$DATA" --out bench-out/train12 --splits official speaker --seeds 0 1 --limit 3000 --epochs 3 --jobs 2 --no-corrupt \
     --variants joint unimodal ogm_ge mmpareto mla mla_owm_norm mla_owm_norm_ddp2 --speaker-variants joint unimodal ogm_ge mmpareto mla mla_owm_norm

@@ -14,6 +14,14 @@ Data flows sources -> workers -> fusion loop -> outputs:
   watchdog      per-sensor supervision (stall -> lost -> reconnect with back-off)
   stats         per-stage timestamps, CPU and memory
   app           Runtime, run_for -> RunReport
+  factory       wires the factory-floor services below into a Runtime
+  mqtt_output   decisions to MQTT (paho), through spool (bounded, on disk, seq)
+  metrics       Prometheus /metrics and /healthz
+  clips         event clips (pre/post-roll, disk budget, pairs.csv index)
+  hot_swap      engine folder swap on SIGHUP / --watch, folder checksum
+  sd_notify     systemd READY / watchdog keep-alives
+  doctor        `edge-mla doctor` checks
+  flags         `edge-mla run` flags derived from RunConfig fields
   replay/       record_session (scripted faults) and score
   testing/      PulseAudio null sink and local MJPEG server for tests and demos
 """

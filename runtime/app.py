@@ -34,7 +34,9 @@ from edge_mla.manifest import load_manifest
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.config import RunConfig, validate
 from edge_mla.runtime.engine import Engine
+from edge_mla.runtime.factory import FactoryFloor
 from edge_mla.runtime.fusion_loop import FusionLoop
+from edge_mla.runtime.hot_swap import folder_checksum
 from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, OutputFailed
 from edge_mla.runtime.sources.base import ENDED, Backoff
 from edge_mla.runtime.stats import ResourceSampler, StageRecorder
@@ -62,6 +64,7 @@ class RunReport:
     degraded: dict = field(default_factory=dict)  # sensor -> {"state", "spans" (s from start), "seconds"}
     reliability: Optional[str] = None  # the reliability signal fusion used; None: the recorded rule alone
     output_error: Optional[str] = None  # an output failed (disk full, closed pipe): the run stopped
+    factory: dict = field(default_factory=dict)  # mqtt / clips counters, engine swaps (issue 10)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -90,14 +93,14 @@ class Runtime:
         if cfg.camera is not None:
             from edge_mla.runtime.sources.camera import CameraSource
 
-            self.camera = CameraSource(cfg.camera, loop=cfg.loop, timeout=cfg.camera_timeout, open_timeout=cfg.open_timeout, backoff=Backoff(cfg.backoff_initial, cfg.backoff_max), outages=cfg.camera_outages, blank_threshold=cfg.blank_threshold)
+            self.camera = CameraSource(cfg.camera, loop=cfg.loop, timeout=cfg.camera_timeout, open_timeout=cfg.open_timeout, backoff=Backoff(cfg.backoff_initial, cfg.backoff_max), outages=cfg.camera_outages, blank_threshold=cfg.blank_threshold, strict=cfg.require_sensors)
         if cfg.mic is not None:
             from edge_mla.runtime.sources.microphone import MicSource
 
             spec = self.engines["audio"].spec
             if not spec.sample_rate or not spec.window:
                 raise EdgeMlaError(f"{self.manifest.root}: the audio engine entry has no sample_rate/window")
-            self.mic = MicSource(cfg.mic, spec.window / spec.sample_rate, capture_rate=cfg.mic_rate, timeout=cfg.mic_timeout, backoff=Backoff(cfg.backoff_initial, cfg.backoff_max), loop=cfg.loop, outages=cfg.mic_outages)
+            self.mic = MicSource(cfg.mic, spec.window / spec.sample_rate, capture_rate=cfg.mic_rate, timeout=cfg.mic_timeout, backoff=Backoff(cfg.backoff_initial, cfg.backoff_max), loop=cfg.loop, outages=cfg.mic_outages, strict=cfg.require_sensors)
             self._audio_pre = AudioWindow(self.mic.rate, spec.sample_rate, spec.window)
         if outputs is None:
             outputs = []
@@ -105,7 +108,11 @@ class Runtime:
                 outputs.append(JsonLinesOutput(cfg.out, mode=cfg.out_mode))
             if cfg.console:
                 outputs.append(ConsoleOutput())
-        self.outputs = outputs
+        self.engine_checksum = folder_checksum(self.manifest.root)
+        self.last_emit: Optional[float] = None
+        self._pending_swap: Optional[tuple] = None
+        self.floor = FactoryFloor(self)  # MQTT, metrics, clips, hot swap, systemd (issue 10)
+        self.outputs = list(outputs) + self.floor.outputs
         self.stages = StageRecorder()
         self.resources = ResourceSampler(self._stop)
         self._threads: list = []
@@ -136,10 +143,60 @@ class Runtime:
         return out
 
     def _latest(self) -> dict:
+        if self._pending_swap is not None:  # on the fusion thread: between two decisions
+            self._switch_engines()
         return {m: w.latest() for m, w in self.workers.items()}
 
+    def apply_swap(self, manifest, engines: dict, checksum: str, timeout: float = 2.0) -> None:
+        """Hand checked engines to the fusion thread, which switches them between two
+        decisions (directly when the fusion loop is not running)."""
+        done = threading.Event()
+        self._pending_swap = (manifest, engines, checksum, done)
+        fusion = getattr(self, "fusion", None)
+        if fusion is None or not fusion._thread.is_alive() or not done.wait(timeout):
+            self._switch_engines()
+
+    def _switch_engines(self) -> None:
+        with self._emit_lock:
+            pending, self._pending_swap = self._pending_swap, None
+            if pending is None:
+                return
+            manifest, engines, checksum, done = pending
+            for m, w in self.workers.items():
+                w.engine = engines[m]
+            self.engines.update(engines)
+            self.manifest, self.engine_checksum = manifest, checksum
+        done.set()
+
+    def reload(self) -> None:
+        """Swap to the engine folder's current contents (SIGHUP; safe from a signal handler)."""
+        self.floor.swapper.request()
+
+    def metrics_snapshot(self) -> dict:
+        """Counters read by /metrics at scrape time."""
+        fusion = getattr(self, "fusion", None)
+        workers = {}
+        for m, w in list(self.workers.items()):
+            dropped = self.camera.slot.drops if m == "image" else (w.pacer.overruns if w.pacer else 0)
+            workers[m] = {"runs": w.results, "errors": w.errors, "dropped": dropped}
+        snap = {
+            "decisions": fusion.decisions if fusion else 0,
+            "no_decisions": fusion.no_decisions if fusion else 0,
+            "sensors": self.sensors(),
+            "workers": workers,
+            "engines": {"folder": str(self.cfg.engines), "checksum": self.engine_checksum, "swaps": dict(self.floor.swapper.swaps)},
+        }
+        snap.update(self.floor.snapshot())
+        return snap
+
     def _emit(self, rec: dict, timing: dict) -> None:
-        rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), **rec}
+        rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), **rec, "engines": self.engine_checksum}
+        self.last_emit = timing["t_fuse"]
+        for hook in self.floor.hooks:
+            try:
+                hook(rec, timing)
+            except Exception:
+                log.exception("decision hook %s failed", getattr(hook, "__qualname__", hook))
         with self._emit_lock:
             if self.output_error:
                 return
@@ -160,6 +217,7 @@ class Runtime:
         """Open the sensors (errors here are the user's: EdgeMlaError) and start
         every thread."""
         self._t_start = now()
+        self.floor.start()  # metrics port, broker: before any sensor opens
         self.resources.start()
         started = []
         try:
@@ -176,6 +234,9 @@ class Runtime:
             self._stop.set()
             for src in started:
                 src.stop()
+            self.floor.close()
+            for o in self.outputs:
+                o.close()
             raise
         if self.camera is not None:
             cam = self.camera
@@ -191,6 +252,7 @@ class Runtime:
         self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in (self.camera, self.mic) if s is not None] + [self.fusion]
         for t in self._threads:
             t.start()
+        self.floor.start_threads()
         log.info("runtime started: %s", ", ".join(f"{m} <- {w.engine.spec.path.name}" for m, w in self.workers.items()))
 
     def stop(self) -> None:
@@ -226,6 +288,7 @@ class Runtime:
         for src in (self.camera, self.mic):
             if src is not None:
                 src.join(timeout)
+        self.floor.close()
         for o in self.outputs:
             o.close()
         res = self.resources.finish()
@@ -266,6 +329,7 @@ class Runtime:
             degraded=fusion.degraded.report(self._t_start or 0.0, now()) if fusion else {},
             reliability=self.reliability.signal if self.reliability is not None else None,
             output_error=self.output_error,
+            factory={**self.floor.snapshot(), "swaps": dict(self.floor.swapper.swaps), "engines": self.engine_checksum},
         )
 
     def run(self, duration: Optional[float] = None) -> RunReport:

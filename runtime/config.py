@@ -7,7 +7,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -50,11 +50,37 @@ class RunConfig:
     require_reliability: bool = False  # refuse engine folders without the reliability output
     camera_outages: list = field(default_factory=list)  # list[Outage], replay only
     mic_outages: list = field(default_factory=list)  # list[Outage], replay only
+    # -- on the factory floor (issue 10): each field with a "help" is an `edge-mla run`
+    # flag (runtime/flags.py derives them), so a config file can map onto the same names.
+    station: str = "default"  # station name in MQTT topics, seq counters and metrics labels
+    require_sensors: bool = field(default=False, metadata={"help": "a sensor that cannot be opened at start is fatal (exit 2) instead of reported lost and retried with back-off"})
+    mqtt: Optional[str] = field(default=None, metadata={"help": "publish decisions to mqtt://HOST:PORT/TOPIC (or mqtts://); spooled on disk while the broker is away", "metavar": "URL"})
+    mqtt_username: Optional[str] = field(default=None, metadata={"help": "MQTT user name", "metavar": "NAME"})
+    mqtt_password_file: Optional[Path] = field(default=None, metadata={"help": "file holding the MQTT password (first line)", "metavar": "FILE"})
+    mqtt_ca: Optional[Path] = field(default=None, metadata={"help": "CA certificate (PEM) for mqtts:// (default: the system's)", "metavar": "FILE"})
+    mqtt_client_id: Optional[str] = field(default=None, metadata={"help": "MQTT client id (default edge-mla-HOSTNAME-STATION)", "metavar": "ID"})
+    mqtt_qos: int = field(default=1, metadata={"help": "MQTT QoS of decision messages (0, 1 or 2; default 1)", "choices": [0, 1, 2]})
+    mqtt_required: bool = field(default=False, metadata={"help": "exit 2 at start when the broker cannot be reached (default: run and spool)"})
+    mqtt_spool: Optional[Path] = field(default=None, metadata={"help": "spool file for unsent decisions (default ~/.local/state/edge-mla/spool-STATION.db)", "metavar": "FILE"})
+    mqtt_spool_max: int = field(default=100000, metadata={"help": "most decisions kept in the spool; the oldest are dropped (counted) beyond it (default 100000)", "metavar": "N"})
+    metrics: Optional[str] = field(default=None, metadata={"help": "serve Prometheus /metrics and /healthz on HOST:PORT", "metavar": "HOST:PORT"})
+    health_window: float = field(default=5.0, metadata={"help": "/healthz is 200 while every station decided within this many seconds (default 5)", "metavar": "S"})
+    clips: Optional[Path] = field(default=None, metadata={"help": "write event clips (video + WAV + decisions) into DIR on sensor state changes and low confidence", "metavar": "DIR"})
+    clip_pre: float = field(default=5.0, metadata={"help": "seconds of pre-roll in a clip (default 5)", "metavar": "S"})
+    clip_post: float = field(default=2.0, metadata={"help": "seconds of post-roll in a clip (default 2)", "metavar": "S"})
+    clip_confidence: float = field(default=0.5, metadata={"help": "fused confidence below this for --clip-low-seconds triggers a clip (default 0.5; 0: off)", "metavar": "P"})
+    clip_low_seconds: float = field(default=2.0, metadata={"help": "how long confidence must stay low before a clip (default 2)", "metavar": "S"})
+    clips_max_mb: float = field(default=1024.0, metadata={"help": "disk budget of --clips; the oldest clips are deleted beyond it (default 1024)", "metavar": "MB"})
+    watch: bool = field(default=False, metadata={"help": "swap engines when the engine folder's manifest.json changes (SIGHUP always does)"})
+    watch_period: float = 1.0  # seconds between manifest.json checks under --watch
 
     def __post_init__(self) -> None:
         self.engines = Path(self.engines)
         if self.out is not None:
             self.out = Path(self.out)
+        for name in ("mqtt_password_file", "mqtt_ca", "mqtt_spool", "clips"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
         if isinstance(self.camera, str) and self.camera.lower() == "none":
             self.camera = None
         if isinstance(self.mic, str) and self.mic.lower() == "none":
@@ -79,6 +105,14 @@ NUMERIC = {
     "backoff_max": dict(lo=0, lo_open=True),
     "intra_op_threads": dict(lo=1, hi=256, integer=True),
     "degraded_hold": dict(lo=0, lo_open=True),
+    "health_window": dict(lo=0, lo_open=True),
+    "clip_pre": dict(lo=0, lo_open=True, hi=600),
+    "clip_post": dict(lo=0, lo_open=True, hi=600),
+    "clip_confidence": dict(lo=0, hi=1),
+    "clip_low_seconds": dict(lo=0, lo_open=True),
+    "clips_max_mb": dict(lo=0, lo_open=True),
+    "mqtt_spool_max": dict(lo=1, integer=True),
+    "watch_period": dict(lo=0, lo_open=True),
 }
 FLAG_OF = {"intra_op_threads": "--threads"}
 OUT_MODES = ("new", "append", "overwrite")
@@ -104,3 +138,9 @@ def validate(cfg: RunConfig) -> None:
         from edge_mla.runtime.outputs import check_output_path
 
         check_output_path(cfg.out, cfg.out_mode)
+
+
+def flag_fields() -> list:
+    """The RunConfig fields that are `edge-mla run` flags derived from the dataclass
+    (those with a "help" in their metadata)."""
+    return [f for f in fields(RunConfig) if "help" in f.metadata]

@@ -186,4 +186,13 @@ def format_summary(report) -> str:
                 f"  latency {m}: capture->output p50 {d['e2e_p50_ms']:.1f} ms p99 {d['e2e_p99_ms']:.1f} ms; engine p50 {d['engine_p50_ms']:.2f} ms; overhead p50 {d['overhead_p50_ms']:.1f} ms p99 {d['overhead_p99_ms']:.1f} ms (n={d['n']})"
             )
     lines.append(f"  cpu {r.cpu_percent:.0f}% of one core, peak RSS {r.peak_rss_mb:.0f} MB")
+    f = getattr(r, "factory", None) or {}
+    if f.get("mqtt"):
+        q = f["mqtt"]
+        lines.append(f"  mqtt: {q['published']} acknowledged, {q['spool_depth']} left in the spool, {q['spool_dropped']} dropped from a full spool")
+    if f.get("clips"):
+        c = f["clips"]
+        lines.append(f"  clips: {c['written']} written, {c['dropped']} dropped, {c['deleted']} deleted by the disk budget")
+    if f.get("swaps", {}).get("ok") or f.get("swaps", {}).get("refused"):
+        lines.append(f"  engine swaps: {f['swaps']['ok']} done, {f['swaps']['refused']} refused; running {f['engines']}")
     return "\n".join(lines)

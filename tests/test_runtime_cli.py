@@ -65,15 +65,16 @@ def test_camera_that_cannot_open(engines, tmp_path):
     from edge_mla.runtime.testing.mjpeg import free_port
 
     _one_error_line(run_cli(["run", "--engines", str(engines), "--camera", str(tmp_path / "missing.avi"), "--mic", "none"]), "no such file")
-    _one_error_line(run_cli(["run", "--engines", str(engines), "--camera", "9", "--mic", "none"]), "--camera 9: cannot open the camera (index)")
+    # a device or stream that cannot open is fatal only with --require-sensors (see test_factory_boot.py)
+    _one_error_line(run_cli(["run", "--engines", str(engines), "--camera", "9", "--mic", "none", "--require-sensors"]), "--camera 9: cannot open the camera (index)")
     bad = tmp_path / "notavideo.avi"
     bad.write_text("hello")
     _one_error_line(run_cli(["run", "--engines", str(engines), "--camera", str(bad), "--mic", "none"]), "cannot open the camera")
-    _one_error_line(run_cli(["run", "--engines", str(engines), "--camera", f"http://127.0.0.1:{free_port()}/video", "--mic", "none"]), "cannot open the camera (url)")
+    _one_error_line(run_cli(["run", "--engines", str(engines), "--camera", f"http://127.0.0.1:{free_port()}/video", "--mic", "none", "--require-sensors"]), "cannot open the camera (url)")
 
 
 def test_unknown_mic(engines):
-    _one_error_line(run_cli(["run", "--engines", str(engines), "--camera", "none", "--mic", "no-such-mic-xyz"]), "--mic no-such-mic-xyz: no such input device")
+    _one_error_line(run_cli(["run", "--engines", str(engines), "--camera", "none", "--mic", "no-such-mic-xyz", "--require-sensors"]), "--mic no-such-mic-xyz: no such input device")
     _one_error_line(run_cli(["run", "--engines", str(engines), "--camera", "none", "--mic", "/no/such.wav"]), "no such WAV file")
 
 

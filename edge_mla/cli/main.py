@@ -29,6 +29,7 @@ COMMANDS = {
     "run": "edge_mla.cli.run_cmd",
     "profile": "edge_mla.cli.profile_cmd",
     "demo": "edge_mla.cli.demo_cmd",
+    "doctor": "edge_mla.cli.doctor_cmd",
 }
 # one line per command for `edge-mla --help`, which must not import the commands
 SUMMARIES = {
@@ -39,6 +40,7 @@ SUMMARIES = {
     "run": "the streaming runtime: camera + mic -> fused decisions",
     "profile": "latency per engine, precision, backend and runtime stage",
     "demo": "the whole path on built-in data (what `make demo` runs)",
+    "doctor": "what this machine has for the runtime (OK/WARN/FAIL per line)",
 }
 
 DESCRIPTION = """\

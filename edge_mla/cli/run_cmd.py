@@ -3,7 +3,8 @@
 Imports no torch: only the runtime extra is installed on a device. The flags map
 one to one onto edge_mla.runtime.RunConfig; everything else is in the library.
 Ctrl-C / SIGTERM stop the runtime cleanly (threads joined, streams closed, output
-flushed) and print the summary; the exit status is then 0.
+flushed) and print the summary; the exit status is then 0. SIGHUP swaps in the
+engine folder's current contents (checked first; a bad folder is refused).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def register(subparsers, common) -> None:
     g.add_argument("--append", dest="out_mode", action="store_const", const="append", help="--out: add to an existing file")
     p.add_argument("--console", action="store_true", help="a readable line per decision (on stdout; JSON then needs --out)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per engine (default 1: two engines share 2 cores)")
+    from edge_mla.runtime.flags import add_run_config_flags
+
+    add_run_config_flags(p)  # issue 10: MQTT, metrics, clips, hot swap, boot order
     p.set_defaults(func=run)
 
 
@@ -79,6 +83,9 @@ def config_from_args(args: argparse.Namespace):
         degraded_hold=args.degraded_hold,
         require_reliability=args.require_reliability,
     )
+    from edge_mla.runtime.flags import run_config_values
+
+    kw.update(run_config_values(args))
     if args.replay:
         from edge_mla.runtime.replay.recorder import load_session, session_config
 
@@ -111,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         rt.stop()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: rt.reload())  # hot engine swap
     try:
         rt.start()  # a sensor that cannot open raises EdgeMlaError: one line, exit 2
         try:

@@ -62,6 +62,16 @@ class LatestSlot:
             self._taken = True
             return self._item
 
+    def wait_newer(self, seq: int, timeout: float) -> Optional[Item]:
+        """Like ``get_newer`` but leaves the item for the engine's worker, so an
+        observer (the clip recorder) does not hide the worker's drops."""
+        with self._cond:
+            if self._item is None or self._item.seq <= seq:
+                self._cond.wait(timeout)
+            if self._item is None or self._item.seq <= seq:
+                return None
+            return self._item
+
     def peek(self) -> Optional[Item]:
         with self._cond:
             return self._item

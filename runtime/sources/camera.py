@@ -47,10 +47,22 @@ BLANK = "blank"
 
 
 def camera_kind(spec: str) -> str:
-    """"index", "url" or "file" for a --camera value."""
+    """"index", "url" or "file" for a --camera value; a malformed one (a negative
+    index, a URL without a host) is fatal at start, whatever --require-sensors says."""
     if spec.isdigit():
         return "index"
+    if spec.lstrip("-").isdigit():
+        raise EdgeMlaError(f"--camera {spec}: a camera index must be 0 or more")
     if "://" in spec:
+        from urllib.parse import urlsplit
+
+        try:
+            u = urlsplit(spec)
+            u.port
+        except ValueError as exc:
+            raise EdgeMlaError(f"--camera {spec}: malformed URL ({exc})") from None
+        if not u.hostname:
+            raise EdgeMlaError(f"--camera {spec}: malformed URL (no host)")
         return "url"
     return "file"
 
@@ -68,8 +80,10 @@ class CameraSource:
         outages: Optional[list] = None,
         name: str = "camera",
         blank_threshold: float = 8.0,
+        strict: bool = True,
     ) -> None:
         self.spec = str(spec)
+        self.strict = strict  # --require-sensors: a device that cannot open at start is fatal
         self.kind = camera_kind(self.spec)
         self.loop = loop
         self.timeout = timeout
@@ -125,16 +139,20 @@ class CameraSource:
         return cap
 
     def start(self) -> None:
-        """Open the camera once (a camera that cannot open at start is a user error)
-        and start the grabber thread."""
+        """Open the camera and start the grabber thread. A file that does not open is
+        a user error; a device or stream that does not open yet (a USB camera still
+        enumerating, an IP camera booting) is reported lost and retried with
+        back-off, unless ``strict`` (--require-sensors)."""
         if self.kind == "file" and not os.path.isfile(self.spec):
             raise EdgeMlaError(f"--camera {self.spec}: no such file (give an index like 0, a video file or a stream URL)")
         self._media_t0 = now()
         cap = self._open()
-        if cap is None:
+        if cap is None and (self.strict or self.kind == "file"):
             raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
         self._cap = cap
         self._last_new = self._last_read = now()
+        if cap is None:
+            self._fail("cannot open at start; retrying (--require-sensors makes this fatal)")
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-grabber", daemon=True)
         self._thread.start()
 

@@ -35,19 +35,36 @@ STARTUP_GRACE = 3.0  # a fresh PortAudio stream through PulseAudio took ~2 s to 
 class SoundDeviceInput:
     """Backend for MicSource over a PortAudio input stream."""
 
-    def __init__(self, spec: str, rate: int = 48000) -> None:
+    def __init__(self, spec: str, rate: int = 48000, strict: bool = True) -> None:
         try:
             import sounddevice as sd
         except OSError as exc:  # PortAudio library missing
             raise EdgeMlaError(f"--mic {spec}: sounddevice cannot load PortAudio ({exc}); install libportaudio2") from None
         self._sd = sd
         self.spec = spec
+        if spec.lstrip("-").isdigit() and spec.startswith("-"):
+            raise EdgeMlaError(f"--mic {spec}: an input device index must be 0 or more")
         self.device = None if spec == "default" else (int(spec) if spec.isdigit() else spec)
+        self.rate = int(rate)
+        self.name = spec
+        self._stream = None
+        self.resolved = False
+        try:
+            self._resolve(rate)
+        except EdgeMlaError:
+            if strict:
+                raise
+            # not there yet (a USB mic still enumerating): MicSource reports it lost and
+            # retries; it must then take the capture rate asked for (--mic-rate)
+            log.warning("mic: %s not found at start; retrying (--require-sensors makes this fatal)", spec)
+
+    def _resolve(self, rate: int) -> None:
+        sd = self._sd
         try:
             info = sd.query_devices(self.device, "input")
         except (ValueError, sd.PortAudioError) as exc:
             names = [d["name"] for d in sd.query_devices() if d.get("max_input_channels", 0) > 0]
-            raise EdgeMlaError(f"--mic {spec}: no such input device ({exc}); inputs: {', '.join(names) or 'none'}") from None
+            raise EdgeMlaError(f"--mic {self.spec}: no such input device ({exc}); inputs: {', '.join(names) or 'none'}") from None
         self.rate = int(rate)
         try:
             sd.check_input_settings(self.device, samplerate=self.rate, channels=1, dtype="float32")
@@ -55,19 +72,33 @@ class SoundDeviceInput:
             self.rate = int(info["default_samplerate"])
             log.info("mic: %s does not take %d Hz, capturing at its default %d Hz", info["name"], rate, self.rate)
         self.name = info["name"]
-        self._stream = None
+        self.resolved = True
 
     def describe(self) -> str:
         return f"input device {self.name!r} at {self.rate} Hz"
 
     def open(self, on_block) -> None:
         sd = self._sd
+        if not self.resolved:
+            self.device_found()
 
         def callback(indata, frames, time_info, status) -> None:
             on_block(indata[:, 0], now(), bool(status and status.input_overflow))
 
         self._stream = sd.InputStream(device=self.device, samplerate=self.rate, channels=1, dtype="float32", callback=callback)
         self._stream.start()
+
+    def device_found(self) -> None:
+        """A mic missing at start: look it up again (after ``reinit``) keeping the
+        ring's rate; raises (OSError) while it is still absent."""
+        rate = self.rate
+        try:
+            self._resolve(rate)
+        except EdgeMlaError as exc:
+            raise OSError(str(exc)) from None
+        if self.rate != rate:
+            self.rate = rate  # the ring and resampler were built for this rate
+            raise OSError(f"{self.name} does not take {rate} Hz (set --mic-rate to its rate)")
 
     def close(self) -> None:
         s, self._stream = self._stream, None
@@ -106,6 +137,7 @@ class MicSource:
         loop: bool = False,
         outages: Optional[list] = None,
         name: str = "mic",
+        strict: bool = True,
     ) -> None:
         self.spec = str(spec)
         self.window_seconds = float(window_seconds)
@@ -118,7 +150,8 @@ class MicSource:
 
             self.backend = WavFileInput(self.spec, loop=loop, outages=outages)
         else:
-            self.backend = SoundDeviceInput(self.spec, capture_rate)
+            self.backend = SoundDeviceInput(self.spec, capture_rate, strict=strict)
+        self.strict = strict
         self.rate = self.backend.rate
         self._lock = threading.Lock()
         self._size = int(round((self.window_seconds + SLACK_SECONDS) * self.rate))
@@ -148,12 +181,20 @@ class MicSource:
         self.status.last_data = t
 
     def start(self) -> None:
+        """Open the input; a device that cannot open yet is reported lost and retried
+        by ``supervise`` (with back-off), unless ``strict`` (--require-sensors)."""
         try:
             self.backend.open(self._on_block)
         except EdgeMlaError:
             raise
         except Exception as exc:
-            raise EdgeMlaError(f"--mic {self.spec}: cannot open {self.backend.describe()} ({exc})") from None
+            if self.strict:
+                raise EdgeMlaError(f"--mic {self.spec}: cannot open {self.backend.describe()} ({exc})") from None
+            self._opened_at = now()
+            self.status.failures += 1
+            wait = self.backoff.failed(now())
+            self.status.set(LOST, f"cannot open at start ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); retrying in {wait:.1f}s")
+            return
         self._opened_at = now()
         log.info("%s: %s", self.name, self.backend.describe())
 

@@ -1,0 +1,288 @@
+"""Event clips: the seconds around a sensor failure or an unsure model, on disk.
+
+``--clips DIR`` keeps a rolling pre-roll of camera frames, audio and decision
+records, and when a sensor changes state to or from lost/degraded/frozen/blank, or
+the fused confidence stays below ``--clip-confidence`` for ``--clip-low-seconds``,
+it keeps recording for the post-roll and writes one folder::
+
+    DIR/clips/20261130-061502-123-camera-lost/
+        video.avi        MJPG, the camera frames of pre-roll + post-roll
+        frame.png        the frame at the trigger (the image of the pairs.csv row)
+        audio.wav        the mic audio of the same span (the mic's capture rate)
+        decisions.jsonl  the decision records of the span
+        reason.json      why, when, the label at the trigger, the engine checksum
+    DIR/pairs.csv        image,audio,label: one row per clip with a frame, audio and a label
+    DIR/classes.txt      the model's classes (fixes the label order)
+
+so relabelling the ``label`` column and running ``edge-mla train --dataset folder
+--data-dir DIR`` feeds the clips straight back into training. A disk budget
+(``--clips-max-mb``) deletes the oldest clips first; the index is rebuilt from the
+folders that remain.
+
+Why two threads and bounded queues: the fusion thread only puts the record into a
+queue (a full queue counts a drop, it never waits); a collector thread follows the
+sensors; a writer thread encodes and writes. A slow disk costs clips, never
+decisions. Frames are kept as references to the arrays the camera already made
+(no copy, no encoding until a clip is written), so the pre-roll costs memory
+(about 5 s x fps x frame size), not CPU.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edge_mla.errors import EdgeMlaError
+from edge_mla.runtime.clock import now
+
+log = logging.getLogger(__name__)
+
+BAD_STATES = ("lost", "degraded", "frozen", "blank")
+MIN_FREE_MB = 16.0
+MAX_EXTRA_SECONDS = 30.0  # a clip extended by new triggers stops growing after this
+
+
+def check_clips_dir(root: Path) -> None:
+    """Writable, with some free space; EdgeMlaError naming --clips otherwise."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise EdgeMlaError(f"--clips {root}: not writable ({exc.strerror or exc})") from None
+    free = shutil.disk_usage(root).free / 2**20
+    if free < MIN_FREE_MB:
+        raise EdgeMlaError(f"--clips {root}: disk full ({free:.0f} MB free, need at least {MIN_FREE_MB:.0f})")
+
+
+class ClipRecorder:
+    def __init__(self, cfg, camera, mic, classes: list, checksum=lambda: "") -> None:
+        self.root = Path(cfg.clips)
+        check_clips_dir(self.root)
+        self.pre, self.post = cfg.clip_pre, cfg.clip_post
+        self.conf_threshold, self.low_seconds = cfg.clip_confidence, cfg.clip_low_seconds
+        self.budget = cfg.clips_max_mb * 2**20
+        self.camera, self.mic = camera, mic
+        self.classes = list(classes)
+        self.checksum = checksum
+        self._events: queue.Queue = queue.Queue(maxsize=512)
+        self._jobs: queue.Queue = queue.Queue(maxsize=4)
+        self._stop = threading.Event()
+        self._frames: collections.deque = collections.deque()  # (t, frame)
+        self._audio: collections.deque = collections.deque()  # (t of newest sample, chunk)
+        self._records: collections.deque = collections.deque()  # (t, record)
+        self._states: dict = {}
+        self._low_since: Optional[float] = None
+        self._low_fired = False
+        self._active: Optional[dict] = None
+        self.written = self.dropped = self.deleted = self.errors = 0
+        self._threads = [threading.Thread(target=self._collect, name="clips-collector", daemon=True), threading.Thread(target=self._write_loop, name="clips-writer", daemon=True)]
+
+    # -- fusion-thread side -----------------------------------------------------
+    def on_decision(self, rec: dict, timing: dict) -> None:
+        try:
+            self._events.put_nowait((timing["t_fuse"], rec))
+        except queue.Full:
+            self.dropped += 1
+
+    def start(self) -> None:
+        (self.root / "classes.txt").write_text("\n".join(self.classes) + "\n")
+        for t in self._threads:
+            t.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish the clip being recorded (cut short) and write what is queued."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def snapshot(self) -> dict:
+        return {"written": self.written, "dropped": self.dropped, "deleted": self.deleted}
+
+    # -- collector thread ----------------------------------------------------------
+    def _collect(self) -> None:
+        frame_seq, audio_seq = 0, 0
+        if self.mic is not None:
+            item = self.mic.latest(0)
+            audio_seq = item.seq if item is not None else 0  # start from now, not from the ring's past
+        while not self._stop.is_set():
+            if self.camera is not None:
+                item = self.camera.slot.wait_newer(frame_seq, 0.02)
+                if item is not None:
+                    frame_seq = item.seq
+                    self._frames.append((item.t_capture, item.data))
+            else:
+                self._stop.wait(0.02)
+            if self.mic is not None:
+                item = self.mic.latest(audio_seq)
+                if item is not None:
+                    chunk, _gap = item.data
+                    audio_seq = item.seq
+                    self._audio.append((item.t_capture, chunk))
+            while True:
+                try:
+                    t, rec = self._events.get_nowait()
+                except queue.Empty:
+                    break
+                self._records.append((t, rec))
+                self._check(t, rec)
+            t = now()
+            if self._active is not None and t >= self._active["until"]:
+                self._finish(t)
+            keep_from = (self._active["t0"] if self._active else t) - self.pre
+            for dq in (self._frames, self._audio, self._records):
+                while dq and dq[0][0] < keep_from:
+                    dq.popleft()
+        if self._active is not None:
+            self._finish(now())
+        self._jobs.put(None)
+
+    def _check(self, t: float, rec: dict) -> None:
+        reasons = []
+        for name, snap in rec.get("sensors", {}).items():
+            old, new = self._states.get(name), snap.get("state")
+            self._states[name] = new
+            if old is not None and old != new and (old in BAD_STATES or new in BAD_STATES):
+                reasons.append(f"{name}-{new if new in BAD_STATES else 'back'}")
+        if self.conf_threshold > 0:
+            low = not rec.get("decision") or (rec.get("confidence") or 0.0) < self.conf_threshold
+            if low and rec.get("decision") is False and rec.get("reason") == "no result yet":
+                low = False  # start-up, not an unsure model
+            if not low:
+                self._low_since, self._low_fired = None, False
+            elif self._low_since is None:
+                self._low_since = t
+            elif not self._low_fired and t - self._low_since >= self.low_seconds:
+                self._low_fired = True
+                reasons.append("low-confidence")
+        for reason in reasons:
+            self._trigger(t, reason, rec)
+
+    def _trigger(self, t: float, reason: str, rec: dict) -> None:
+        if self._active is None:
+            self._active = {"t0": t, "until": t + self.post, "reasons": [reason], "wall": time.time(), "record": rec}
+            log.info("clip: %s; recording %.1fs of post-roll", reason, self.post)
+        else:
+            a = self._active
+            a["reasons"].append(reason)
+            a["until"] = min(t + self.post, a["t0"] + self.post + MAX_EXTRA_SECONDS)
+
+    def _finish(self, t: float) -> None:
+        a, self._active = self._active, None
+        lo = a["t0"] - self.pre
+        frames = [(ts, f) for ts, f in self._frames if lo <= ts <= t]
+        audio = [c for ts, c in self._audio if lo <= ts <= t]
+        records = [r for ts, r in self._records if lo <= ts <= t]
+        trig = min(frames, key=lambda x: abs(x[0] - a["t0"]))[1] if frames else None
+        job = {**a, "t_end": t, "frames": frames, "trigger_frame": trig, "audio": audio, "records": records, "checksum": self.checksum()}
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            self.dropped += 1
+            log.warning("clip: writer busy, dropped the %s clip", a["reasons"][0])
+
+    # -- writer thread -----------------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            try:
+                self._write(job)
+                self.written += 1
+                self._enforce_budget()
+            except Exception as exc:
+                self.errors += 1
+                self.dropped += 1
+                log.error("clip: cannot write into %s (%s: %s); the runtime goes on", self.root, type(exc).__name__, exc)
+
+    def _write(self, job: dict) -> None:
+        import cv2
+
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(job["wall"])) + f"-{int(job['wall'] * 1000) % 1000:03d}"
+        name = f"{stamp}-{job['reasons'][0]}"
+        clips = self.root / "clips"
+        tmp = clips / f".tmp-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        frames = job["frames"]
+        if frames:
+            span = frames[-1][0] - frames[0][0]
+            fps = (len(frames) - 1) / span if span > 0 and len(frames) > 1 else 10.0
+            h, w = frames[0][1].shape[:2]
+            vw = cv2.VideoWriter(str(tmp / "video.avi"), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (w, h))
+            for _, f in frames:
+                if f.shape[:2] == (h, w):
+                    vw.write(f if f.ndim == 3 else cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
+            vw.release()
+            cv2.imwrite(str(tmp / "frame.png"), job["trigger_frame"])
+        if job["audio"]:
+            import soundfile as sf
+
+            sf.write(str(tmp / "audio.wav"), np.concatenate(job["audio"]).astype(np.float32), int(self.mic.rate), subtype="PCM_16")
+        with open(tmp / "decisions.jsonl", "w") as f:
+            for r in job["records"]:
+                f.write(json.dumps(r, separators=(",", ":")) + "\n")
+        rec = job["record"]
+        labels = [r.get("label") for r in job["records"] if r.get("decision") and r.get("label") is not None]
+        reason = {
+            "reason": job["reasons"][0],
+            "reasons": job["reasons"],
+            "time": round(job["wall"], 3),
+            "seconds": round(job["t_end"] - job["t0"] + self.pre, 3),
+            "pre_roll": self.pre,
+            "post_roll": self.post,
+            "frames": len(frames),
+            "audio_seconds": round(sum(len(c) for c in job["audio"]) / self.mic.rate, 3) if self.mic is not None else 0.0,
+            "sensors": {k: v.get("state") for k, v in rec.get("sensors", {}).items()},
+            "label": rec.get("label") if rec.get("decision") else (labels[-1] if labels else None),
+            "confidence": rec.get("confidence"),
+            "engines": job["checksum"],
+        }
+        (tmp / "reason.json").write_text(json.dumps(reason, indent=1) + "\n")
+        final = clips / name
+        n = 1
+        while final.exists():
+            n += 1
+            final = clips / f"{name}-{n}"
+        os.replace(tmp, final)
+        log.info("clip: wrote %s (%d frames, %.1fs audio)", final, len(frames), reason["audio_seconds"])
+
+    def _enforce_budget(self) -> None:
+        clips = sorted(p for p in (self.root / "clips").iterdir() if p.is_dir() and not p.name.startswith("."))
+        sizes = {p: sum(f.stat().st_size for f in p.iterdir()) for p in clips}
+        total = sum(sizes.values())
+        while len(clips) > 1 and total > self.budget:  # the clip just written always stays
+            old = clips.pop(0)
+            total -= sizes[old]
+            shutil.rmtree(old, ignore_errors=True)
+            self.deleted += 1
+            log.info("clip: disk budget: deleted %s", old.name)
+        self._write_index(clips)
+
+    def _write_index(self, clips: list) -> None:
+        """pairs.csv (image,audio,label) of every clip with a frame, audio and a label."""
+        tmp = self.root / ".pairs.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "audio", "label"])
+            for p in clips:
+                try:
+                    label = json.loads((p / "reason.json").read_text()).get("label")
+                except (OSError, ValueError):
+                    continue
+                if label is not None and (p / "frame.png").is_file() and (p / "audio.wav").is_file():
+                    w.writerow([f"clips/{p.name}/frame.png", f"clips/{p.name}/audio.wav", label])
+        os.replace(tmp, self.root / "pairs.csv")

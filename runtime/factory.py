@@ -1,0 +1,100 @@
+"""The factory-floor services around one Runtime: MQTT output, Prometheus metrics
+and /healthz, event clips, hot engine swap, systemd notifications.
+
+Why one wiring module: app.py stays the data path (sources -> workers -> fusion ->
+outputs); everything here hangs off three hooks the Runtime offers (extra outputs,
+a per-decision callback, start/stop) and is built only when its option is set
+(the swapper always: SIGHUP must work on every runtime). Everything that can be
+wrong with an option (a malformed URL, an unreadable file, a port in use, a clips
+folder that cannot be written) raises EdgeMlaError before any sensor opens.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from edge_mla.runtime import sd_notify
+from edge_mla.runtime.clock import now
+from edge_mla.runtime.hot_swap import EngineSwapper
+
+log = logging.getLogger(__name__)
+
+
+class FactoryFloor:
+    def __init__(self, rt) -> None:
+        cfg = rt.cfg
+        self.rt = rt
+        self.outputs: list = []
+        self.hooks: list = []
+        self.mqtt = self.metrics = self.server = self.clips = None
+        self.keepalive: Optional[sd_notify.Keepalive] = None
+        if cfg.mqtt:
+            from edge_mla.runtime.mqtt_output import MqttOutput
+
+            self.mqtt = MqttOutput(cfg)
+            self.outputs.append(self.mqtt)
+        if cfg.metrics:
+            from edge_mla.runtime.metrics import MetricsServer, RuntimeMetrics
+
+            self.metrics = RuntimeMetrics(rt.metrics_snapshot, cfg.station, cfg.health_window)
+            self.server = MetricsServer(cfg.metrics, self.metrics)  # parses HOST:PORT now
+            self.hooks.append(self.metrics.on_decision)
+        if cfg.clips is not None:
+            from edge_mla.runtime.clips import ClipRecorder
+
+            self.clips = ClipRecorder(cfg, rt.camera, rt.mic, rt.classes, lambda: rt.engine_checksum)
+            self.hooks.append(self.clips.on_decision)
+        self.swapper = EngineSwapper(cfg.engines, list(rt.engines), rt.classes, cfg.precision, cfg.intra_op_threads, rt.apply_swap, rt._stop, watch=cfg.watch, period=cfg.watch_period)
+        self._started: list = []
+
+    def start(self) -> None:
+        """Before the sensors open: bind the metrics port, connect to the broker
+        (EdgeMlaError on a port in use, or an unreachable broker with --mqtt-required)."""
+        try:
+            if self.server is not None:
+                self.server.start()
+                self._started.append(self.server)
+            if self.mqtt is not None:
+                self.mqtt.start()
+        except Exception:
+            self.close()
+            raise
+
+    def start_threads(self) -> None:
+        """After the runtime's threads run: clips, swapper, systemd READY + watchdog."""
+        if self.clips is not None:
+            self.clips.start()
+            self._started.append(self.clips)
+        self.swapper.start()
+        period = sd_notify.watchdog_period()
+        if period is not None:
+            self.keepalive = sd_notify.Keepalive(self.fusion_alive, self.rt._stop, period)
+            self.keepalive.start()
+        sd_notify.notify("READY=1\nSTATUS=deciding")
+
+    def fusion_alive(self) -> bool:
+        """The fusion thread runs and produced a record recently (the watchdog's test)."""
+        fusion = getattr(self.rt, "fusion", None)
+        last = self.rt.last_emit
+        limit = max(10.0 / self.rt.cfg.rate, 2.0)
+        return fusion is not None and fusion._thread.is_alive() and last is not None and now() - last < limit
+
+    def close(self) -> None:
+        """After the runtime's threads stopped, before the outputs close."""
+        sd_notify.notify("STOPPING=1")
+        self.swapper.join(2.0)
+        for part in reversed(self._started):
+            try:
+                part.close()
+            except Exception:
+                log.exception("shutdown: %s failed to close", type(part).__name__)
+        self._started = []
+
+    def snapshot(self) -> dict:
+        out = {"mqtt": None, "clips": None}
+        if self.mqtt is not None:
+            out["mqtt"] = {"spool_depth": self.mqtt.spool_depth, "spool_dropped": self.mqtt.spool_dropped, "published": self.mqtt.published, "connected": self.mqtt.connected}
+        if self.clips is not None:
+            out["clips"] = self.clips.snapshot()
+        return out

@@ -1,0 +1,91 @@
+"""/metrics and /healthz over real HTTP against a running runtime, parsed with
+prometheus-client's own exposition parser."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+
+from test_runtime_cli import _one_error_line, session  # noqa: F401
+from test_runtime_support import Collect, engines, run_cli, wait_for  # noqa: F401
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _families(text: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _value(fams: dict, name: str, **labels) -> float:
+    for f in fams.values():
+        for s in f.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def test_metrics_and_health_of_a_running_runtime(engines, session):
+    from edge_mla.runtime import Runtime
+    from edge_mla.runtime.replay.recorder import session_config
+    from edge_mla.runtime.testing.mjpeg import free_port
+
+    port = free_port()
+    out = Collect()
+    cfg = session_config(session, engines=engines, loop=True, json_stdout=False, rate=10, metrics=f"127.0.0.1:{port}", health_window=2.0)
+    rt = Runtime(cfg, outputs=[out])
+    rt.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: sum(r["decision"] for r in out.since(0)) >= 10, 15)
+        code, body = _get(base + "/healthz")
+        assert code == 200 and json.loads(body)["status"] == "ok"
+        code, text = _get(base + "/metrics")
+        assert code == 200
+        fams = _families(text)
+        n_dec = sum(r["decision"] for r in out.since(0))
+        got = _value(fams, "edge_mla_decisions_total", station="default")
+        assert 10 <= got <= n_dec + 5  # read at scrape time, a few ticks after our count
+        assert _value(fams, "edge_mla_sensor_state", sensor="mic", state="ok") == 1.0
+        assert _value(fams, "edge_mla_sensor_state", sensor="mic", state="lost") == 0.0
+        assert _value(fams, "edge_mla_engine_runs_total", modality="image") > 0
+        assert _value(fams, "edge_mla_engine_seconds_count", modality="audio") > 0
+        assert _value(fams, "edge_mla_capture_to_decision_seconds_count", modality="image") > 0
+        assert _value(fams, "edge_mla_engine_folder_info", checksum=rt.engine_checksum) == 1.0
+        w = _value(fams, "edge_mla_fusion_weight", modality="image") + _value(fams, "edge_mla_fusion_weight", modality="audio")
+        assert w == pytest.approx(1.0, abs=0.01) or w == pytest.approx(0.0)
+        assert _value(fams, "process_resident_memory_bytes") > 10e6 and "process_cpu_seconds" in fams
+        for name in ("edge_mla_no_decisions", "edge_mla_degraded_seconds", "edge_mla_sensor_reconnects", "edge_mla_engine_errors", "edge_mla_inputs_dropped", "edge_mla_engine_swaps"):
+            assert name in fams, name
+        assert _get(base + "/nope")[0] == 404
+        # the runtime stops deciding (fusion halted): health turns 503 with a reason
+        rt.stop()
+        rt.fusion.join()
+        wait_for(lambda: _get(base + "/healthz")[0] == 503, 6)
+        code, body = _get(base + "/healthz")
+        assert json.loads(body)["status"] == "unhealthy" and "no decision for" in json.loads(body)["reason"]
+    finally:
+        rt.join()
+    with pytest.raises(OSError):  # the port is closed with the runtime
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_metrics_port_in_use_and_bad_address(engines, session, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        base = ["run", "--engines", str(engines), "--replay", str(session.root), "--out", str(tmp_path / "o.jsonl")]
+        _one_error_line(run_cli(base + ["--metrics", f"127.0.0.1:{port}"]), f"--metrics 127.0.0.1:{port}: cannot listen")
+    _one_error_line(run_cli(base + ["--metrics", "9100"]), "--metrics 9100: expected HOST:PORT")

@@ -1,0 +1,115 @@
+"""Hot engine swap mid-run: no gap in decisions, the checksum in the records
+changes at one decision; a broken folder is refused and the old engines go on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_runtime_cli import session  # noqa: F401
+from test_runtime_support import ROOT, Collect, engines, wait_for  # noqa: F401
+
+
+def _retag(folder, note: str) -> None:
+    """Rewrite the manifest with one more key: same engines, a new folder checksum
+    (what a redeploy of a retrained model looks like to the runtime)."""
+    m = json.loads((folder / "manifest.json").read_text())
+    m["model"]["note"] = note
+    (folder / "manifest.json").write_text(json.dumps(m, indent=2))
+
+
+def _max_gap(records: list) -> float:
+    t = np.array([r["t"] for r in records])
+    return float(np.diff(t).max())
+
+
+@pytest.mark.parametrize("how", ["request", "watch"])
+def test_swap_mid_run_without_a_gap(engines, session, tmp_path, how):
+    from edge_mla.runtime import Runtime
+    from edge_mla.runtime.replay.recorder import session_config
+
+    folder = shutil.copytree(engines, tmp_path / "eng")
+    out = Collect()
+    rate = 10.0
+    cfg = session_config(session, engines=folder, loop=True, json_stdout=False, rate=rate, watch=how == "watch", watch_period=0.2)
+    rt = Runtime(cfg, outputs=[out])
+    old = rt.engine_checksum
+    rt.start()
+    try:
+        wait_for(lambda: len(out) >= 15, 15)
+        _retag(folder, "v2")
+        if how == "request":
+            rt.reload()
+        wait_for(lambda: out.last()["engines"] != old, 10)
+        n = len(out)
+        wait_for(lambda: len(out) >= n + 10, 10)
+    finally:
+        rt.join()
+    recs = out.records
+    sums = [r["engines"] for r in recs]
+    k = sums.index(sums[-1])
+    assert set(sums[:k]) == {old} and set(sums[k:]) == {sums[-1]}  # one switch, between two decisions
+    assert _max_gap(recs) <= 2.0 / rate + 0.05  # no gap longer than 2 ticks
+    assert all(r["decision"] for r in recs[k - 3 : k + 3])  # deciding right through the switch
+    assert rt.floor.swapper.swaps == {"ok": 1, "refused": 0}
+
+
+def test_broken_folder_is_refused_and_the_old_engines_keep_running(engines, session, tmp_path, caplog):
+    from edge_mla.runtime import Runtime
+    from edge_mla.runtime.replay.recorder import session_config
+
+    folder = shutil.copytree(engines, tmp_path / "eng")
+    out = Collect()
+    cfg = session_config(session, engines=folder, loop=True, json_stdout=False, rate=10)
+    rt = Runtime(cfg, outputs=[out])
+    old = rt.engine_checksum
+    rt.start()
+    try:
+        wait_for(lambda: len(out) >= 10, 15)
+        with open(folder / "image.fp32.onnx", "r+b") as f:  # corrupted on the way to the device
+            f.seek(100)
+            f.write(b"\xff" * 64)
+        rt.reload()
+        wait_for(lambda: rt.floor.swapper.swaps["refused"] == 1, 10)
+        m = json.loads((folder / "manifest.json").read_text())  # a manifest that lies about its engine
+        shutil.copy(engines / "image.fp32.onnx", folder / "image.fp32.onnx")
+        m["engines"]["image"]["sha256"] = m["engines"]["image"]["variants"]["fp32"]["sha256"] = __import__("hashlib").sha256((folder / "image.fp32.onnx").read_bytes()).hexdigest()
+        m["classes"] = m["classes"][::-1]
+        (folder / "manifest.json").write_text(json.dumps(m))
+        rt.reload()
+        wait_for(lambda: rt.floor.swapper.swaps["refused"] == 2, 10)
+        n = len(out)
+        wait_for(lambda: len(out) >= n + 10, 10)
+    finally:
+        report = rt.join()
+    assert {r["engines"] for r in out.records} == {old}
+    assert all(r["decision"] for r in out.records[-10:])
+    assert report.workers["image"]["errors"] == 0
+    refusals = [r.getMessage() for r in caplog.records if "engine swap refused" in r.getMessage()]
+    assert len(refusals) == 2 and "sha256" in refusals[0] and "other classes" in refusals[1]
+
+
+def test_sighup_swaps_the_running_cli(engines, session, tmp_path):
+    folder = shutil.copytree(engines, tmp_path / "eng")
+    out = tmp_path / "o.jsonl"
+    cmd = [sys.executable, "-m", "edge_mla.cli.main", "run", "--engines", str(folder), "--replay", str(session.root), "--loop", "--out", str(out)]
+    p = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 10, 30)
+        _retag(folder, "v3")
+        p.send_signal(signal.SIGHUP)
+        wait_for(lambda: json.loads(out.read_text().splitlines()[-1])["engines"] != json.loads(out.read_text().splitlines()[0])["engines"], 15)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "engine swap: now running" in err
+    assert "engine swaps: 1 done, 0 refused" in err
