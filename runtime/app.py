@@ -33,6 +33,7 @@ from edge_mla.errors import EdgeMlaError
 from edge_mla.manifest import load_manifest
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.config import RunConfig, validate
+from edge_mla.runtime.backends import parse_providers
 from edge_mla.runtime.engine import Engine
 from edge_mla.runtime.fusion_loop import FusionLoop
 from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput
@@ -80,7 +81,8 @@ class Runtime:
             if on and mod not in self.manifest.modalities:
                 flag = "--camera none" if mod == "image" else "--mic none"
                 raise EdgeMlaError(f"{cfg.engines}: the engine folder has no {mod} engine (have: {', '.join(self.manifest.modalities)}); run with {flag}")
-        self.engines = {m: Engine(self.manifest.engine(m, cfg.precision), len(self.classes), cfg.intra_op_threads) for m, on in want.items() if on}
+        providers = parse_providers(cfg.providers)
+        self.engines = {m: Engine(self.manifest.engine(m, cfg.precision), len(self.classes), cfg.intra_op_threads, cfg.backend, providers) for m, on in want.items() if on}
         self.camera = self.mic = None
         self.workers: dict = {}
         if cfg.camera is not None:

@@ -45,6 +45,8 @@ class RunConfig:
     json_stdout: bool = True  # write JSON lines to stdout when ``out`` is None
     console: bool = False  # a readable line per decision (stderr when JSON goes to stdout)
     intra_op_threads: int = 1  # per ONNX Runtime session: two sessions share 2 cores
+    backend: str = "auto"  # auto | onnxruntime | tensorrt (edge_mla.runtime.backends.BACKENDS)
+    providers: Optional[str] = None  # ONNX Runtime providers, e.g. "cuda,cpu"; None: the best this build has
     camera_outages: list = field(default_factory=list)  # list[Outage], replay only
     mic_outages: list = field(default_factory=list)  # list[Outage], replay only
 
@@ -71,5 +73,9 @@ def validate(cfg: RunConfig) -> None:
         raise EdgeMlaError(f"--duration must be positive (got {cfg.duration})")
     if cfg.video_rate is not None and cfg.video_rate <= 0:
         raise EdgeMlaError(f"--video-rate must be positive (got {cfg.video_rate})")
+    from edge_mla.runtime.backends import BACKENDS
+
+    if cfg.backend not in BACKENDS:
+        raise EdgeMlaError(f"--backend must be one of {', '.join(BACKENDS)} (got {cfg.backend})")
     if cfg.precision not in (None, "fp32", "int8"):
         raise EdgeMlaError(f"--precision must be fp32 or int8 (got {cfg.precision})")

@@ -13,6 +13,8 @@ import logging
 import signal
 import sys
 
+from edge_mla.runtime.backends import BACKENDS
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +45,8 @@ def register(subparsers, common) -> None:
     p.add_argument("--out", metavar="FILE", help="write JSON lines to FILE instead of stdout")
     p.add_argument("--console", action="store_true", help="a readable line per decision (on stdout; JSON then needs --out)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per engine (default 1: two engines share 2 cores)")
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS), help="how engines run: auto (TensorRT when a plan, TensorRT and a GPU are there, else ONNX Runtime with the best providers it has), onnxruntime, tensorrt (default auto)")
+    p.add_argument("--providers", metavar="LIST", help="ONNX Runtime execution providers in order, e.g. cuda,cpu (cpu, cuda, tensorrt, openvino; default: every one this onnxruntime build has)")
     p.set_defaults(func=run)
 
 
@@ -70,6 +74,8 @@ def config_from_args(args: argparse.Namespace):
         json_stdout=not args.console,
         console=args.console,
         intra_op_threads=args.threads,
+        backend=args.backend,
+        providers=args.providers,
     )
     if args.replay:
         from edge_mla.runtime.replay.recorder import load_session, session_config
