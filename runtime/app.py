@@ -70,9 +70,13 @@ class RunReport:
 class Runtime:
     """Build with a RunConfig; ``start()``, then ``stop()`` + ``join()`` (or ``run()``)."""
 
-    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None) -> None:
+    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None, engines: Optional[dict] = None, station: str = "default") -> None:
+        """``engines`` (modality -> engine) lets stations share engines (MultiRuntime);
+        by default each modality gets its own. ``station`` names this station in
+        every record."""
         validate(cfg)
         self.cfg = cfg
+        self.station = station
         self.manifest = load_manifest(cfg.engines)
         self.classes = self.manifest.classes
         self._stop = threading.Event()
@@ -81,8 +85,10 @@ class Runtime:
             if on and mod not in self.manifest.modalities:
                 flag = "--camera none" if mod == "image" else "--mic none"
                 raise EdgeMlaError(f"{cfg.engines}: the engine folder has no {mod} engine (have: {', '.join(self.manifest.modalities)}); run with {flag}")
-        providers = parse_providers(cfg.providers)
-        self.engines = {m: Engine(self.manifest.engine(m, cfg.precision), len(self.classes), cfg.intra_op_threads, cfg.backend, providers) for m, on in want.items() if on}
+        if engines is None:
+            providers = parse_providers(cfg.providers)
+            engines = {m: Engine(self.manifest.engine(m, cfg.precision), len(self.classes), cfg.intra_op_threads, cfg.backend, providers) for m, on in want.items() if on}
+        self.engines = {m: engines[m] for m, on in want.items() if on}
         self.camera = self.mic = None
         self.workers: dict = {}
         if cfg.camera is not None:
@@ -123,7 +129,7 @@ class Runtime:
         return {m: w.latest() for m, w in self.workers.items()}
 
     def _emit(self, rec: dict, timing: dict) -> None:
-        rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), **rec}
+        rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), "station": self.station, **rec}
         with self._emit_lock:
             for o in self.outputs:
                 try:
@@ -149,16 +155,16 @@ class Runtime:
             for src in started:
                 src.stop()
             raise
+        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule)
         if self.camera is not None:
             cam = self.camera
             pre = image_preprocessor(self.engines["image"].spec.image_size or 28)
-            self.workers["image"] = Worker("image", self.engines["image"], lambda seq, to: cam.slot.get_newer(seq, to), pre, self.cfg.video_rate, self._stop)
+            self.workers["image"] = Worker("image", self.engines["image"], lambda seq, to: cam.slot.get_newer(seq, to), pre, self.cfg.video_rate, self._stop, on_result=self.fusion.notify)
         if self.mic is not None:
             mic = self.mic
             thr = self.cfg.silence_threshold
             gate = (lambda x: float(np.sqrt(np.mean(np.square(x)))) >= thr) if thr > 0 else None
-            self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.latest(seq), self._audio_pre, 1.0 / self.cfg.hop, self._stop, gate=gate)
-        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule)
+            self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.fresh(seq, to), self._audio_pre, 1.0 / self.cfg.hop, self._stop, gate=gate, on_result=self.fusion.notify)
         self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in (self.camera, self.mic) if s is not None] + [self.fusion]
         for t in self._threads:
             t.start()
@@ -172,14 +178,18 @@ class Runtime:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def sources_ended(self) -> bool:
+        """Every source of this station reached its end (files without --loop)."""
+        srcs = [s for s in (self.camera, self.mic) if s is not None]
+        return bool(srcs) and all(s.status.state == ENDED for s in srcs)
+
     def wait(self, duration: Optional[float] = None) -> None:
         """Block until stopped, ``duration`` seconds passed, or every source ended."""
         deadline = None if duration is None else self._t_start + duration
         while not self._stop.is_set():
             if deadline is not None and now() >= deadline:
                 break
-            srcs = [s for s in (self.camera, self.mic) if s is not None]
-            if srcs and all(s.status.state == ENDED for s in srcs):
+            if self.sources_ended():
                 log.info("every source ended")
                 break
             self._stop.wait(0.1 if deadline is None else max(min(0.1, deadline - now()), 0.001))

@@ -27,13 +27,14 @@ log = logging.getLogger(__name__)
 class _Request:
     x: np.ndarray
     done: threading.Event = field(default_factory=threading.Event)
-    out: Optional[np.ndarray] = None
+    out: Optional[tuple] = None  # (logits (1, C), reliability or None)
     error: Optional[BaseException] = None
 
 
 class BatchedEngine:
-    """Wraps an engine with ``run_batch(x) -> (N, C)``; ``run(x)`` (one example, no
-    batch axis) blocks until the batch holding it has run and returns its (1, C) row.
+    """Wraps an engine with ``infer_batch(x) -> (logits (N, C), reliability (N,) or
+    None)``; ``infer(x)`` (one example, no batch axis) blocks until the batch holding
+    it has run and returns its row: (logits (1, C), reliability or None).
 
     ``clients`` is how many workers share it (the batch is full when each has one
     call waiting); ``max_wait`` bounds how long the first call waits for the others.
@@ -63,6 +64,9 @@ class BatchedEngine:
         return self.engine.seconds
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        return self.infer(x)[0]
+
+    def infer(self, x: np.ndarray) -> tuple:
         req = _Request(np.asarray(x, np.float32))
         with self._cv:
             if self._closed:
@@ -95,9 +99,9 @@ class BatchedEngine:
             if not batch:
                 return
             try:
-                out = self.engine.run_batch(np.stack([r.x for r in batch]))
+                logits, rel = self.engine.infer_batch(np.stack([r.x for r in batch]))
                 for i, r in enumerate(batch):
-                    r.out = out[i : i + 1]
+                    r.out = (logits[i : i + 1], None if rel is None else float(rel[i]))
             except BaseException as exc:  # every caller sees the failure of its batch
                 for r in batch:
                     r.error = exc

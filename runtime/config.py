@@ -47,6 +47,7 @@ class RunConfig:
     intra_op_threads: int = 1  # per ONNX Runtime session: two sessions share 2 cores
     backend: str = "auto"  # auto | onnxruntime | tensorrt (edge_mla.runtime.backends.BACKENDS)
     providers: Optional[str] = None  # ONNX Runtime providers, e.g. "cuda,cpu"; None: the best this build has
+    batch_wait: float = 0.005  # seconds a shared engine waits for other stations' inputs to batch them
     camera_outages: list = field(default_factory=list)  # list[Outage], replay only
     mic_outages: list = field(default_factory=list)  # list[Outage], replay only
 
@@ -75,6 +76,8 @@ def validate(cfg: RunConfig) -> None:
         raise EdgeMlaError(f"--video-rate must be positive (got {cfg.video_rate})")
     from edge_mla.runtime.backends import BACKENDS
 
+    if not 0 <= cfg.batch_wait <= 1:
+        raise EdgeMlaError(f"--batch-wait must be between 0 and 1 second (got {cfg.batch_wait})")
     if cfg.backend not in BACKENDS:
         raise EdgeMlaError(f"--backend must be one of {', '.join(BACKENDS)} (got {cfg.backend})")
     if cfg.precision not in (None, "fp32", "int8"):

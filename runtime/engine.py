@@ -28,8 +28,8 @@ def cpu_session(path, threads: int = 1) -> OrtRunner:
 
 
 class Engine:
-    """``run_batch(x)`` -> logits (N, C) for preprocessed examples ``x`` (batch first);
-    ``run(x)`` the same for one example without a batch axis."""
+    """``infer_batch(x)`` -> (logits (N, C), reliability) for preprocessed examples
+    ``x`` (batch first); ``infer(x)``/``run(x)`` for one example without a batch axis."""
 
     def __init__(self, spec: EngineSpec, num_classes: int, intra_op_threads: int = 1, backend: str = "auto", providers: Optional[list] = None) -> None:
         self.spec = spec
@@ -50,6 +50,7 @@ class Engine:
         if out_shape and isinstance(out_shape[-1], int) and out_shape[-1] != num_classes:
             raise EdgeMlaError(f"{r.path}: engine has {out_shape[-1]} outputs but the manifest lists {num_classes} classes")
         self.input_name, self.output_name = spec.input_name, spec.output_name
+        self.reliability_name: Optional[str] = None  # a second output, where the manifest declares one
 
     @property
     def runs(self) -> int:
@@ -62,8 +63,16 @@ class Engine:
     def describe(self) -> dict:
         return {**self.runner.describe(), "reason": self.choice.reason}
 
-    def run_batch(self, x: np.ndarray) -> np.ndarray:
-        return self.runner.run({self.input_name: x})[self.output_name]
+    def infer_batch(self, x: np.ndarray) -> tuple:
+        """(logits (N, C), per-example reliability (N,) or None) for a batch ``x``."""
+        outs = self.runner.run({self.input_name: x})
+        rel = outs.get(self.reliability_name) if self.reliability_name else None
+        return outs[self.output_name], (None if rel is None else np.asarray(rel, np.float32).reshape(-1))
+
+    def infer(self, x: np.ndarray) -> tuple:
+        """(logits (1, C), reliability or None) for one example without a batch axis."""
+        logits, rel = self.infer_batch(x[None])
+        return logits, (None if rel is None else float(rel[0]))
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.run_batch(x[None])
+        return self.infer(x)[0]

@@ -18,7 +18,8 @@
     engines = "runs/other/engines"   # a station may override any [runtime] option
 
 Each station becomes one RunConfig: the command-line flags the user typed, then
-``[runtime]``, then the station's own table (the most specific wins). The keys and
+``[runtime]``, then the station's own table (the most specific wins). A sensor
+that neither the station nor ``[runtime]`` names is not used at that station. The keys and
 their types come from RunConfig itself, so a new runtime option is settable here
 without touching this module. Every mistake (unknown key, wrong type, duplicate
 or missing station name, a station with no sensor, a value out of range) is one
@@ -135,7 +136,7 @@ def read_stations(path: str | Path, base: Optional[Mapping] = None) -> list:
         own = _options(table, where, path, types, allow=frozenset({"name"}))
         if not {"camera", "mic"} & (set(own) | set(shared)):
             raise EdgeMlaError(f"{path}: {where}: no sensor: set camera and/or mic (in the station or in [runtime])")
-        kw = {**common, **own}
+        kw = {"camera": "none", "mic": "none", **common, **own}  # a sensor the file does not name is not used
         if "engines" not in kw:
             raise EdgeMlaError(f"{path}: {where}: no engines (set engines in [runtime], the station, or --engines)")
         try:

@@ -17,13 +17,13 @@ class RowSum:
     def __init__(self, gate: threading.Event | None = None):
         self.sizes, self.runs, self.seconds, self.gate = [], 0, 0.0, gate
 
-    def run_batch(self, x):
+    def infer_batch(self, x):
         if self.gate is not None:
             self.gate.wait(5)
         self.sizes.append(len(x))
         self.runs += 1
         s = x.reshape(len(x), -1).sum(1)
-        return np.stack([s, np.full(len(x), len(x), np.float32)], 1).astype(np.float32)
+        return np.stack([s, np.full(len(x), len(x), np.float32)], 1).astype(np.float32), s / 100
 
 
 def call_all(be: BatchedEngine, xs: list) -> list:
@@ -45,10 +45,13 @@ def test_n_inputs_in_n_rows_out_each_to_its_caller():
     be = BatchedEngine(eng, clients=8, max_wait=1.0)  # generous wait: all 8 arrive in one batch
     xs = [np.full((3, 2), i, np.float32) for i in range(8)]
     out = call_all(be, xs)
-    be.close()
     for i, o in enumerate(out):
         assert o.shape == (1, 2) and o[0, 0] == 6 * i
-    assert eng.sizes == [8] and be.stats()["items"] == 8
+    be.max_wait = 0.0
+    logits, rel = be.infer(np.full((3, 2), 2, np.float32))  # the second output travels with its row
+    be.close()
+    assert logits[0, 0] == 12 and rel == pytest.approx(0.12)
+    assert eng.sizes == [8, 1] and be.stats()["items"] == 9
 
 
 def test_a_silent_station_cannot_starve_the_others():
@@ -90,7 +93,7 @@ def test_engine_failure_reaches_every_caller_and_close_unblocks():
     class Boom:
         runs, seconds = 0, 0.0
 
-        def run_batch(self, x):
+        def infer_batch(self, x):
             raise ValueError("bad input shape")
 
     be = BatchedEngine(Boom(), clients=2, max_wait=0.5)

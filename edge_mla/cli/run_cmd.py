@@ -26,7 +26,8 @@ def register(subparsers, common) -> None:
         description="Run the exported engines on a live camera + microphone (or files, or a recorded replay session) "
         "and print fused decisions as JSON lines.",
     )
-    p.add_argument("--engines", required=True, metavar="DIR", help="engine folder written by 'edge-mla export' (manifest.json + engines)")
+    p.add_argument("--engines", metavar="DIR", help="engine folder written by 'edge-mla export' (manifest.json + engines); required unless --config sets it")
+    p.add_argument("--config", metavar="FILE.toml", help="run several stations from a TOML file: [runtime] holds any option of this command by its long name, each [[station]] a name, camera, mic and any override (see README)")
     p.add_argument("--camera", default="0", help="camera index (0), video file, stream URL (rtsp://, http://), or 'none' (default 0)")
     p.add_argument("--mic", default="default", help="'default', an input device index or name, a WAV file, or 'none' (default: default)")
     p.add_argument("--replay", metavar="SESSION", help="replay a recorded session folder (its video, WAV and scripted outages) instead of --camera/--mic")
@@ -46,6 +47,7 @@ def register(subparsers, common) -> None:
     p.add_argument("--console", action="store_true", help="a readable line per decision (on stdout; JSON then needs --out)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per engine (default 1: two engines share 2 cores)")
     p.add_argument("--backend", default="auto", choices=list(BACKENDS), help="how engines run: auto (TensorRT when a plan, TensorRT and a GPU are there, else ONNX Runtime with the best providers it has), onnxruntime, tensorrt (default auto)")
+    p.add_argument("--batch-wait", type=float, default=0.005, metavar="S", help="with several stations on one engine: seconds the first input waits for the others to run them as one batch (default 0.005)")
     p.add_argument("--providers", metavar="LIST", help="ONNX Runtime execution providers in order, e.g. cuda,cpu (cpu, cuda, tensorrt, openvino; default: every one this onnxruntime build has)")
     p.set_defaults(func=run)
 
@@ -76,6 +78,7 @@ def config_from_args(args: argparse.Namespace):
         intra_op_threads=args.threads,
         backend=args.backend,
         providers=args.providers,
+        batch_wait=args.batch_wait,
     )
     if args.replay:
         from edge_mla.runtime.replay.recorder import load_session, session_config
@@ -88,11 +91,51 @@ def config_from_args(args: argparse.Namespace):
     return RunConfig(**kw)
 
 
+# Options that name one station's sensors: per station in a --config file.
+STATION_ONLY = ("camera", "mic", "replay")
+# Options the whole process shares: the same for every station of a --config file.
+PROCESS_WIDE = ("out", "json_stdout", "console", "duration")
+
+
+def stations_from_args(args: argparse.Namespace) -> tuple:
+    """``--config FILE``: (stations, the process-wide RunConfig). Flags typed on the
+    command line with a non-default value are the base the file's values override."""
+    from dataclasses import MISSING, fields
+
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.runtime.config import RunConfig
+    from edge_mla.runtime.stations import read_stations
+
+    for name in STATION_ONLY:
+        if getattr(args, name) not in (None, "0", "default"):
+            raise EdgeMlaError(f"--{name} cannot be combined with --config: name each station's sensors in {args.config}")
+    probe = argparse.Namespace(**{**vars(args), "engines": args.engines or ".", "replay": None})
+    typed = vars(config_from_args(probe))
+    defaults = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+    base = {k: v for k, v in typed.items() if k not in ("camera", "mic", "engines") and k in defaults and v != defaults[k]}
+    if args.engines:
+        base["engines"] = args.engines
+    stations = read_stations(args.config, base)
+    first = stations[0].cfg
+    for st in stations[1:]:
+        for name in PROCESS_WIDE:
+            if getattr(st.cfg, name) != getattr(first, name):
+                raise EdgeMlaError(f"{args.config}: station {st.name}: {name} is process-wide; set it in [runtime] or on the command line, not per station")
+    return stations, first
+
+
 def run(args: argparse.Namespace) -> int:
+    from edge_mla.errors import EdgeMlaError
     from edge_mla.runtime.app import Runtime
     from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, format_summary
 
-    cfg = config_from_args(args)
+    stations = None
+    if args.config:
+        stations, cfg = stations_from_args(args)
+    elif not args.engines:
+        raise EdgeMlaError("--engines DIR is required (or --config FILE.toml naming the engines)")
+    else:
+        cfg = config_from_args(args)
     outputs = []
     if cfg.out is not None:
         outputs.append(JsonLinesOutput(cfg.out))
@@ -100,7 +143,12 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(JsonLinesOutput(None, sys.stdout))
     if cfg.console:
         outputs.append(ConsoleOutput(sys.stdout))
-    rt = Runtime(cfg, outputs=outputs)
+    if stations is not None:
+        from edge_mla.runtime.multi import MultiRuntime, format_multi_summary
+
+        rt = MultiRuntime(stations, outputs=outputs)
+    else:
+        rt = Runtime(cfg, outputs=outputs)
 
     def on_signal(signum, _frame) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
@@ -116,5 +164,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    print(format_summary(report), file=sys.stderr, flush=True)
+    summary = format_multi_summary(report, format_summary) if stations is not None else format_summary(report)
+    print(summary, file=sys.stderr, flush=True)
     return 0
