@@ -30,9 +30,6 @@ from edge_mla.runtime.workers import Result
 
 log = logging.getLogger(__name__)
 
-# which sensor feeds which modality
-SENSOR_OF = {"image": "camera", "audio": "mic"}
-
 
 def decide(
     results: Mapping[str, Optional[Result]],

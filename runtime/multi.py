@@ -31,11 +31,9 @@ from edge_mla.runtime.backends import parse_providers
 from edge_mla.runtime.batching import BatchedEngine
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.engine import Engine
+from edge_mla.runtime.graph import configured_modalities
 
 log = logging.getLogger(__name__)
-
-MODALITY_OF_SENSOR = {"camera": "image", "mic": "audio"}
-
 
 class _SharedOutput:
     """One real output written by several stations: a lock around ``write``; ``close``
@@ -66,10 +64,6 @@ def _engine_key(cfg, modality: str, station: str = "") -> tuple:
     return (str(Path(cfg.engines).resolve()), modality, cfg.precision, cfg.backend, cfg.providers, cfg.intra_op_threads, station)
 
 
-def _sensor_modalities(cfg) -> list:
-    return [MODALITY_OF_SENSOR[s] for s in ("camera", "mic") if getattr(cfg, s) is not None]
-
-
 class MultiRuntime:
     """Build from [Station, ...]; ``start()``, ``wait()``, ``join()`` like Runtime."""
 
@@ -81,7 +75,7 @@ class MultiRuntime:
         key_of = lambda st, m: _engine_key(st.cfg, m, "" if share_engines else st.name)  # noqa: E731
         clients: dict = {}
         for st in stations:
-            for m in _sensor_modalities(st.cfg):
+            for m in configured_modalities(st.cfg):
                 clients[key_of(st, m)] = clients.get(key_of(st, m), 0) + 1
         self.shared: dict = {}  # key -> Engine or BatchedEngine
         manifests: dict = {}  # one load (and hash check) per engine folder
@@ -89,7 +83,7 @@ class MultiRuntime:
             for st in stations:
                 folder = str(Path(st.cfg.engines).resolve())
                 man = manifests.get(folder) or manifests.setdefault(folder, load_manifest(st.cfg.engines))
-                for m in _sensor_modalities(st.cfg):
+                for m in configured_modalities(st.cfg):
                     key = key_of(st, m)
                     if key in self.shared or m not in man.modalities:
                         continue  # a missing modality is reported by the station's Runtime
@@ -100,7 +94,7 @@ class MultiRuntime:
             shared_out = [_SharedOutput(o, lock) for o in self._outputs]
             self.runtimes = {}
             for st in stations:
-                engines = {m: self.shared[key_of(st, m)] for m in _sensor_modalities(st.cfg) if key_of(st, m) in self.shared}
+                engines = {m: self.shared[key_of(st, m)] for m in configured_modalities(st.cfg) if key_of(st, m) in self.shared}
                 self.runtimes[st.name] = Runtime(st.cfg, outputs=shared_out, engines=engines, station=st.name)
         except EdgeMlaError as exc:
             self._close_engines()
