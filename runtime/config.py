@@ -27,7 +27,7 @@ class RunConfig:
     camera: Optional[str] = "0"  # index, file, URL, or None for no camera
     mic: Optional[str] = "default"  # "default", index, name, a .wav file, or None
     precision: Optional[str] = None  # fp32 | int8 | None (the manifest's default)
-    rate: float = 10.0  # fusion decisions per second
+    rate: float = 10.0  # decisions per second each modality's fresh results may trigger (event-driven fusion)
     staleness: float = 1.0  # seconds: older results are left out of fusion
     duration: Optional[float] = None  # seconds; None: until stopped
     loop: bool = False  # loop video/WAV files

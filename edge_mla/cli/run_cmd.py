@@ -32,7 +32,7 @@ def register(subparsers, common) -> None:
     p.add_argument("--mic", default="default", help="'default', an input device index or name, a WAV file, or 'none' (default: default)")
     p.add_argument("--replay", metavar="SESSION", help="replay a recorded session folder (its video, WAV and scripted outages) instead of --camera/--mic")
     p.add_argument("--precision", choices=["fp32", "int8"], help="engine variant from the manifest (default: the one export chose)")
-    p.add_argument("--rate", type=float, default=10.0, help="fused decisions per second (default 10)")
+    p.add_argument("--rate", type=float, default=10.0, help="decisions are made as each fresh engine result arrives; this caps how many per second each modality may trigger (a 30 fps camera: at most RATE; the mic's results, one per --hop, each trigger one) (default 10)")
     p.add_argument("--staleness", type=float, default=1.0, help="seconds after which a modality's result is left out (default 1.0)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C / SIGTERM)")
     p.add_argument("--loop", action="store_true", help="loop video/WAV files")
