@@ -26,6 +26,13 @@ $PY benchmarks/runtime_bench.py --engines bench-out/rt-engines --out bench-out/r
 # Issue 5: the profiler on the tiny and resnet18 engines (ONNX Runtime INT8 engines).
 bash benchmarks/profile_bench.sh bench-out/export-bench-asym/tiny-percentile bench-out/export-bench-asym/resnet18-percentile bench-out/profile
 
+# Issue 9: OpenVINO's runtime vs ONNX Runtime on the same ONNX files (OpenVINO is not a
+# project dependency), and stations in one process vs separate processes, batched vs not.
+$PY -m pip install -q openvino==2026.4.1
+$PY benchmarks/openvino_bench.py --engines tiny=bench-out/export-bench-asym/tiny-percentile --engines resnet18=bench-out/export-bench-asym/resnet18-percentile --batches 1 8 --threads 1 --repeats 100 --out bench-out/openvino.json
+$PY benchmarks/stations_bench.py --engines tiny=bench-out/rt-engines --stations 1 2 4 8 16 --modes one procs --seconds 20 --out bench-out/stations
+$PY benchmarks/stations_bench.py --engines resnet18=bench-out/export-bench-asym/resnet18-percentile --stations 1 4 8 --modes one nobatch --seconds 20 --out bench-out/stations-r18
+
 # Issue 10: MQTT to a local broker, broker restarts, metrics scrape, clip CPU, engine swap (~13 min).
 $PY benchmarks/factory_bench.py --engines bench-out/rt-engines --out bench-out/factory --restarts 10 --restart-period 60
 $PY benchmarks/factory_bench.py --engines bench-out/rt-engines --out bench-out/factory-2k --parts mqtt --mqtt-rate 2000

@@ -1,5 +1,6 @@
-"""Running ONNX engines with ONNX Runtime for the export's checks: batched logits,
-parity against PyTorch, and single-thread batch-1 latency.
+"""Running ONNX engines for the export's checks (through the runtime's backend
+Runners, so the gate measures what a device runs): batched logits, parity against
+PyTorch, and single-thread batch-1 latency.
 
 Latency of the two precisions is measured interleaved (fp32, int8, fp32, ...) in one
 process so that load from other processes on a shared machine hits both equally.
@@ -18,9 +19,9 @@ import numpy as np
 from edge_mla.runtime.engine import cpu_session as session  # noqa: F401  (one session recipe for export and runtime)
 
 
-def run_logits(sess, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: np.ascontiguousarray(x[s : s + batch_size], np.float32)})[0] for s in range(0, x.shape[0], batch_size)]
+def run_logits(runner, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """First output of ``runner`` over ``x`` in batches."""
+    outs = [runner.run1(x[s : s + batch_size]) for s in range(0, x.shape[0], batch_size)]
     return np.concatenate(outs).astype(np.float32)
 
 
@@ -57,17 +58,17 @@ class Latency:
         return asdict(self)
 
 
-def interleaved_latency(sessions: Sequence, x1: np.ndarray, repeats: int = 200, warmup: int = 10) -> list:
-    """Median/p90 ms per session for one batch-1 input ``x1`` (shape (1, ...))."""
-    feeds = [{s.get_inputs()[0].name: np.ascontiguousarray(x1, np.float32)} for s in sessions]
+def interleaved_latency(runners: Sequence, x1: np.ndarray, repeats: int = 200, warmup: int = 10) -> list:
+    """Median/p90 ms per runner for one batch-1 input ``x1`` (shape (1, ...))."""
+    x1 = np.ascontiguousarray(x1, np.float32)
     for _ in range(warmup):
-        for s, f in zip(sessions, feeds):
-            s.run(None, f)
-    times = [[] for _ in sessions]
+        for r in runners:
+            r.run1(x1)
+    times = [[] for _ in runners]
     clock: Callable[[], int] = time.perf_counter_ns
     for _ in range(max(1, repeats)):
-        for i, (s, f) in enumerate(zip(sessions, feeds)):
+        for i, r in enumerate(runners):
             t0 = clock()
-            s.run(None, f)
+            r.run1(x1)
             times[i].append((clock() - t0) / 1e6)
     return [Latency(float(np.median(t)), float(np.percentile(t, 90)), len(t)) for t in times]

@@ -33,6 +33,7 @@ from edge_mla.errors import EdgeMlaError
 from edge_mla.manifest import load_manifest
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.config import RunConfig, validate
+from edge_mla.runtime.backends import parse_providers
 from edge_mla.runtime.engine import Engine
 from edge_mla.runtime.factory import FactoryFloor
 from edge_mla.runtime.fusion_loop import FusionLoop
@@ -75,7 +76,10 @@ class RunReport:
 class Runtime:
     """Build with a RunConfig; ``start()``, then ``stop()`` + ``join()`` (or ``run()``)."""
 
-    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None) -> None:
+    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None, engines: Optional[dict] = None) -> None:
+        """``engines`` (modality -> engine) lets stations share engines (MultiRuntime);
+        by default each modality gets its own. ``cfg.station`` names this station in
+        every record."""
         validate(cfg)
         self.cfg = cfg
         self.manifest = load_manifest(cfg.engines)
@@ -87,7 +91,10 @@ class Runtime:
                 flag = "--camera none" if mod == "image" else "--mic none"
                 raise EdgeMlaError(f"{cfg.engines}: the engine folder has no {mod} engine (have: {', '.join(self.manifest.modalities)}); run with {flag}")
         self.reliability = self._check_reliability(cfg)
-        self.engines = {m: Engine(self.manifest.engine(m, cfg.precision), len(self.classes), cfg.intra_op_threads) for m, on in want.items() if on}
+        if engines is None:
+            providers = parse_providers(cfg.providers)
+            engines = {m: Engine(self.manifest.engine(m, cfg.precision), len(self.classes), cfg.intra_op_threads, cfg.backend, providers) for m, on in want.items() if on}
+        self.engines = {m: engines[m] for m, on in want.items() if on}
         self.camera = self.mic = None
         self.workers: dict = {}
         if cfg.camera is not None:
@@ -190,7 +197,7 @@ class Runtime:
         return snap
 
     def _emit(self, rec: dict, timing: dict) -> None:
-        rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), **rec, "engines": self.engine_checksum}
+        rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), "station": self.cfg.station, **rec, "engines": self.engine_checksum}
         self.last_emit = timing["t_fuse"]
         for hook in self.floor.hooks:
             try:
@@ -238,17 +245,17 @@ class Runtime:
             for o in self.outputs:
                 o.close()
             raise
+        thr = self.reliability.threshold if self.reliability is not None else None
+        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, thr, self.cfg.degraded_hold)
         if self.camera is not None:
             cam = self.camera
             pre = image_preprocessor(self.engines["image"].spec.image_size or 28)
-            self.workers["image"] = Worker("image", self.engines["image"], lambda seq, to: cam.slot.get_newer(seq, to), pre, self.cfg.video_rate, self._stop)
+            self.workers["image"] = Worker("image", self.engines["image"], lambda seq, to: cam.slot.get_newer(seq, to), pre, self.cfg.video_rate, self._stop, on_result=self.fusion.notify)
         if self.mic is not None:
             mic = self.mic
             thr = self.cfg.silence_threshold
             gate = (lambda x: float(np.sqrt(np.mean(np.square(x)))) >= thr) if thr > 0 else None
-            self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.latest(seq), self._audio_pre, 1.0 / self.cfg.hop, self._stop, gate=gate)
-        thr = self.reliability.threshold if self.reliability is not None else None
-        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, thr, self.cfg.degraded_hold)
+            self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.fresh(seq, to), self._audio_pre, 1.0 / self.cfg.hop, self._stop, gate=gate, on_result=self.fusion.notify)
         self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in (self.camera, self.mic) if s is not None] + [self.fusion]
         for t in self._threads:
             t.start()
@@ -263,14 +270,18 @@ class Runtime:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def sources_ended(self) -> bool:
+        """Every source of this station reached its end (files without --loop)."""
+        srcs = [s for s in (self.camera, self.mic) if s is not None]
+        return bool(srcs) and all(s.status.state == ENDED for s in srcs)
+
     def wait(self, duration: Optional[float] = None) -> None:
         """Block until stopped, ``duration`` seconds passed, or every source ended."""
         deadline = None if duration is None else self._t_start + duration
         while not self._stop.is_set():
             if deadline is not None and now() >= deadline:
                 break
-            srcs = [s for s in (self.camera, self.mic) if s is not None]
-            if srcs and all(s.status.state == ENDED for s in srcs):
+            if self.sources_ended():
                 log.info("every source ended")
                 break
             self._stop.wait(0.1 if deadline is None else max(min(0.1, deadline - now()), 0.001))

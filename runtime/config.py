@@ -27,7 +27,7 @@ class RunConfig:
     camera: Optional[str] = "0"  # index, file, URL, or None for no camera
     mic: Optional[str] = "default"  # "default", index, name, a .wav file, or None
     precision: Optional[str] = None  # fp32 | int8 | None (the manifest's default)
-    rate: float = 10.0  # fusion decisions per second
+    rate: float = 10.0  # decisions per second each modality's fresh results may trigger (event-driven fusion)
     staleness: float = 1.0  # seconds: older results are left out of fusion
     duration: Optional[float] = None  # seconds; None: until stopped
     loop: bool = False  # loop video/WAV files
@@ -48,6 +48,10 @@ class RunConfig:
     intra_op_threads: int = 1  # per ONNX Runtime session: two sessions share 2 cores
     degraded_hold: float = 1.0  # seconds a live sensor must keep being judged unreliable (and then reliable) before it is reported degraded (ok)
     require_reliability: bool = False  # refuse engine folders without the reliability output
+    # -- execution backends and stations (issue 9): flags derived like the factory ones below
+    backend: str = field(default="auto", metadata={"help": "how engines run: auto (TensorRT when a plan, TensorRT and a GPU are there, else ONNX Runtime with the best providers it has), onnxruntime, tensorrt (default auto)", "choices": ["auto", "onnxruntime", "tensorrt"]})
+    providers: Optional[str] = field(default=None, metadata={"help": "ONNX Runtime execution providers in order, e.g. cuda,cpu (cpu, cuda, tensorrt, openvino; default: every one this onnxruntime build has)", "metavar": "LIST"})
+    batch_wait: float = field(default=0.005, metadata={"help": "stations sharing an engine (--config): seconds the first input waits for the others to run them as one batch (default 0.005)", "metavar": "S"})
     camera_outages: list = field(default_factory=list)  # list[Outage], replay only
     mic_outages: list = field(default_factory=list)  # list[Outage], replay only
     # -- on the factory floor (issue 10): each field with a "help" is an `edge-mla run`
@@ -113,6 +117,7 @@ NUMERIC = {
     "clips_max_mb": dict(lo=0, lo_open=True),
     "mqtt_spool_max": dict(lo=1, integer=True),
     "watch_period": dict(lo=0, lo_open=True),
+    "batch_wait": dict(lo=0, hi=1),
 }
 FLAG_OF = {"intra_op_threads": "--threads"}
 OUT_MODES = ("new", "append", "overwrite")
@@ -130,6 +135,10 @@ def validate(cfg: RunConfig) -> None:
         setattr(cfg, name, number(getattr(cfg, name), FLAG_OF.get(name, name), **kw))
     if cfg.backoff_max < cfg.backoff_initial:
         raise EdgeMlaError(f"backoff_max ({cfg.backoff_max:g}) must be >= backoff_initial ({cfg.backoff_initial:g})")
+    from edge_mla.runtime.backends import BACKENDS
+
+    if cfg.backend not in BACKENDS:
+        raise EdgeMlaError(f"--backend must be one of {', '.join(BACKENDS)} (got {cfg.backend})")
     if cfg.precision not in (None, "fp32", "int8"):
         raise EdgeMlaError(f"--precision must be fp32 or int8 (got {cfg.precision})")
     if cfg.out_mode not in OUT_MODES:

@@ -1,4 +1,13 @@
-"""The fusion loop: at ``rate`` Hz, combine each modality's latest result.
+"""The fusion loop: combine each modality's latest result when a fresh one arrives.
+
+Event-driven: a worker that publishes a result calls ``notify(modality)`` and the
+loop decides at once, so a decision follows capture by little more than the engine
+time. ``rate`` caps how often each modality's results may trigger a decision: a
+result that arrives sooner than 1/rate after the last one its modality triggered is
+not decided on its own (the next decision, from any modality, uses it). So a 30 fps
+camera triggers at most ``rate`` decisions per second and a slower microphone every
+one of its results. With no new result for 1/rate s the loop decides anyway (a
+heartbeat), so a sensor that goes quiet still produces "no decision" records.
 
 Entropy weights come from ``edge_mla.fusion`` (the same function evaluation uses),
 with a batch of one and an ``available`` mask: a result older than ``staleness``
@@ -22,14 +31,12 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 
 from edge_mla.fusion import fuse, softmax
-from edge_mla.runtime.clock import Pacer, now
+from edge_mla.runtime.clock import now
 from edge_mla.runtime.degraded import DEGRADED, DegradedTracker
+from edge_mla.runtime.graph import SENSOR_OF
 from edge_mla.runtime.workers import Result
 
 log = logging.getLogger(__name__)
-
-# which sensor feeds which modality
-SENSOR_OF = {"image": "camera", "audio": "mic"}
 
 
 def decide(
@@ -94,7 +101,8 @@ def mark_degraded(rec: dict, tracker: DegradedTracker, t: float, threshold: Opti
 
 
 class FusionLoop:
-    """Thread: every 1/rate s, ``decide`` and hand the record to ``emit``."""
+    """Thread: on each fresh result (at most ``rate`` per second), or after 1/rate s
+    without one, ``decide`` and hand the record to ``emit``."""
 
     def __init__(
         self,
@@ -117,16 +125,44 @@ class FusionLoop:
         self._stop = stop
         self.decisions = 0
         self.no_decisions = 0
+        self.heartbeats = 0  # decisions made because no new result arrived for 1/rate s
+        self.overruns = 0  # decisions that took longer than 1/rate
+        self._fresh = threading.Event()
+        self._pending: set = set()  # modalities with a result not yet decided on
+        self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="fusion", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def notify(self, modality: str = "") -> None:
+        """A worker published a new result (called from the worker's thread)."""
+        with self._pending_lock:
+            self._pending.add(modality)
+        self._fresh.set()
+
     def _run(self) -> None:
-        pacer = Pacer(self.rate, self._stop)
-        while pacer.wait():
+        period = 1.0 / self.rate
+        last: dict = {}  # modality -> when its result last triggered a decision
+        while not self._stop.is_set():
+            fresh = self._fresh.wait(period)
+            if self._stop.is_set():
+                break
+            t = now()
+            if fresh:
+                with self._pending_lock:
+                    pending, self._pending = self._pending, set()
+                    self._fresh.clear()
+                due = [m for m in pending if t - last.get(m, -period) >= period]
+                if not due:
+                    continue  # rate cap: these results join the next decision
+                for m in due:
+                    last[m] = t
+            else:
+                self.heartbeats += 1
             self.tick()
-        self.overruns = pacer.overruns
+            if now() - t > period:
+                self.overruns += 1  # deciding took longer than the rate allows
 
     def tick(self) -> dict:
         t = now()

@@ -53,12 +53,14 @@ class Worker:
         rate: Optional[float],
         stop: threading.Event,
         gate: Optional[Callable[[np.ndarray], bool]] = None,
+        on_result: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.modality = modality
         # gate(x) False: the input carries no signal (a muted mic), so no result is
         # published and the last one ages out of fusion instead of voting garbage.
         self._gate = gate
         self.gated = 0
+        self._on_result = on_result  # e.g. FusionLoop.notify: decide as soon as a result is fresh
         self.engine = engine
         self._take = take
         self._preprocess = preprocess
@@ -87,7 +89,10 @@ class Worker:
             if pacer is not None:
                 if not pacer.wait():
                     break
-                item = self._take(last_seq, 0.0)
+                # wait up to one period for data that arrives after the tick, so the
+                # engine runs on just-captured input (sources that have no such wait
+                # return their newest item at once)
+                item = self._take(last_seq, pacer.period)
                 if item is None:
                     self.skipped += 1
                     continue
@@ -115,6 +120,8 @@ class Worker:
             with self._lock:
                 self._latest = r
             self.results += 1
+            if self._on_result is not None:
+                self._on_result(self.modality)
             if self.history is not None:
                 self.history.append(r)
 

@@ -25,12 +25,13 @@ def register(subparsers, common) -> None:
         description="Run the exported engines on a live camera + microphone (or files, or a recorded replay session) "
         "and print fused decisions as JSON lines.",
     )
-    p.add_argument("--engines", required=True, metavar="DIR", help="engine folder written by 'edge-mla export' (manifest.json + engines)")
+    p.add_argument("--engines", metavar="DIR", help="engine folder written by 'edge-mla export' (manifest.json + engines); required unless --config sets it")
+    p.add_argument("--config", metavar="FILE.toml", help="run several stations from a TOML file: [runtime] holds any option of this command by its long name, each [[station]] a name, camera, mic and any override (see README)")
     p.add_argument("--camera", default="0", help="camera index (0), video file, stream URL (rtsp://, http://), or 'none' (default 0)")
     p.add_argument("--mic", default="default", help="'default', an input device index or name, a WAV file, or 'none' (default: default)")
     p.add_argument("--replay", metavar="SESSION", help="replay a recorded session folder (its video, WAV and scripted outages) instead of --camera/--mic")
     p.add_argument("--precision", choices=["fp32", "int8"], help="engine variant from the manifest (default: the one export chose)")
-    p.add_argument("--rate", type=float, default=10.0, help="fused decisions per second (default 10)")
+    p.add_argument("--rate", type=float, default=10.0, help="decisions are made as each fresh engine result arrives; this caps how many per second each modality may trigger (a 30 fps camera: at most RATE; the mic's results, one per --hop, each trigger one) (default 10)")
     p.add_argument("--staleness", type=float, default=1.0, help="seconds after which a modality's result is left out (default 1.0)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C / SIGTERM)")
     p.add_argument("--loop", action="store_true", help="loop video/WAV files")
@@ -97,13 +98,56 @@ def config_from_args(args: argparse.Namespace):
     return RunConfig(**kw)
 
 
+# Options that name one station's sensors: per station in a --config file.
+STATION_ONLY = ("camera", "mic", "replay")
+# Options the whole process shares: the same for every station of a --config file.
+PROCESS_WIDE = ("out", "json_stdout", "console", "duration")
+# Options that serve one endpoint per process, not yet shared by several stations.
+ONE_STATION_ONLY = ("metrics",)
+
+
+def stations_from_args(args: argparse.Namespace) -> tuple:
+    """``--config FILE``: (stations, the process-wide RunConfig). Flags typed on the
+    command line with a non-default value are the base the file's values override."""
+    from dataclasses import MISSING, fields
+
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.runtime.config import RunConfig
+    from edge_mla.runtime.stations import read_stations
+
+    for name in STATION_ONLY:
+        if getattr(args, name) not in (None, "0", "default"):
+            raise EdgeMlaError(f"--{name} cannot be combined with --config: name each station's sensors in {args.config}")
+    probe = argparse.Namespace(**{**vars(args), "engines": args.engines or ".", "replay": None})
+    typed = vars(config_from_args(probe))
+    defaults = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+    base = {k: v for k, v in typed.items() if k not in ("camera", "mic", "engines") and k in defaults and v != defaults[k]}
+    if args.engines:
+        base["engines"] = args.engines
+    stations = read_stations(args.config, base)
+    first = stations[0].cfg
+    for name in ONE_STATION_ONLY:
+        if len(stations) > 1 and any(getattr(st.cfg, name) for st in stations):
+            raise EdgeMlaError(f"{args.config}: --{name.replace('_', '-')} serves one station per process for now; run it with one [[station]] (or without --config)")
+    for st in stations[1:]:
+        for name in PROCESS_WIDE:
+            if getattr(st.cfg, name) != getattr(first, name):
+                raise EdgeMlaError(f"{args.config}: station {st.name}: {name} is process-wide; set it in [runtime] or on the command line, not per station")
+    return stations, first
+
+
 def run(args: argparse.Namespace) -> int:
+    from edge_mla.errors import EdgeMlaError
     from edge_mla.runtime.app import Runtime
     from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, format_summary
 
-    from edge_mla.errors import EdgeMlaError
-
-    cfg = config_from_args(args)
+    stations = None
+    if args.config:
+        stations, cfg = stations_from_args(args)
+    elif not args.engines:
+        raise EdgeMlaError("--engines DIR is required (or --config FILE.toml naming the engines)")
+    else:
+        cfg = config_from_args(args)
     outputs = []  # opened by the runtime only after every check passed
     if cfg.out is not None:
         outputs.append(JsonLinesOutput(cfg.out, mode=cfg.out_mode))
@@ -111,7 +155,12 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(JsonLinesOutput(None, sys.stdout))
     if cfg.console:
         outputs.append(ConsoleOutput(sys.stdout))
-    rt = Runtime(cfg, outputs=outputs)
+    if stations is not None:
+        from edge_mla.runtime.multi import MultiRuntime, format_multi_summary
+
+        rt = MultiRuntime(stations, outputs=outputs)
+    else:
+        rt = Runtime(cfg, outputs=outputs)
 
     def on_signal(signum, _frame) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
@@ -128,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    print(format_summary(report), file=sys.stderr, flush=True)
-    if report.output_error:
-        raise EdgeMlaError(report.output_error)
+    multi = stations is not None
+    print(format_multi_summary(report, format_summary) if multi else format_summary(report), file=sys.stderr, flush=True)
+    errors = [r.output_error for r in report.stations.values() if r.output_error] if multi else [report.output_error] if report.output_error else []
+    if errors:
+        raise EdgeMlaError(errors[0])
     return 0

@@ -20,7 +20,7 @@ import numpy as np
 from edge_mla.errors import EdgeMlaError
 from edge_mla.validate import number
 from edge_mla.manifest import Manifest, load_manifest
-from edge_mla.runtime.engine import cpu_session as _ort_session
+from edge_mla.runtime.backends import OrtRunner, TensorRTRunner, available_backends, plan_for
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +115,20 @@ def profile_engines(cfg: ProfileConfig, progress: bool = True, extra_backends: S
     notes: list = []
     jobs = []
     for m in manifest.modalities:
+        entry = manifest.data["engines"][m]
         variants = _variants(manifest, m)
         for prec, var in variants.items():
             if cfg.precisions and prec not in cfg.precisions:
                 continue
-            for batch in cfg.batches:
-                for threads in cfg.threads:
-                    jobs.append(("onnxruntime", m, prec, var["file"], batch, threads))
-    if "onnxruntime" not in cfg.backends:
-        jobs = []
+            for backend, providers in available_backends(entry, prec):
+                if backend not in cfg.backends:
+                    continue
+                fname = plan_for(entry, prec) if backend == "tensorrt" else var["file"]
+                for batch in cfg.batches:
+                    for threads in cfg.threads:
+                        if backend == "tensorrt" and threads != cfg.threads[0]:
+                            continue  # intra-op threads mean nothing to a GPU plan
+                        jobs.append((backend, providers, m, prec, fname, batch, threads))
     try:
         from tqdm import tqdm
 
@@ -131,28 +136,22 @@ def profile_engines(cfg: ProfileConfig, progress: bool = True, extra_backends: S
     except ImportError:  # pragma: no cover - tqdm is optional on a device
         it = jobs
     macs_cache: dict = {}
-    for backend, m, prec, fname, batch, threads in it:
+    for backend, providers, m, prec, fname, batch, threads in it:
         path = manifest.root / fname
         if path not in macs_cache:
-            macs_cache[path] = _macs(path)
-        sess = _ort_session(path, threads)
-        entry = manifest.data["engines"][m]
-        x = example_input(entry, batch, rng)
-        feed = {entry["input"]["name"]: x}
-        samples = time_call(lambda: sess.run(None, feed), cfg.warmup, cfg.repeats)
-        timings.append(make_timing(m, backend, prec, batch, threads, samples, macs_cache[path], fname))
+            macs_cache[path] = _macs(path) if path.suffix == ".onnx" else None
+        runner = TensorRTRunner(path) if backend == "tensorrt" else OrtRunner(path, threads, providers)
+        x = example_input(manifest.data["engines"][m], batch, rng)
+        samples = time_call(lambda: runner.run1(x), cfg.warmup, cfg.repeats)
+        name = backend if backend == "tensorrt" or providers == ["CPUExecutionProvider"] else f"{backend}-{providers[0].replace('ExecutionProvider', '').lower()}"
+        timings.append(make_timing(m, name, prec, batch, threads, samples, macs_cache[path], fname))
 
     for extra in extra_backends:
         # e.g. PyTorch eager, which lives outside the runtime (torch is no runtime
         # dependency); each returns EngineTimings measured in this same process.
         timings.extend(extra(cfg, manifest, timings, rng))
-    if "tensorrt" in cfg.backends:
-        try:
-            import tensorrt  # noqa: F401
-
-            notes.append("tensorrt imports, but plan timing needs a CUDA device; run trtexec --loadEngine on the Jetson")
-        except ImportError:
-            notes.append("TensorRT is not installed here: no TensorRT timings (profile on the Jetson)")
+    if "tensorrt" in cfg.backends and not any(j[0] == "tensorrt" for j in jobs):
+        notes.append("no TensorRT timings: TensorRT, a CUDA device or a plan in the manifest is missing here (profile on the Jetson)")
     return {
         "engines": str(cfg.engines),
         "machine": machine_info(),

@@ -23,9 +23,8 @@ import json
 from pathlib import Path
 import numpy as np
 
+from edge_mla.runtime.graph import SENSOR_OF
 from edge_mla.runtime.replay.script import DEGRADING_FAULTS, MODALITY_OF_FAULT
-
-SENSOR_OF = {"image": "camera", "audio": "mic"}
 
 
 def _load_lines(jsonl) -> list:

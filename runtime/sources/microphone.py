@@ -154,6 +154,7 @@ class MicSource:
         self.strict = strict
         self.rate = self.backend.rate
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified on every block
         self._size = int(round((self.window_seconds + SLACK_SECONDS) * self.rate))
         self._ring = np.zeros(self._size, np.float32)
         self._written = 0  # total samples ever written
@@ -174,6 +175,7 @@ class MicSource:
                 self._ring[: n - k] = block[k:]
             self._written += n
             self._t_last = t
+            self._arrived.notify_all()
         self.blocks += 1
         self.samples += n
         if overflow:
@@ -197,6 +199,15 @@ class MicSource:
             return
         self._opened_at = now()
         log.info("%s: %s", self.name, self.backend.describe())
+
+    def fresh(self, seq: int, timeout: float) -> Optional[Item]:
+        """Like ``latest``, but first waits up to ``timeout`` s for the next block, so
+        the window ends with audio that has just arrived (a paced worker then runs
+        right after capture instead of up to one block later)."""
+        with self._arrived:
+            mark = self._written
+            self._arrived.wait_for(lambda: self._written > mark, timeout)
+        return self.latest(seq)
 
     def latest(self, seq: int) -> Optional[Item]:
         """Audio that arrived after sample ``seq`` (the caller's last ``item.seq``):
