@@ -25,11 +25,11 @@ def run_logits(runner, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs).astype(np.float32)
 
 
-def run_outputs(sess, x: np.ndarray, batch_size: int = 256) -> list:
+def run_outputs(runner, x: np.ndarray, batch_size: int = 256) -> list:
     """Every output of the engine over ``x`` (batched), float32, in graph order."""
-    name = sess.get_inputs()[0].name
-    parts = [sess.run(None, {name: np.ascontiguousarray(x[s : s + batch_size], np.float32)}) for s in range(0, x.shape[0], batch_size)]
-    return [np.concatenate([p[i] for p in parts]).astype(np.float32) for i in range(len(parts[0]))]
+    name = runner.input_names[0]
+    parts = [runner.run({name: x[s : s + batch_size]}) for s in range(0, x.shape[0], batch_size)]
+    return [np.concatenate([p[o] for p in parts]).astype(np.float32) for o in runner.output_names]
 
 
 @dataclass
