@@ -100,6 +100,8 @@ def validate(cfg: RunConfig) -> None:
     for name in ("health_window", "clip_pre", "clip_post", "clip_low_seconds", "clips_max_mb", "mqtt_spool_max", "watch_period"):
         if getattr(cfg, name) <= 0:
             raise EdgeMlaError(f"--{name.replace('_', '-')} must be positive (got {getattr(cfg, name)})")
+    if cfg.mqtt_qos not in (0, 1, 2):
+        raise EdgeMlaError(f"--mqtt-qos must be 0, 1 or 2 (got {cfg.mqtt_qos})")
     if cfg.precision not in (None, "fp32", "int8"):
         raise EdgeMlaError(f"--precision must be fp32 or int8 (got {cfg.precision})")
 
