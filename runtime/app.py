@@ -17,6 +17,11 @@ or, for a long run stopped from outside (signal handler, UI)::
 Everything that can be wrong with the user's input (engine folder, manifest, a
 camera that cannot open, an unknown mic) raises EdgeMlaError from the constructor
 or ``start()``, before any thread runs, so the CLI prints one line and exits 2.
+
+The factory-floor services (MQTT, metrics, clips, hot engine swap, systemd; see
+runtime/factory.py) hang off three hooks here: extra outputs, a per-decision
+callback, and start/close around the runtime's own threads. Every record carries
+``"engines"``, the running engine folder's checksum.
 """
 
 from __future__ import annotations
@@ -184,8 +189,7 @@ class Runtime:
         fusion = getattr(self, "fusion", None)
         workers = {}
         for m, w in list(self.workers.items()):
-            dropped = self.camera.slot.drops if m == "image" else (w.pacer.overruns if w.pacer else 0)
-            workers[m] = {"runs": w.results, "errors": w.errors, "dropped": dropped}
+            workers[m] = {"runs": w.results, "errors": w.errors, "dropped": self._dropped(m, w)}
         snap = {
             "decisions": fusion.decisions if fusion else 0,
             "no_decisions": fusion.no_decisions if fusion else 0,
@@ -195,6 +199,10 @@ class Runtime:
         }
         snap.update(self.floor.snapshot())
         return snap
+
+    def _dropped(self, modality: str, w: Worker) -> int:
+        """Inputs a worker never ran on: frames replaced in the slot, audio hops overrun."""
+        return self.camera.slot.drops if modality == "image" else (w.pacer.overruns if w.pacer else 0)
 
     def _emit(self, rec: dict, timing: dict) -> None:
         rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), "station": self.cfg.station, **rec, "engines": self.engine_checksum}
@@ -311,8 +319,7 @@ class Runtime:
         seconds = now() - (self._t_start or now())
         workers = {}
         for m, w in self.workers.items():
-            dropped = self.camera.slot.drops if m == "image" else (w.pacer.overruns if w.pacer else 0)
-            workers[m] = {"results": w.results, "rate": w.results / max(seconds, 1e-9), "dropped": dropped, "errors": w.errors, "engine_ms_mean": 1000 * w.engine.seconds / max(w.engine.runs, 1)}
+            workers[m] = {"results": w.results, "rate": w.results / max(seconds, 1e-9), "dropped": self._dropped(m, w), "errors": w.errors, "engine_ms_mean": 1000 * w.engine.seconds / max(w.engine.runs, 1)}
         if self.camera is not None:
             workers.setdefault("image", {}).update(frames=self.camera.frames, repeats=self.camera.repeats, blanks=self.camera.blanks)
         if self.mic is not None:

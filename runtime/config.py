@@ -139,6 +139,8 @@ def validate(cfg: RunConfig) -> None:
 
     if cfg.backend not in BACKENDS:
         raise EdgeMlaError(f"--backend must be one of {', '.join(BACKENDS)} (got {cfg.backend})")
+    if cfg.mqtt_qos not in (0, 1, 2):
+        raise EdgeMlaError(f"--mqtt-qos must be 0, 1 or 2 (got {cfg.mqtt_qos})")
     if cfg.precision not in (None, "fp32", "int8"):
         raise EdgeMlaError(f"--precision must be fp32 or int8 (got {cfg.precision})")
     if cfg.out_mode not in OUT_MODES:

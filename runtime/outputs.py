@@ -12,7 +12,8 @@ killed runtime) never loses a finished decision. One line (abridged)::
                               "confidence": 0.99, "logits": [...]},
                     "audio": {"used": false, "age": 1.8, "weight": 0.0, ...}},   # stale
      "sensors": {"camera": {"state": "ok", "since": 8.1, "reconnects": 1, "failures": 3, "overflows": 0},
-                 "mic": {"state": "lost", ...}}}
+                 "mic": {"state": "lost", ...}},
+     "engines": "dbd2115376425968"}  # checksum of the running engine folder (changes on a hot swap)
 
 With no fresh modality: ``"decision": false, "label": null, "reason": "no fresh modality"``.
 With engines that have a reliability output, each modality also carries
