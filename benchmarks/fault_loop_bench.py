@@ -26,6 +26,7 @@ Writes OUT/result.json and prints the figures.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -204,8 +205,9 @@ def fault(args) -> dict:
 class ProcSampler(threading.Thread):
     """RSS, threads and open fds of this process every ``period`` s."""
 
-    def __init__(self, period: float) -> None:
+    def __init__(self, period: float, extra=lambda: 0) -> None:
         super().__init__(name="soak-sampler", daemon=True)
+        self.extra = extra  # a fifth column: the runtime's stage records held
         import psutil
 
         self.proc = psutil.Process()
@@ -215,7 +217,7 @@ class ProcSampler(threading.Thread):
         self.t0 = time.monotonic()
 
     def sample(self) -> None:
-        self.samples.append((time.monotonic() - self.t0, self.proc.memory_info().rss / 2**20, self.proc.num_threads(), self.proc.num_fds()))
+        self.samples.append((time.monotonic() - self.t0, self.proc.memory_info().rss / 2**20, self.proc.num_threads(), self.proc.num_fds(), self.extra()))
 
     def run(self) -> None:
         self.sample()
@@ -224,7 +226,7 @@ class ProcSampler(threading.Thread):
 
 
 def slope_mb_per_hour(samples: list, skip_s: float) -> float | None:
-    pts = [(t, r) for t, r, _, _ in samples if t >= skip_s]
+    pts = [(s[0], s[1]) for s in samples if s[0] >= skip_s]
     if len(pts) < 3:
         return None
     t, r = np.asarray(pts).T
@@ -251,8 +253,12 @@ def soak(args) -> dict:
     vw.release()
     jsonl = out / "decisions.jsonl"
     cfg = RunConfig(engines=engines, camera=str(video), mic=str(wav), loop=True, rate=args.rate, json_stdout=False)
-    sampler = ProcSampler(args.sample)
     rt = Runtime(cfg, outputs=[JsonLinesOutput(jsonl, mode="overwrite")])
+    if args.stage_cap:
+        # The runtime keeps its latency records in a bounded deque (50000 by default,
+        # ~45 min here); a smaller cap shows what memory does once it is full.
+        rt.stages.records = collections.deque(maxlen=args.stage_cap)
+    sampler = ProcSampler(args.sample, lambda: len(rt.stages.records))
     sampler.start()
     rt.start()
     try:
@@ -263,15 +269,17 @@ def soak(args) -> dict:
         sampler.stop_evt.set()
         sampler.join(2)
     s = sampler.samples
+    cap_t = next((x[0] for x in s if rt.stages.records.maxlen and x[4] >= rt.stages.records.maxlen), None)
     return {
+        "stage_records_cap": rt.stages.records.maxlen, "cap_reached_s": cap_t,
         "mode": "soak", "minutes": args.minutes, "sample_s": args.sample, "cpu": cpu_model(),
-        "rss_mb": {"start": round(s[0][1], 1), "after_60s": round(next((r for t, r, _, _ in s if t >= 60), s[-1][1]), 1), "end": round(s[-1][1], 1), "max": round(max(r for _, r, _, _ in s), 1)},
-        "rss_slope_mb_per_hour": {"all": slope_mb_per_hour(s, 0), "after_60s": slope_mb_per_hour(s, 60)},
+        "rss_mb": {"start": round(s[0][1], 1), "after_60s": round(next((x[1] for x in s if x[0] >= 60), s[-1][1]), 1), "end": round(s[-1][1], 1), "max": round(max(x[1] for x in s), 1)},
+        "rss_slope_mb_per_hour": {"all": slope_mb_per_hour(s, 0), "after_60s": slope_mb_per_hour(s, 60), "after_cap": slope_mb_per_hour(s, cap_t + 60) if cap_t is not None else None},
         "threads": {"min": min(x[2] for x in s[1:]), "max": max(x[2] for x in s[1:]), "end": s[-1][2]},
         "fds": {"start_running": s[1][3] if len(s) > 1 else None, "min": min(x[3] for x in s[1:]), "max": max(x[3] for x in s[1:]), "end": s[-1][3]},
         "decisions": lost_decisions(report, count_lines(jsonl), args.rate),
         "worker_errors": {m: w["errors"] for m, w in report.workers.items()},
-        "samples": [[round(t, 1), round(r, 2), n, f] for t, r, n, f in s],
+        "samples": [[round(t, 1), round(r, 2), n, f, k] for t, r, n, f, k in s],
     }
 
 
@@ -285,6 +293,7 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=2.0, help="fault: seconds after a recovery before the next unplug")
     ap.add_argument("--minutes", type=float, default=60.0, help="soak: minutes to run")
     ap.add_argument("--sample", type=float, default=10.0, help="soak: seconds between RSS/thread/fd samples")
+    ap.add_argument("--stage-cap", type=int, default=0, help="soak: cap the runtime's latency records at this many (default: the runtime's own, 50000)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("OMP_NUM_THREADS", "1")

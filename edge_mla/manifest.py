@@ -129,11 +129,8 @@ class TensorSpec:
         shape = o.get("shape", "list")
         if not shape:
             raise o.fail("shape", "must not be empty")
-        for i, a in enumerate(shape):
-            if isinstance(a, str):
-                continue
-            number(a, o.key(f"shape[{i}]"), where=str(o.file), lo=1, integer=True)
-        return cls(o.get("name", "string"), list(shape))
+        axes = [a if isinstance(a, str) else number(a, o.key(f"shape[{i}]"), where=str(o.file), lo=1, integer=True) for i, a in enumerate(shape)]
+        return cls(o.get("name", "string"), axes)
 
 
 @dataclass
