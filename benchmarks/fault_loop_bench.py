@@ -113,17 +113,23 @@ def noise_frame_fn(size=(160, 120)):
     return lambda t: rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
 
 
+def workspace(args, mode: str) -> tuple:
+    """(output folder, scratch folder, engine folder) of one benchmark mode."""
+    from edge_mla.runtime.testing.tiny_engines import build_tiny_engines
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{mode}-bench-"))
+    return out, work, build_tiny_engines(work / "engines")
+
+
 def fault(args) -> dict:
     from edge_mla.runtime import RunConfig, Runtime
     from edge_mla.runtime.outputs import JsonLinesOutput
     from edge_mla.runtime.testing.mjpeg import MjpegServer
     from edge_mla.runtime.testing.pulse import PulseNullSink
-    from edge_mla.runtime.testing.tiny_engines import build_tiny_engines
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="fault-bench-"))
-    engines = build_tiny_engines(work / "engines")
+    out, work, engines = workspace(args, "fault")
     wav = noise_wav(work / "tone.wav", 30, 48000)
     recovery = {"camera": [], "mic": []}
     detect = {"camera": [], "mic": []}
@@ -238,12 +244,8 @@ def soak(args) -> dict:
 
     from edge_mla.runtime import RunConfig, Runtime
     from edge_mla.runtime.outputs import JsonLinesOutput
-    from edge_mla.runtime.testing.tiny_engines import build_tiny_engines
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="soak-bench-"))
-    engines = build_tiny_engines(work / "engines")
+    out, work, engines = workspace(args, "soak")
     wav = noise_wav(work / "clip.wav", 20, 16000)
     video = work / "clip.avi"
     vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 15, (160, 120))

@@ -25,3 +25,8 @@ $PY benchmarks/runtime_bench.py --engines bench-out/rt-engines --out bench-out/r
 
 # Issue 5: the profiler on the tiny and resnet18 engines (ONNX Runtime INT8 engines).
 bash benchmarks/profile_bench.sh bench-out/export-bench-asym/tiny-percentile bench-out/export-bench-asym/resnet18-percentile bench-out/profile
+
+# Issue 11: sensor fault loops (PulseAudio mic + HTTP MJPEG camera unplugged/replugged) and a soak run.
+nice -n 10 $PY benchmarks/fault_loop_bench.py fault --cycles 20 --hold 5 --out bench-out/fault
+nice -n 10 $PY benchmarks/fault_loop_bench.py soak --minutes 60 --out bench-out/soak
+nice -n 10 $PY benchmarks/fault_loop_bench.py soak --minutes 20 --stage-cap 5000 --out bench-out/soak-cap

@@ -279,9 +279,12 @@ class Manifest:
 
 
 def write_manifest(root: Path, data: dict) -> Path:
+    """Write manifest.json; checked against the same schema the readers use first, so
+    the export can never ship a manifest the runtime refuses."""
     data = dict(data)
     data.setdefault("format", FORMAT)
     path = Path(root) / MANIFEST_NAME
+    ManifestDoc.parse(path, data)
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
 
