@@ -270,24 +270,41 @@ def soak(args) -> dict:
         sampler.sample()
         sampler.stop_evt.set()
         sampler.join(2)
-    s = sampler.samples
-    cap_t = next((x[0] for x in s if rt.stages.records.maxlen and x[4] >= rt.stages.records.maxlen), None)
+    res = {"mode": "soak", "minutes": args.minutes, "sample_s": args.sample, "cpu": cpu_model(), "stage_records_cap": rt.stages.records.maxlen,
+           "decisions": lost_decisions(report, count_lines(jsonl), args.rate), "worker_errors": {m: w["errors"] for m, w in report.workers.items()},
+           "samples": [[round(t, 1), round(r, 2), n, f, k] for t, r, n, f, k in sampler.samples]}
+    return {**res, **soak_summary(res["samples"], res["stage_records_cap"])}
+
+
+def soak_summary(samples: list, cap: int) -> dict:
+    """Figures from the samples [t, rss MB, threads, fds, stage records]: the first
+    is taken before the runtime starts and the last after it shut down (building
+    the report allocates), so memory, thread and fd figures use the samples taken
+    while it ran."""
+    running = samples[1:-1]
+    cap_t = next((x[0] for x in running if cap and x[4] >= cap), None)
     return {
-        "stage_records_cap": rt.stages.records.maxlen, "cap_reached_s": cap_t,
-        "mode": "soak", "minutes": args.minutes, "sample_s": args.sample, "cpu": cpu_model(),
-        "rss_mb": {"start": round(s[0][1], 1), "after_60s": round(next((x[1] for x in s if x[0] >= 60), s[-1][1]), 1), "end": round(s[-1][1], 1), "max": round(max(x[1] for x in s), 1)},
-        "rss_slope_mb_per_hour": {"all": slope_mb_per_hour(s, 0), "after_60s": slope_mb_per_hour(s, 60), "after_cap": slope_mb_per_hour(s, cap_t + 60) if cap_t is not None else None},
-        "threads": {"min": min(x[2] for x in s[1:]), "max": max(x[2] for x in s[1:]), "end": s[-1][2]},
-        "fds": {"start_running": s[1][3] if len(s) > 1 else None, "min": min(x[3] for x in s[1:]), "max": max(x[3] for x in s[1:]), "end": s[-1][3]},
-        "decisions": lost_decisions(report, count_lines(jsonl), args.rate),
-        "worker_errors": {m: w["errors"] for m, w in report.workers.items()},
-        "samples": [[round(t, 1), round(r, 2), n, f, k] for t, r, n, f, k in s],
+        "cap_reached_s": cap_t,
+        "rss_mb": {"before_start": samples[0][1], "first_running": running[0][1], "last_running": running[-1][1], "after_shutdown": samples[-1][1]},
+        "rss_slope_mb_per_hour": {"running": slope_mb_per_hour(running, 0), "after_60s": slope_mb_per_hour(running, 60),
+                                  "after_cap": slope_mb_per_hour(running, cap_t + 60) if cap_t is not None else None},
+        "threads_running": {"min": min(x[2] for x in running), "max": max(x[2] for x in running)},
+        "fds_running": {"first": running[0][3], "min": min(x[3] for x in running), "max": max(x[3] for x in running), "last": running[-1][3]},
+        "fds_after_shutdown": samples[-1][3],
     }
+
+
+def summary(args) -> dict:
+    """Recompute the summary of an existing soak result.json from its samples."""
+    res = json.loads(Path(args.out, "result.json").read_text())
+    for stale in ("threads", "fds"):  # older result files summarised every sample
+        res.pop(stale, None)
+    return {**res, **soak_summary(res["samples"], res.get("stage_records_cap"))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["fault", "soak"])
+    ap.add_argument("mode", choices=["fault", "soak", "summary"], help="summary: recompute a soak's figures from OUT/result.json")
     ap.add_argument("--out", required=True)
     ap.add_argument("--rate", type=float, default=10.0, help="fusion decisions per second")
     ap.add_argument("--cycles", type=int, default=20, help="fault: unplug/replug cycles per sensor")
@@ -299,7 +316,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    res = fault(args) if args.mode == "fault" else soak(args)
+    res = {"fault": fault, "soak": soak, "summary": summary}[args.mode](args)
     Path(args.out, "result.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=2, default=str))
 
