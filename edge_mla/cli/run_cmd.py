@@ -87,10 +87,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_mla.errors import EdgeMlaError
     from edge_mla.runtime.app import Runtime
     from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, format_summary
-
-    from edge_mla.errors import EdgeMlaError
 
     cfg = config_from_args(args)
     outputs = []  # opened by the runtime only after every check passed
