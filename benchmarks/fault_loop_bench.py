@@ -26,6 +26,7 @@ Writes OUT/result.json and prints the figures.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -112,17 +113,23 @@ def noise_frame_fn(size=(160, 120)):
     return lambda t: rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
 
 
+def workspace(args, mode: str) -> tuple:
+    """(output folder, scratch folder, engine folder) of one benchmark mode."""
+    from edge_mla.runtime.testing.tiny_engines import build_tiny_engines
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{mode}-bench-"))
+    return out, work, build_tiny_engines(work / "engines")
+
+
 def fault(args) -> dict:
     from edge_mla.runtime import RunConfig, Runtime
     from edge_mla.runtime.outputs import JsonLinesOutput
     from edge_mla.runtime.testing.mjpeg import MjpegServer
     from edge_mla.runtime.testing.pulse import PulseNullSink
-    from edge_mla.runtime.testing.tiny_engines import build_tiny_engines
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="fault-bench-"))
-    engines = build_tiny_engines(work / "engines")
+    out, work, engines = workspace(args, "fault")
     wav = noise_wav(work / "tone.wav", 30, 48000)
     recovery = {"camera": [], "mic": []}
     detect = {"camera": [], "mic": []}
@@ -204,8 +211,9 @@ def fault(args) -> dict:
 class ProcSampler(threading.Thread):
     """RSS, threads and open fds of this process every ``period`` s."""
 
-    def __init__(self, period: float) -> None:
+    def __init__(self, period: float, extra=lambda: 0) -> None:
         super().__init__(name="soak-sampler", daemon=True)
+        self.extra = extra  # a fifth column: the runtime's stage records held
         import psutil
 
         self.proc = psutil.Process()
@@ -215,7 +223,7 @@ class ProcSampler(threading.Thread):
         self.t0 = time.monotonic()
 
     def sample(self) -> None:
-        self.samples.append((time.monotonic() - self.t0, self.proc.memory_info().rss / 2**20, self.proc.num_threads(), self.proc.num_fds()))
+        self.samples.append((time.monotonic() - self.t0, self.proc.memory_info().rss / 2**20, self.proc.num_threads(), self.proc.num_fds(), self.extra()))
 
     def run(self) -> None:
         self.sample()
@@ -224,7 +232,7 @@ class ProcSampler(threading.Thread):
 
 
 def slope_mb_per_hour(samples: list, skip_s: float) -> float | None:
-    pts = [(t, r) for t, r, _, _ in samples if t >= skip_s]
+    pts = [(s[0], s[1]) for s in samples if s[0] >= skip_s]
     if len(pts) < 3:
         return None
     t, r = np.asarray(pts).T
@@ -236,12 +244,8 @@ def soak(args) -> dict:
 
     from edge_mla.runtime import RunConfig, Runtime
     from edge_mla.runtime.outputs import JsonLinesOutput
-    from edge_mla.runtime.testing.tiny_engines import build_tiny_engines
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="soak-bench-"))
-    engines = build_tiny_engines(work / "engines")
+    out, work, engines = workspace(args, "soak")
     wav = noise_wav(work / "clip.wav", 20, 16000)
     video = work / "clip.avi"
     vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 15, (160, 120))
@@ -251,8 +255,12 @@ def soak(args) -> dict:
     vw.release()
     jsonl = out / "decisions.jsonl"
     cfg = RunConfig(engines=engines, camera=str(video), mic=str(wav), loop=True, rate=args.rate, json_stdout=False)
-    sampler = ProcSampler(args.sample)
     rt = Runtime(cfg, outputs=[JsonLinesOutput(jsonl, mode="overwrite")])
+    if args.stage_cap:
+        # The runtime keeps its latency records in a bounded deque (50000 by default,
+        # ~45 min here); a smaller cap shows what memory does once it is full.
+        rt.stages.records = collections.deque(maxlen=args.stage_cap)
+    sampler = ProcSampler(args.sample, lambda: len(rt.stages.records))
     sampler.start()
     rt.start()
     try:
@@ -262,22 +270,41 @@ def soak(args) -> dict:
         sampler.sample()
         sampler.stop_evt.set()
         sampler.join(2)
-    s = sampler.samples
+    res = {"mode": "soak", "minutes": args.minutes, "sample_s": args.sample, "cpu": cpu_model(), "stage_records_cap": rt.stages.records.maxlen,
+           "decisions": lost_decisions(report, count_lines(jsonl), args.rate), "worker_errors": {m: w["errors"] for m, w in report.workers.items()},
+           "samples": [[round(t, 1), round(r, 2), n, f, k] for t, r, n, f, k in sampler.samples]}
+    return {**res, **soak_summary(res["samples"], res["stage_records_cap"])}
+
+
+def soak_summary(samples: list, cap: int) -> dict:
+    """Figures from the samples [t, rss MB, threads, fds, stage records]: the first
+    is taken before the runtime starts and the last after it shut down (building
+    the report allocates), so memory, thread and fd figures use the samples taken
+    while it ran."""
+    running = samples[1:-1]
+    cap_t = next((x[0] for x in running if cap and x[4] >= cap), None)
     return {
-        "mode": "soak", "minutes": args.minutes, "sample_s": args.sample, "cpu": cpu_model(),
-        "rss_mb": {"start": round(s[0][1], 1), "after_60s": round(next((r for t, r, _, _ in s if t >= 60), s[-1][1]), 1), "end": round(s[-1][1], 1), "max": round(max(r for _, r, _, _ in s), 1)},
-        "rss_slope_mb_per_hour": {"all": slope_mb_per_hour(s, 0), "after_60s": slope_mb_per_hour(s, 60)},
-        "threads": {"min": min(x[2] for x in s[1:]), "max": max(x[2] for x in s[1:]), "end": s[-1][2]},
-        "fds": {"start_running": s[1][3] if len(s) > 1 else None, "min": min(x[3] for x in s[1:]), "max": max(x[3] for x in s[1:]), "end": s[-1][3]},
-        "decisions": lost_decisions(report, count_lines(jsonl), args.rate),
-        "worker_errors": {m: w["errors"] for m, w in report.workers.items()},
-        "samples": [[round(t, 1), round(r, 2), n, f] for t, r, n, f in s],
+        "cap_reached_s": cap_t,
+        "rss_mb": {"before_start": samples[0][1], "first_running": running[0][1], "last_running": running[-1][1], "after_shutdown": samples[-1][1]},
+        "rss_slope_mb_per_hour": {"running": slope_mb_per_hour(running, 0), "after_60s": slope_mb_per_hour(running, 60),
+                                  "after_cap": slope_mb_per_hour(running, cap_t + 60) if cap_t is not None else None},
+        "threads_running": {"min": min(x[2] for x in running), "max": max(x[2] for x in running)},
+        "fds_running": {"first": running[0][3], "min": min(x[3] for x in running), "max": max(x[3] for x in running), "last": running[-1][3]},
+        "fds_after_shutdown": samples[-1][3],
     }
+
+
+def summary(args) -> dict:
+    """Recompute the summary of an existing soak result.json from its samples."""
+    res = json.loads(Path(args.out, "result.json").read_text())
+    for stale in ("threads", "fds"):  # older result files summarised every sample
+        res.pop(stale, None)
+    return {**res, **soak_summary(res["samples"], res.get("stage_records_cap"))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["fault", "soak"])
+    ap.add_argument("mode", choices=["fault", "soak", "summary"], help="summary: recompute a soak's figures from OUT/result.json")
     ap.add_argument("--out", required=True)
     ap.add_argument("--rate", type=float, default=10.0, help="fusion decisions per second")
     ap.add_argument("--cycles", type=int, default=20, help="fault: unplug/replug cycles per sensor")
@@ -285,10 +312,11 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=2.0, help="fault: seconds after a recovery before the next unplug")
     ap.add_argument("--minutes", type=float, default=60.0, help="soak: minutes to run")
     ap.add_argument("--sample", type=float, default=10.0, help="soak: seconds between RSS/thread/fd samples")
+    ap.add_argument("--stage-cap", type=int, default=0, help="soak: cap the runtime's latency records at this many (default: the runtime's own, 50000)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    res = fault(args) if args.mode == "fault" else soak(args)
+    res = {"fault": fault, "soak": soak, "summary": summary}[args.mode](args)
     Path(args.out, "result.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=2, default=str))
 

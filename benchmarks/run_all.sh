@@ -40,3 +40,8 @@ $PY benchmarks/factory_bench.py --engines bench-out/rt-engines --out bench-out/f
 # Issue 12: faithful OGM-GE, MMPareto, and 2-process (torch.distributed) training, reduced size.
 $PY benchmarks/train_bench.py --data-dir "$DATA" --out bench-out/train12 --splits official speaker --seeds 0 1 --limit 3000 --epochs 3 --jobs 2 --no-corrupt \
     --variants joint unimodal ogm_ge mmpareto mla mla_owm_norm mla_owm_norm_ddp2 --speaker-variants joint unimodal ogm_ge mmpareto mla mla_owm_norm
+
+# Issue 11: sensor fault loops (PulseAudio mic + HTTP MJPEG camera unplugged/replugged) and a soak run.
+nice -n 10 $PY benchmarks/fault_loop_bench.py fault --cycles 20 --hold 5 --out bench-out/fault
+nice -n 10 $PY benchmarks/fault_loop_bench.py soak --minutes 60 --out bench-out/soak
+nice -n 10 $PY benchmarks/fault_loop_bench.py soak --minutes 20 --stage-cap 5000 --out bench-out/soak-cap

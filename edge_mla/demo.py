@@ -23,6 +23,19 @@ from edge_mla.validate import numbers, writable_location
 log = logging.getLogger(__name__)
 
 
+# Every numeric option and its valid range (edge_mla.validate.number's keywords).
+NUMERIC = {
+    "epochs": dict(lo=1, hi=10_000, integer=True),
+    "limit": dict(lo=1, integer=True, optional=True),
+    "batch_size": dict(lo=1, hi=65536, integer=True),
+    "segments": dict(lo=2, hi=100_000, integer=True),
+    "segment_seconds": dict(lo=0, lo_open=True, hi=3600),
+    "calib_size": dict(lo=1, integer=True),
+    "seed": dict(lo=0, hi=2**32 - 1, integer=True),
+    "latency_repeats": dict(lo=1, integer=True),
+}
+
+
 @dataclass
 class DemoConfig:
     out: Path = Path("demo-out")
@@ -40,16 +53,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        numbers(self, {
-            "epochs": dict(lo=1, hi=10_000, integer=True),
-            "limit": dict(lo=1, integer=True, optional=True),
-            "batch_size": dict(lo=1, hi=65536, integer=True),
-            "segments": dict(lo=2, hi=100_000, integer=True),
-            "segment_seconds": dict(lo=0, lo_open=True, hi=3600),
-            "calib_size": dict(lo=1, integer=True),
-            "seed": dict(lo=0, hi=2**32 - 1, integer=True),
-            "latency_repeats": dict(lo=1, integer=True),
-        })
+        numbers(self, NUMERIC)
         if self.out.exists() and not self.out.is_dir():
             raise EdgeMlaError(f"--out {self.out}: exists and is not a folder")
         if self.out.is_dir() and any(self.out.iterdir()) and not self.force:

@@ -2,6 +2,13 @@
 without the training stack. Written by export, read by the runtime and the profiler.
 Pure json/hashlib so the runtime extra can read it.
 
+The one schema check of the project's JSON inputs lives here (the manifest, and a
+run folder's config.json): typed dataclasses parsed from JSON, every field checked
+for type and range, required keys required, errors in one style
+(``FILE: dotted.key problem``), unknown keys ignored so that a file written by a
+newer edge-mla stays readable. The runtime, the profiler and the export (which
+checks what it writes) share it.
+
 Schema (format "edge-mla-engines/1"):
 
 {
@@ -133,11 +140,8 @@ class TensorSpec:
         shape = o.get("shape", "list")
         if not shape:
             raise o.fail("shape", "must not be empty")
-        for i, a in enumerate(shape):
-            if isinstance(a, str):
-                continue
-            number(a, o.key(f"shape[{i}]"), where=str(o.file), lo=1, integer=True)
-        return cls(o.get("name", "string"), list(shape))
+        axes = [a if isinstance(a, str) else number(a, o.key(f"shape[{i}]"), where=str(o.file), lo=1, integer=True) for i, a in enumerate(shape)]
+        return cls(o.get("name", "string"), axes)
 
 
 @dataclass
@@ -221,9 +225,14 @@ class ManifestDoc:
             raise EdgeMlaError(f"{file}: lists no engines")
         parsed = {m: EngineEntry.parse(m, engines.obj(m)) for m in engines.data}
         for m, e in parsed.items():
-            out_shape = e.output.shape
+            # facts that must agree, or the runtime would fail on every frame instead of at start
+            out_shape, in_shape = e.output.shape, e.input.shape
             if isinstance(out_shape[-1], int) and out_shape[-1] != len(classes):
                 raise engines.fail(f"{m}.output.shape", f"ends in {out_shape[-1]} but classes lists {len(classes)}")
+            if e.image_size is not None and len(in_shape) >= 2 and all(isinstance(a, int) for a in in_shape[-2:]) and in_shape[-2:] != [e.image_size] * 2:
+                raise engines.fail(f"{m}.image.size", f"is {e.image_size} but input.shape ends in {in_shape[-2:]}")
+            if e.window is not None and isinstance(in_shape[-1], int) and in_shape[-1] != e.window:
+                raise engines.fail(f"{m}.audio.window", f"is {e.window} but input.shape ends in {in_shape[-1]}")
         return cls(list(classes), rule, parsed)
 
 
@@ -297,9 +306,12 @@ class Manifest:
 
 
 def write_manifest(root: Path, data: dict) -> Path:
+    """Write manifest.json; checked against the same schema the readers use first, so
+    the export can never ship a manifest the runtime refuses."""
     data = dict(data)
     data.setdefault("format", FORMAT)
     path = Path(root) / MANIFEST_NAME
+    ManifestDoc.parse(path, data)
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
 

@@ -345,9 +345,13 @@ def test_export_out_under_a_file(capsys, run_folder):
     assert_one_error_line("export", rc, err, "--out", "is a file, not a folder")
 
 
-def test_refused_checkpoint_is_one_line_without_torch_warnings(tmp_path, run_folder):
+@pytest.mark.parametrize("kind", ["object-in-torch-save", "plain-pickle"])
+def test_refused_checkpoint_is_one_line_without_torch_warnings(tmp_path, run_folder, kind):
     """A pickle of an arbitrary object is never unpickled (weights_only): the file it
-    would create stays absent, and torch's long explanation is not printed."""
+    would create stays absent; torch's warning (a plain pickle: several hundred
+    characters on stderr) and its long explanation are not printed."""
+    import pickle
+
     import torch
 
     marker = tmp_path / "pwned"
@@ -356,10 +360,13 @@ def test_refused_checkpoint_is_one_line_without_torch_warnings(tmp_path, run_fol
         def __reduce__(self):
             return (Path.touch, (marker,))
 
-    torch.save({"format": "edge-mla-checkpoint/1", "x": Evil()}, run_folder / "checkpoint.pt")
+    if kind == "plain-pickle":
+        (run_folder / "checkpoint.pt").write_bytes(pickle.dumps({"format": "edge-mla-checkpoint/1", "state_dict": {}}, protocol=4))
+    else:
+        torch.save({"format": "edge-mla-checkpoint/1", "x": Evil()}, run_folder / "checkpoint.pt")
     p = cli_subprocess("export", run_folder, "--no-progress", env={**os.environ, "PYTHONWARNINGS": "always"})
     assert_one_error_line("export", p.returncode, p.stderr, "checkpoint.pt", "cannot load checkpoint")
-    assert len(p.stderr.strip().splitlines()[0]) < 400
+    assert len(p.stderr.strip()) < 400
     assert not marker.exists()
 
 
@@ -406,3 +413,36 @@ def test_demo_out_mistakes(capsys, tmp_path):
     rc, _, err = cli(capsys, "demo", "--out", tmp_path / "d")
     assert_one_error_line("demo", rc, err, "demo folder exists and is not empty")
     assert snapshot(tmp_path) == before
+
+
+def test_staged_folder_is_all_or_nothing(tmp_path):
+    """The one mechanism behind train's and export's folders: a failure inside
+    leaves the old folder as it was and no temporary folder; an unwritable place is
+    one line."""
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.staging import staged_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_folder(out) as tmp:
+            (tmp / "half.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and (out / "old.txt").read_text() == "old"
+    with staged_folder(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    with pytest.raises(EdgeMlaError, match=r"^--out /proc/edge-mla-nope/engines: cannot create the folder"):
+        with staged_folder(Path("/proc/edge-mla-nope/engines")):
+            pass
+
+
+@pytest.mark.parametrize("path,value,needle", [(["engines", "image", "image", "size"], 32, "image.size is 32 but input.shape ends in [28, 28]"),
+                                               (["engines", "audio", "audio", "window"], 16000, "audio.window is 16000 but input.shape ends in 8000")])
+def test_manifest_facts_must_agree_with_shapes(capsys, tmp_path, tiny_engines, media, path, value, needle):
+    """An image size or audio window the engine does not take would fail on every
+    frame in a worker thread; the manifest check refuses it at start."""
+    eng = edit_manifest(manifest_copy(tiny_engines, tmp_path / "eng"), _set(path, value))
+    rc, _, err = cli(capsys, "run", "--engines", eng, "--camera", media["video"], "--mic", media["wav"], "--duration", "1")
+    assert_one_error_line("run", rc, err, "manifest.json", needle)

@@ -23,7 +23,7 @@ def test_help_lists_every_knob():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--epochs", "0"], "--epochs must be at least 1"),
+        (["train", "--epochs", "0"], "--epochs must be an integer >= 1"),
         (["train", "--owm-alpha", "big"], "--owm-alpha must be 'auto' or a positive number"),
         (["train", "--dataset", "avmnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir does not exist"),
         (["eval", "/nonexistent/run"], "/nonexistent/run: run folder not found"),

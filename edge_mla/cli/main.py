@@ -110,7 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except EdgeMlaError as exc:
-        print(f"edge-mla {args.command}: error: {exc}", file=sys.stderr)
+        one_line = " ".join(str(exc).split())  # a message quoting user text never breaks the one line
+        print(f"edge-mla {args.command}: error: {one_line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"edge-mla {args.command}: interrupted", file=sys.stderr)

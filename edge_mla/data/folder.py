@@ -71,7 +71,7 @@ def read_pairs_csv(csv_path: Path) -> list:
         reader.fieldnames = header
         missing = [c for c in REQUIRED if c not in header]
         if missing:
-            raise EdgeMlaError(f"{csv_path}: missing column(s) {', '.join(missing)} (have: {', '.join(header) or 'none'})")
+            raise EdgeMlaError(f"{csv_path}: missing column(s) {', '.join(missing)} (have: {', '.join(map(repr, header)) or 'none'})")
         rows = []
         for lineno, r in enumerate(reader, start=2):
             r = {k: (v or "").strip() for k, v in r.items() if k is not None}  # None: a short row

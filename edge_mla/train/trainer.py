@@ -27,8 +27,8 @@ from edge_mla import __version__
 from edge_mla.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, save_checkpoint
 from edge_mla.data import iterate_batches, load_dataset
 from edge_mla.errors import EdgeMlaError
-from edge_mla.staging import staged_folder
 from edge_mla.evaluate import evaluate
+from edge_mla.staging import staged_folder
 from edge_mla.train.config import TrainConfig
 from edge_mla.train.dist import World, shard_batches
 from edge_mla.validate import writable_location

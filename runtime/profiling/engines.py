@@ -82,7 +82,10 @@ def time_call(fn, warmup: int, repeats: int) -> list:
 
 def example_input(spec_entry: dict, batch: int, rng: np.random.Generator) -> np.ndarray:
     """A realistic input: a random image in [0, 1], or speech-level noise PCM."""
-    shape = [batch] + [int(d) for d in spec_entry["input"]["shape"][1:]]
+    dims = spec_entry["input"]["shape"][1:]
+    if not all(isinstance(d, int) for d in dims):
+        raise EdgeMlaError(f"{spec_entry['file']}: input shape {spec_entry['input']['shape']} has named axes after the batch; the profiler needs fixed sizes")
+    shape = [batch] + dims
     if "audio" in spec_entry:
         return (rng.normal(0, 0.1, shape)).astype(np.float32)
     return rng.random(shape, dtype=np.float32)
