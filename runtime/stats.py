@@ -26,7 +26,7 @@ class StageRecorder:
     """One record per (modality, result) at its first use: the six timestamps
     capture -> preprocess start -> engine start -> engine done -> fused -> written."""
 
-    def __init__(self, maxlen: int = 50000) -> None:
+    def __init__(self, maxlen: int = 5000) -> None:  # bounded: ~4 min of records at 20/s (the soak in BENCHMARKS.md section 11)
         self.records: collections.deque = collections.deque(maxlen=maxlen)
         self._seen: dict = {}
 

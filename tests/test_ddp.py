@@ -146,9 +146,13 @@ def test_a_rank_killed_mid_training_leaves_no_run_folder(tmp_path, demo_cache):
     proc = subprocess.Popen([sys.executable, "-m", "edge_mla.cli.main", "train", "--dataset", "demo", "--epochs", "50", "--batch-size", "32",
                              "--threads", "1", "--no-progress", "--nproc", "2", "--out", str(run)], stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 300
-    while not (run / "config.json").is_file() and time.time() < deadline and proc.poll() is None:
+
+    def staged() -> list:  # rank 0 writes into a temporary folder beside the run folder (edge_mla.staging)
+        return list(tmp_path.glob(".run.tmp-*/config.json"))
+
+    while not staged() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
-    assert (run / "config.json").is_file(), "rank 0 never started writing"
+    assert staged(), "rank 0 never started writing"
     pid = _rank_pid(proc.pid, "1")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -156,4 +160,4 @@ def test_a_rank_killed_mid_training_leaves_no_run_folder(tmp_path, demo_cache):
     assert proc.returncode == 2
     lines = [ln for ln in err.strip().splitlines() if not ln[:2].isdigit()]  # rank 0's own log lines start with a time
     assert len(lines) == 1 and "a training process failed" in lines[0], err
-    assert not run.exists()
+    assert not run.exists() and not staged() and not list(tmp_path.glob(".run.tmp-*"))

@@ -161,4 +161,4 @@ def test_mqtts_with_user_and_password(engines, session, tmp_path):
         assert ", 0 left in the spool" in p.stderr  # all acknowledged before exit
         wrong = tmp_path / "wrong"
         wrong.write_text("nope\n")
-        _one_error_line(run_cli(base + ["--mqtt-password-file", str(wrong), "--mqtt-required"], timeout=60), "cannot reach the broker")
+        _one_error_line(run_cli(base + ["--force", "--mqtt-password-file", str(wrong), "--mqtt-required"], timeout=60), "cannot reach the broker")

@@ -15,6 +15,12 @@ def test_macs_are_counted_exactly_for_the_tiny_image_engine(exported):
     out = exported.out
     # conv 1->16 @28x28, 16->32 @14x14, 32->64 @7x7 (3x3), proj 64x64, head 64x10
     expected = 28 * 28 * 16 * 9 + 14 * 14 * 32 * 16 * 9 + 7 * 7 * 64 * 32 * 9 + 64 * 64 + 64 * 10
+    # the reliability output (issue 8): h'P (64x64), h'P mu_c (64x10 classes) where the
+    # Mahalanobis term is used, then the logistic over the features
+    rel = json.loads((out / "manifest.json").read_text())["fusion"].get("reliability")
+    if rel:
+        feats = rel["modalities"]["image"]["features"]
+        expected += (64 * 64 + 64 * 10 if "mahalanobis" in feats else 0) + len(feats)
     assert count_macs(out / "image.fp32.onnx") == expected
     assert count_macs(out / "image.int8.onnx") == expected  # QDQ does not change the compute
 
