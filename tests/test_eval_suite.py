@@ -47,7 +47,9 @@ def test_ece_and_auroc_blocks(eval_json):
         e = res["ece"][m]
         assert 0.0 <= e["raw"] <= 1.0 and 0.0 <= e["calibrated"] <= 1.0 and e["temperature"] > 0
         assert {"held_out", "train"} <= set(res["reliability"]["auroc"][m])
-    assert res["reliability"]["signal"] == "energy+mahalanobis"
+    from edge_mla.reliability import DEFAULT_SIGNAL
+
+    assert res["reliability"]["signal"] == DEFAULT_SIGNAL
     assert 0.0 <= res["fused_reliable"] <= 1.0 and 0.0 <= res["fused_rule"] <= 1.0
     # the legacy keys are still there
     for key in ("image", "audio", "fused", "fused_mean", "image_black", "audio_silence", "audio_noise"):

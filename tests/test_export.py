@@ -292,14 +292,16 @@ def test_engines_have_the_reliability_output_and_the_manifest_its_constants(expo
 
     man = load_manifest(exported.out)
     rel = man.reliability()
-    assert rel is not None and rel.signal == "energy+mahalanobis" and 0 < rel.threshold < 1
+    from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL
+
+    assert rel is not None and rel.signal == DEFAULT_SIGNAL and 0 < rel.threshold < 1
     block = man.data["fusion"]
     assert block["rule"] == "entropy" and block["method"] == "mla"
     assert set(block["reliability"]["auroc"]) == {"fp32", "int8"}
     for mod in ("image", "audio"):
         e = man.data["engines"][mod]
         assert e["reliability_output"]["name"] == "reliability" and e["reliability_output"]["parity_max_abs_diff"] < 1e-3
-        assert set(rel.modalities[mod].features) == {"energy", "mahalanobis"}
+        assert rel.modalities[mod].features == CANDIDATES[DEFAULT_SIGNAL]
         for prec in ("fp32", "int8"):
             m = onnx.load(str(exported.out / e["variants"][prec]["file"]))
             assert [o.name for o in m.graph.output] == ["logits", "reliability"]

@@ -114,7 +114,9 @@ def test_a_broken_live_sensor_goes_degraded_and_back(degraded_replay, fault, sen
 
 
 def test_report_names_the_signal(degraded_replay):
-    assert degraded_replay["report"].reliability == "energy+mahalanobis"
+    from edge_mla.reliability import DEFAULT_SIGNAL
+
+    assert degraded_replay["report"].reliability == DEFAULT_SIGNAL
 
 
 def _old_folder(exported, dst):
