@@ -172,8 +172,8 @@ class Runtime:
             thr = self.cfg.silence_threshold
             gate = (lambda x: float(np.sqrt(np.mean(np.square(x)))) >= thr) if thr > 0 else None
             self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.latest(seq), self._audio_pre, 1.0 / self.cfg.hop, self._stop, gate=gate)
-        thr = self.reliability.threshold if self.reliability is not None else None
-        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, thr, self.cfg.degraded_hold)
+        rel_thr = self.reliability.threshold if self.reliability is not None else None  # not "thr": the silence gate's closure reads that name
+        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, rel_thr, self.cfg.degraded_hold)
         self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in (self.camera, self.mic) if s is not None] + [self.fusion]
         for t in self._threads:
             t.start()
