@@ -26,6 +26,9 @@ $PY benchmarks/runtime_bench.py --engines bench-out/rt-engines --out bench-out/r
 # Issue 5: the profiler on the tiny and resnet18 engines (ONNX Runtime INT8 engines).
 bash benchmarks/profile_bench.sh bench-out/export-bench-asym/tiny-percentile bench-out/export-bench-asym/resnet18-percentile bench-out/profile
 
+# Issue 8: fault-aware fusion: reliability candidates x corruption suite, INT8 AUROC, extra engine cost.
+$PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability --splits official speaker --seeds 0 1 2 --methods mla --limit 4000 --epochs 3 --test-limit 500 --fit-train 1500 --fit-val 600 --export --latency
+
 # Issue 9: OpenVINO's runtime vs ONNX Runtime on the same ONNX files (OpenVINO is not a
 # project dependency), and stations in one process vs separate processes, batched vs not.
 $PY -m pip install -q openvino==2026.4.1

@@ -59,7 +59,7 @@ from edge_mla.runtime.outputs import JsonLinesOutput
 from edge_mla.runtime.replay.recorder import load_session, session_config
 a = json.loads(sys.argv[1])
 s = load_session(a["session"])
-cfg = session_config(s, engines=a["engines"], precision=a["precision"], rate=a["rate"], blank_threshold=a["blank_threshold"], json_stdout=False)
+cfg = session_config(s, engines=a["engines"], precision=a["precision"], rate=a["rate"], blank_threshold=a["blank_threshold"], silence_threshold=a["silence_threshold"], json_stdout=False)
 rep = run_for(cfg, outputs=[JsonLinesOutput(a["jsonl"], mode="overwrite")])
 d = rep.to_dict()
 json.dump(d, open(a["report"], "w"))
@@ -78,15 +78,17 @@ def main() -> int:
     ap.add_argument("--precision", choices=["fp32", "int8"], default=None)
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--blank-threshold", type=float, default=8.0, help="0 turns the blank-frame check off (to show what entropy fusion alone does)")
+    ap.add_argument("--silence-threshold", type=float, default=0.002, help="0 turns the silent-window check off (the learned reliability signal alone)")
+    ap.add_argument("--degraded", action="store_true", help="the degraded-sensor session instead: clean spans around a noisy-mic and a smeared-camera span (issue 8)")
     args = ap.parse_args()
 
-    from edge_mla.runtime.replay import default_script, record_session, score
+    from edge_mla.runtime.replay import default_script, degraded_script, record_session, score
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     engines = Path(args.engines) if args.engines else make_engines(out)
     w, h = (int(v) for v in args.frame_size.split("x"))
-    script = default_script(args.segments, args.segment_seconds)
+    script = (degraded_script if args.degraded else default_script)(args.segments, args.segment_seconds)
     script.frame_size, script.fps = (w, h), args.fps
     t = time.time()
     if args.session:
@@ -98,7 +100,7 @@ def main() -> int:
         session = record_session(script, out / "session")
     record_s = time.time() - t
     jsonl, report_path = out / "run.jsonl", out / "report.json"
-    child_args = {"session": str(session.root), "engines": str(engines), "precision": args.precision, "rate": args.rate, "blank_threshold": args.blank_threshold, "jsonl": str(jsonl), "report": str(report_path)}
+    child_args = {"session": str(session.root), "engines": str(engines), "precision": args.precision, "rate": args.rate, "blank_threshold": args.blank_threshold, "silence_threshold": args.silence_threshold, "jsonl": str(jsonl), "report": str(report_path)}
     load_before = os.getloadavg()
     subprocess.run([sys.executable, "-c", CHILD, json.dumps(child_args)], check=True, cwd=str(ROOT))
     load_after = os.getloadavg()
@@ -113,8 +115,10 @@ def main() -> int:
         "engines": {m: {"file": ((e.get("variants", {}).get(args.precision) or e) if args.precision else e)["file"]} for m, e in manifest["engines"].items()},
         "precision_flag": args.precision,
         "blank_threshold": args.blank_threshold,
+        "silence_threshold": args.silence_threshold,
+        "fusion": {k: v for k, v in manifest.get("fusion", {}).items() if k != "reliability"} | {"signal": manifest.get("fusion", {}).get("reliability", {}).get("signal")},
         "score": sc,
-        "runtime": {k: rep[k] for k in ("seconds", "decisions", "no_decisions", "lines", "workers", "sensors", "latency", "cpu_percent", "peak_rss_mb", "fusion_overruns")},
+        "runtime": {k: rep.get(k) for k in ("seconds", "decisions", "no_decisions", "lines", "workers", "sensors", "latency", "cpu_percent", "peak_rss_mb", "fusion_overruns", "degraded")},
     }
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     md = render(result)
@@ -141,9 +145,9 @@ def render(r: dict) -> str:
     L.append("### Accuracy per span (decisions at 10 Hz; the first 1 s after each label change is not scored)\n")
     L.append("| span | decisions | fused | image alone | audio alone | no decision |")
     L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
-    names = {"clean": "both sensors", "camera_gone": "camera lost", "mic_gone": "mic lost", "camera_black": "black frames", "camera_frozen": "frozen frames", "mic_silent": "mic silent"}
+    names = {"clean": "both sensors", "camera_gone": "camera lost", "mic_gone": "mic lost", "camera_black": "black frames", "camera_frozen": "frozen frames", "mic_silent": "mic silent", "mic_noise": "mic noisy (alive)", "camera_smear": "camera smeared (alive)"}
     spans = dict(sc["spans"])
-    rows = [("overall", sc["overall"])] + [(names.get(k, k), spans[k]) for k in ("clean", "camera_gone", "mic_gone", "camera_black", "camera_frozen", "mic_silent") if k in spans]
+    rows = [("overall", sc["overall"])] + [(names.get(k, k), spans[k]) for k in ("clean", "camera_gone", "mic_gone", "camera_black", "camera_frozen", "mic_silent", "mic_noise", "camera_smear") if k in spans]
     for name, f in rows:
         if not f.get("n"):
             continue
@@ -152,6 +156,14 @@ def render(r: dict) -> str:
     best = max(o.get("image_only", 0), o.get("audio_only", 0))
     L.append(f"\nFused vs best single modality over the whole session: {o['accuracy']:.3f} vs {best:.3f} (x{o['accuracy'] / max(best, 1e-9):.2f}). "
              "\"Alone\" counts a modality's own top-1 in the same output lines, and counts it wrong when it was missing or stale, as a single-sensor runtime would be.\n")
+    if sc.get("degraded"):
+        L.append(f"Fusion: rule {r.get('fusion', {}).get('rule')}, reliability signal {r.get('fusion', {}).get('signal')}; blank threshold {r['blank_threshold']}, silence threshold {r.get('silence_threshold')}.\n")
+        L.append("### Degraded sensors (alive but broken)\n")
+        L.append("| fault | span | reported degraded after | ok again after | fraction of the span reported degraded |")
+        L.append("| --- | --- | ---: | ---: | ---: |")
+        for x in sc["degraded"]:
+            L.append(f"| {x['fault']} | {x['start']:.0f}-{x['end']:.0f} s | {x['degraded_after_s']} s | {x['ok_after_s']} s | {x['degraded_fraction']:.2f} |")
+        L.append("")
     L.append("### Time to recover after a sensor returns\n")
     L.append("| fault | span | marked lost | sensor ok again after | used in fusion again after |")
     L.append("| --- | --- | --- | ---: | ---: |")

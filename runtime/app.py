@@ -253,8 +253,8 @@ class Runtime:
             for o in self.outputs:
                 o.close()
             raise
-        thr = self.reliability.threshold if self.reliability is not None else None
-        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, thr, self.cfg.degraded_hold)
+        rel_thr = self.reliability.threshold if self.reliability is not None else None  # not "thr": the silence gate's closure reads that name
+        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, rel_thr, self.cfg.degraded_hold)
         if self.camera is not None:
             cam = self.camera
             pre = image_preprocessor(self.engines["image"].spec.image_size or 28)

@@ -280,3 +280,77 @@ def test_bare_int8_flag_means_on():
     assert p.parse_args(["export", "RUN", "--int8"]).int8 == "on"
     assert p.parse_args(["export", "RUN"]).int8 == "off"
     assert p.parse_args(["export", "RUN", "--int8", "auto"]).int8 == "auto"
+
+
+# -- issue 8: the reliability output -------------------------------------------------
+RELIABILITY_INT8_MEAN_TOL = 0.1  # mean |r_fp32 - r_int8| on validation inputs (r in [0, 1])
+RELIABILITY_INT8_GATE_AGREE = 0.9  # fraction of inputs on the same side of the gate threshold
+
+
+def test_engines_have_the_reliability_output_and_the_manifest_its_constants(exported):
+    from edge_mla.manifest import load_manifest
+
+    man = load_manifest(exported.out)
+    rel = man.reliability()
+    from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL
+
+    assert rel is not None and rel.signal == DEFAULT_SIGNAL and 0 < rel.threshold < 1
+    block = man.data["fusion"]
+    assert block["rule"] == "entropy" and block["method"] == "mla"
+    assert set(block["reliability"]["auroc"]) == {"fp32", "int8"}
+    for mod in ("image", "audio"):
+        e = man.data["engines"][mod]
+        assert e["reliability_output"]["name"] == "reliability" and e["reliability_output"]["parity_max_abs_diff"] < 1e-3
+        assert rel.modalities[mod].features == CANDIDATES[DEFAULT_SIGNAL]
+        for prec in ("fp32", "int8"):
+            m = onnx.load(str(exported.out / e["variants"][prec]["file"]))
+            assert [o.name for o in m.graph.output] == ["logits", "reliability"]
+        assert 0.0 <= block["reliability"]["auroc"]["int8"][mod] <= 1.0
+
+
+def test_reliability_output_fp32_vs_int8_and_vs_the_numpy_reference(exported, tiny_run):
+    import torch
+
+    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.data import load_dataset
+    from edge_mla.manifest import load_manifest
+
+    man = load_manifest(exported.out)
+    rel = man.reliability()
+    model, _ = load_checkpoint(tiny_run)
+    ds = load_dataset("demo", seed=0)
+    idx = np.arange(min(200, len(ds.val)))
+    for mod in ("image", "audio"):
+        x = ds.val.image_batch(idx) if mod == "image" else ds.val.audio_batch(idx, ds.window)
+        r = {p: _ort(exported.out / f"{mod}.{p}.onnx").run(None, {mod: x})[1] for p in ("fp32", "int8")}
+        with torch.no_grad():
+            h = model.embed(mod, torch.from_numpy(x))
+            ref = rel.modalities[mod].score(h.numpy(), model.head_logits(mod, h).numpy())
+        np.testing.assert_allclose(r["fp32"], ref, atol=1e-3)
+        assert np.all((r["int8"] >= 0) & (r["int8"] <= 1))
+        assert np.mean(np.abs(r["fp32"] - r["int8"])) <= RELIABILITY_INT8_MEAN_TOL
+        assert np.mean((r["fp32"] >= rel.threshold) == (r["int8"] >= rel.threshold)) >= RELIABILITY_INT8_GATE_AGREE
+
+
+def test_the_fusion_rule_follows_the_training_method(tiny_run, tmp_path):
+    import torch
+
+    from edge_mla.checkpoint import load_checkpoint, save_checkpoint
+    from edge_mla.export.pipeline import ExportConfig, export_run
+    from edge_mla.models import ModelConfig, build_model
+    from export_fixtures import QUICK
+
+    model, payload = load_checkpoint(tiny_run)
+    joint = build_model(ModelConfig(preset="tiny", head="concat"))
+    with torch.no_grad():  # the same encoders under a concat head: a late-fusion ("joint") model
+        joint.encoders.load_state_dict(model.encoders.state_dict())
+    run = tmp_path / "joint"
+    run.mkdir()
+    save_checkpoint(run / "checkpoint.pt", joint, payload["classes"], "joint", 1)
+    (run / "config.json").write_text((tiny_run / "config.json").read_text())
+    res = export_run(ExportConfig(run_dir=run, out=tmp_path / "eng", reliability="off", **QUICK))
+    assert res.manifest["fusion"] == {"rule": "sum", "method": "joint"}
+    assert res.gate["rule"] == "sum"
+    from edge_mla.manifest import load_manifest
+
+    assert load_manifest(tmp_path / "eng").reliability() is None

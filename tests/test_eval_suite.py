@@ -1,0 +1,63 @@
+"""`edge-mla eval --json` with the corruption suite: the JSON schema of
+"corruptions", "corruption_summary", "ece" and "reliability", and the regret
+arithmetic, on the tiny demo run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_runtime_support import run_cli
+
+pytest_plugins = ["export_fixtures"]  # tiny_run
+
+
+@pytest.fixture(scope="module")
+def eval_json(tiny_run):
+    p = run_cli(["eval", str(tiny_run), "--json", "--limit", "60"], timeout=900)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_corruption_entries_have_the_schema_and_regret_is_the_shortfall(eval_json):
+    from edge_mla.corruptions import suite
+
+    res = eval_json
+    assert res["n"] == 60 and res["rule"] == "entropy"
+    assert set(res["corruptions"]) == {c.name for c in suite()}
+    for name, c in res["corruptions"].items():
+        assert {"modality", "held_out", "image", "audio", "fused", "regret"} <= set(c)
+        assert c["modality"] in ("image", "audio") and isinstance(c["held_out"], bool)
+        for k in ("image", "audio", "fused"):
+            assert 0.0 <= c[k] <= 1.0
+        assert c["regret"] == pytest.approx(max(0.0, 100 * (max(c["image"], c["audio"]) - c["fused"])))
+        assert c["regret_base"] == pytest.approx(max(0.0, 100 * (max(c["image"], c["audio"]) - c["fused_base"])))
+        assert 0.0 <= c["auroc"] <= 1.0
+    for part in ("held_out", "train"):
+        s = res["corruption_summary"][part]
+        regrets = [c["regret"] for c in res["corruptions"].values() if c["held_out"] == (part == "held_out")]
+        assert s["worst_regret"] == pytest.approx(max(regrets)) and s["mean_regret"] == pytest.approx(sum(regrets) / len(regrets))
+        assert res["corruptions"][s["worst"]]["regret"] == pytest.approx(s["worst_regret"])
+
+
+def test_ece_and_auroc_blocks(eval_json):
+    res = eval_json
+    for m in ("image", "audio"):
+        e = res["ece"][m]
+        assert 0.0 <= e["raw"] <= 1.0 and 0.0 <= e["calibrated"] <= 1.0 and e["temperature"] > 0
+        assert {"held_out", "train"} <= set(res["reliability"]["auroc"][m])
+    from edge_mla.reliability import DEFAULT_SIGNAL
+
+    assert res["reliability"]["signal"] == DEFAULT_SIGNAL
+    assert 0.0 <= res["fused_reliable"] <= 1.0 and 0.0 <= res["fused_rule"] <= 1.0
+    # the legacy keys are still there
+    for key in ("image", "audio", "fused", "fused_mean", "image_black", "audio_silence", "audio_noise"):
+        assert key in res
+
+
+def test_bad_limit_and_signal_exit_2(tiny_run):
+    p = run_cli(["eval", str(tiny_run), "--limit", "-1"])
+    assert p.returncode == 2 and "--limit" in p.stderr
+    p = run_cli(["eval", str(tiny_run), "--signal", "nope", "--limit", "10"])
+    assert p.returncode == 2 and "--signal" in p.stderr

@@ -1,0 +1,153 @@
+"""The maths of fault-aware fusion: each fusion rule with reliability gating against
+hand-computed weights, the reliability signals and their fitting, the metrics, the
+corruption families, and the constants block's error handling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge_mla import corruptions
+from edge_mla.errors import EdgeMlaError
+from edge_mla.fusion import fuse, fusion_weights, reliable_mask
+from edge_mla.reliability import (
+    Reliability, auroc, ece, feature_matrix, fit_gaussian, fit_logistic, fit_temperature, min_mahalanobis,
+)
+
+# a: uniform over 2 classes, entropy ln 2; b: p = (3/4, 1/4), entropy -(3/4 ln 3/4 + 1/4 ln 1/4)
+A = np.array([[0.0, 0.0]] * 3)
+B = np.array([[math.log(3.0), 0.0]] * 3)
+# entropy weights by hand: exp(-e_a) = 1/2, exp(-e_b) = 0.75**0.75 * 0.25**0.25
+EXP_A, EXP_B = 0.5, 0.75**0.75 * 0.25**0.25
+R = {"a": np.array([0.9, 0.2, 0.3]), "b": np.array([0.8, 0.7, 0.1])}  # sample 1: a unreliable; sample 2: both
+
+
+@pytest.mark.parametrize(
+    "rule, clean, gated_b_only",
+    [
+        ("entropy", (EXP_A / (EXP_A + EXP_B), EXP_B / (EXP_A + EXP_B)), (0.0, 1.0)),
+        ("mean", (0.5, 0.5), (0.0, 1.0)),
+        ("sum", (1.0, 1.0), (0.0, 1.0)),
+    ],
+)
+def test_rule_weights_with_reliability_gate_match_hand_computation(rule, clean, gated_b_only):
+    w = fusion_weights({"a": A, "b": B}, rule, reliability=R, threshold=0.5)
+    # sample 0: both reliable -> the rule's own weights
+    assert w["a"][0] == pytest.approx(clean[0], rel=1e-6) and w["b"][0] == pytest.approx(clean[1], rel=1e-6)
+    # sample 1: a below the threshold -> zero weight, b alone
+    assert (w["a"][1], w["b"][1]) == pytest.approx(gated_b_only)
+    # sample 2: both below -> the least unreliable one (a, r=0.3) alone
+    assert w["a"][2] == pytest.approx(1.0) and w["b"][2] == 0.0
+    fused, _ = fuse({"a": A, "b": B}, rule, reliability=R, threshold=0.5)
+    np.testing.assert_allclose(fused[1], B[1], rtol=1e-6)
+    np.testing.assert_allclose(fused[2], A[2], atol=1e-7)
+
+
+def test_entropy_hand_weight_value():
+    # 0.5 / (0.5 + 0.5699) = 0.4673: the figure the parametrised test relies on
+    w = fusion_weights({"a": A[:1], "b": B[:1]}, "entropy")
+    assert w["a"][0] == pytest.approx(0.4673, abs=1e-4)
+
+
+def test_reliable_mask_flags_all_degraded_and_respects_availability():
+    mask, degraded = reliable_mask(["a", "b"], 3, {"a": np.array([True, True, False]), "b": np.array([True, True, True])}, R, 0.5)
+    assert degraded.tolist() == [False, False, True]
+    assert mask["a"].tolist() == [True, False, False]  # sample 2: a is missing, so b is the fallback
+    assert mask["b"].tolist() == [True, True, True]
+    _, none = reliable_mask(["a", "b"], 3, None, None, 0.5)
+    assert not none.any()
+
+
+def test_without_reliability_the_rules_are_unchanged():
+    rng = np.random.default_rng(0)
+    z = {"a": rng.normal(size=(6, 5)), "b": rng.normal(size=(6, 5)) * 3}
+    for rule in ("entropy", "mean", "sum"):
+        plain = fusion_weights(z, rule)
+        ones = fusion_weights(z, rule, reliability={"a": np.ones(6), "b": np.ones(6)})
+        for m in z:
+            np.testing.assert_allclose(plain[m], ones[m])
+
+
+def test_min_mahalanobis_matches_brute_force():
+    rng = np.random.default_rng(1)
+    h = rng.normal(size=(20, 4))
+    y = rng.integers(0, 3, 20)
+    means, prec = fit_gaussian(h, y, 3)
+    brute = np.array([min((x - mu) @ prec @ (x - mu) for mu in means) for x in h])
+    np.testing.assert_allclose(min_mahalanobis(h, means, prec), brute, rtol=1e-6, atol=1e-9)
+
+
+def test_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(4000, 5)) * 4
+    t_true = 2.5
+    p = np.exp(z / t_true) / np.exp(z / t_true).sum(1, keepdims=True)
+    y = np.array([rng.choice(5, p=row) for row in p])
+    assert fit_temperature(z, y) == pytest.approx(t_true, rel=0.1)
+
+
+def test_logistic_separates_and_features_are_signed_in_distribution_high():
+    rng = np.random.default_rng(3)
+    x = np.r_[rng.normal(2, 1, (200, 1)), rng.normal(-2, 1, (200, 1))]
+    y = np.r_[np.ones(200), np.zeros(200)]
+    coef, bias = fit_logistic(x, y)
+    p = 1 / (1 + np.exp(-(x @ coef + bias)))
+    assert coef[0] > 0 and np.mean((p >= 0.5) == y) > 0.95
+    z = np.array([[10.0, 0, 0], [0.1, 0, 0]])
+    f = feature_matrix(("msp", "energy"), None, z, 1.0)
+    assert f[0, 0] > f[1, 0] and f[0, 1] > f[1, 1]  # confident -> higher msp and energy
+
+
+def test_auroc_and_ece_on_known_cases():
+    assert auroc([3, 4], [1, 2]) == 1.0
+    assert auroc([1, 2], [3, 4]) == 0.0
+    assert auroc([1, 1], [1, 1]) == 0.5  # ties count half
+    assert auroc([2, 4], [1, 3]) == 0.75
+    # confidence 0.75 everywhere (logits ln 3, 0), right 3 times out of 4: calibrated
+    z = np.tile([math.log(3.0), 0.0], (4, 1))
+    assert ece(z, np.array([0, 0, 0, 1])) == pytest.approx(0.0, abs=1e-9)
+    assert ece(z, np.array([1, 1, 1, 1])) == pytest.approx(0.75)
+
+
+def test_corrupt_constants_name_the_file():
+    good = {"signal": "energy", "threshold": 0.5, "modalities": {"audio": {"temperature": 1.0, "features": ["energy"], "coef": [1.0], "bias": 0.0}}}
+    assert Reliability.from_dict(good, "x/manifest.json").modalities["audio"].features == ("energy",)
+    for bad in (
+        {**good, "modalities": {}},
+        {**good, "threshold": 3},
+        {**good, "modalities": {"audio": {**good["modalities"]["audio"], "coef": ["x"]}}},
+        {**good, "modalities": {"audio": {**good["modalities"]["audio"], "features": ["mahalanobis"], "means": [[0.0]], "precision": [[1.0, 2.0]]}}},
+        {**good, "modalities": {"audio": {**good["modalities"]["audio"], "temperature": -1}}},
+    ):
+        with pytest.raises(EdgeMlaError, match="x/manifest.json"):
+            Reliability.from_dict(bad, "x/manifest.json")
+
+
+@pytest.mark.parametrize("family", list(corruptions.FAMILIES))
+def test_every_corruption_keeps_shape_range_and_is_seeded(family):
+    rng = np.random.default_rng(0)
+    mod = corruptions.FAMILIES[family][0]
+    x = rng.random((4, 1, 28, 28)).astype(np.float32) if mod == "image" else (rng.normal(0, 0.1, (4, 8000))).astype(np.float32)
+    lo, hi = (0.0, 1.0) if mod == "image" else (-1.0, 1.0)
+    changed = []
+    for sev in corruptions.SEVERITIES:
+        c = corruptions.corruption(family, sev)
+        y = c.apply(x, np.random.default_rng(5))
+        assert y.shape == x.shape and y.dtype == np.float32
+        assert y.min() >= lo - 1e-6 and y.max() <= hi + 1e-6
+        np.testing.assert_array_equal(y, c.apply(x, np.random.default_rng(5)))
+        changed.append(float(np.mean(np.abs(y - x))))
+    assert changed[-1] > 0  # the severest level changes the input
+
+
+def test_suite_splits_train_and_held_out_families_for_both_modalities():
+    held = corruptions.suite(held_out=True)
+    train = corruptions.suite(held_out=False)
+    for mod in ("image", "audio"):
+        assert {c.family for c in held if c.modality == mod} and {c.family for c in train if c.modality == mod}
+    assert not {c.family for c in held} & {c.family for c in train}
+    assert corruptions.by_name("audio_babble@2").severity == 2
+    with pytest.raises(ValueError):
+        corruptions.by_name("audio_nope@1")

@@ -1,0 +1,178 @@
+"""Fault-aware fusion in the runtime: reliability gating in decide(), "all sensors
+degraded", the ``degraded`` sensor state (unit and on a replay with a noisy-mic and
+a smeared-camera span, with the blank/silence fast paths off), and engine folders
+without or with corrupt reliability constants."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from test_runtime_support import Collect, run_cli
+
+pytest_plugins = ["export_fixtures"]  # tiny_run, exported (its engines carry the reliability output)
+
+CLASSES = [str(i) for i in range(10)]
+
+
+def _result(m, logits, t, rel):
+    from edge_mla.runtime.workers import Result
+
+    return Result(m, np.asarray([logits], np.float32), t, t, t, t, 1, rel)
+
+
+def _onehot(k, v=4.0):
+    z = np.zeros(10, np.float32)
+    z[k] = v
+    return z
+
+
+def test_decide_leaves_out_an_unreliable_modality_and_says_all_sensors_degraded():
+    from edge_mla.runtime.fusion_loop import decide
+
+    res = {"image": _result("image", _onehot(3, 1.0), 10.0, 0.9), "audio": _result("audio", _onehot(5, 9.0), 10.0, 0.1)}
+    out = decide(res, CLASSES, 1.0, 10.2, {"camera": {"state": "ok"}, "mic": {"state": "ok"}}, "entropy", 0.5)
+    # entropy alone would follow the (confidently wrong) audio; the gate leaves it out
+    assert out["label"] == "3" and out["used"] == ["image"]
+    assert out["modalities"]["audio"]["fresh"] is True and out["modalities"]["audio"]["used"] is False
+    assert out["modalities"]["audio"]["weight"] == 0.0 and out["modalities"]["audio"]["reliability"] == pytest.approx(0.1)
+    assert decide(res, CLASSES, 1.0, 10.2, None, "entropy", None)["label"] == "5"  # no threshold: the old behaviour
+    res["image"] = _result("image", _onehot(3, 1.0), 10.0, 0.2)
+    out = decide(res, CLASSES, 1.0, 10.2, None, "entropy", 0.5)
+    assert out["decision"] is False and out["label"] is None and out["reason"] == "all sensors degraded"
+    out = decide(res, CLASSES, 1.0, 20.0, None, "entropy", 0.5)
+    assert out["reason"] == "no fresh modality"  # stale, not degraded
+
+
+def test_degraded_tracker_needs_the_hold_time_both_ways():
+    from edge_mla.runtime.degraded import DegradedTracker
+
+    tr = DegradedTracker(hold=1.0)
+    assert tr.update(0.0, "mic", True) is False
+    assert tr.update(0.5, "mic", None) is False  # no fresh result: nothing changes
+    assert tr.update(0.9, "mic", True) is False
+    assert tr.update(1.0, "mic", True) is True
+    assert tr.update(1.5, "mic", False) is True  # one good window does not clear it
+    assert tr.update(1.7, "mic", True) is True  # ... and resets the recovery clock
+    assert tr.update(2.0, "mic", False) is True
+    assert tr.update(3.0, "mic", False) is False
+    rep = tr.report(t0=0.0, t_end=4.0)
+    assert rep["mic"] == {"state": "ok", "spans": [[1.0, 3.0]], "seconds": 2.0}
+
+
+def test_mark_degraded_reports_only_live_sensors():
+    from edge_mla.runtime.degraded import DegradedTracker
+    from edge_mla.runtime.fusion_loop import decide, mark_degraded
+
+    tr = DegradedTracker(hold=0.0)
+    res = {"image": _result("image", _onehot(3), 10.0, 0.9), "audio": _result("audio", _onehot(5), 10.0, 0.1)}
+    rec = decide(res, CLASSES, 1.0, 10.2, {"camera": {"state": "ok"}, "mic": {"state": "ok"}}, "entropy", 0.5)
+    mark_degraded(rec, tr, 10.2, 0.5)
+    assert rec["sensors"] == {"camera": {"state": "ok"}, "mic": {"state": "degraded"}}
+    rec = decide(res, CLASSES, 1.0, 10.3, {"camera": {"state": "ok"}, "mic": {"state": "lost"}}, "entropy", 0.5)
+    mark_degraded(rec, tr, 10.3, 0.5)
+    assert rec["sensors"]["mic"]["state"] == "lost"  # a lost sensor stays lost
+
+
+# The 40-step test model's clean audio sits near the Mahalanobis gate; with the
+# energy term added it is judged reliable again after the noise (the benchmark's
+# default choice is made on real runs, BENCHMARKS.md section 8). This test is about
+# the state machine and the runtime, so it pins the signal.
+REPLAY_SIGNAL = "energy+mahalanobis"
+
+
+@pytest.fixture(scope="module")
+def degraded_replay(tiny_run, tmp_path_factory):
+    from edge_mla.export.pipeline import ExportConfig, export_run
+    from edge_mla.runtime import run_for
+    from export_fixtures import QUICK
+    from edge_mla.runtime.replay import degraded_script, record_session, score
+    from edge_mla.runtime.replay.recorder import session_config
+
+    eng = export_run(ExportConfig(run_dir=tiny_run, out=tmp_path_factory.mktemp("eng") / "engines", reliability=REPLAY_SIGNAL, **QUICK)).out
+    session = record_session(degraded_script(segments=10, segment_seconds=2.0), tmp_path_factory.mktemp("degraded"))
+    out = Collect()
+    # the learned signal alone: the blank-frame and silence fast paths are off
+    cfg = session_config(session, engines=eng, json_stdout=False, silence_threshold=0.0, blank_threshold=0.0, degraded_hold=1.0)
+    report = run_for(cfg, outputs=[out])
+    return {"lines": out.records, "report": report, "score": score(out.records, session.truth), "faults": {f["kind"]: f for f in session.truth["faults"]}}
+
+
+def timing_ok(replay, fault):
+    t = next(d for d in replay["score"]["degraded"] if d["fault"] == fault)["ok_after_s"]
+    return float("inf") if t is None else t
+
+
+@pytest.mark.parametrize("fault, sensor, modality", [("mic_noise", "mic", "audio"), ("camera_smear", "camera", "image")])
+def test_a_broken_live_sensor_goes_degraded_and_back(degraded_replay, fault, sensor, modality):
+    f = degraded_replay["faults"][fault]
+    lines = degraded_replay["lines"]
+
+    def states(a, b):
+        return [r["sensors"][sensor]["state"] for r in lines if a <= r["t"] < b]
+
+    assert "degraded" not in states(0.0, 4.0)  # the first clean span
+    inside = states(f["start"] + 2.5, f["end"])
+    assert inside and all(s == "degraded" for s in inside)  # within 2.5 s of the span start (1 s window + 1 s hold)
+    # and back once the input is reliable again (1 s window + 1 s hold; the weak
+    # 40-step test model's clean audio sometimes scores near the threshold, so "ok"
+    # must be reached within 4 s rather than held)
+    assert "ok" in states(f["end"], f["end"] + 4.0)
+    assert timing_ok(degraded_replay, fault) <= 4.0
+    gated = [r["modalities"][modality]["used"] for r in lines if f["start"] + 1.5 <= r["t"] < f["end"]]
+    assert np.mean(gated) < 0.2  # the broken sensor is left out of the fusion
+    timing = next(d for d in degraded_replay["score"]["degraded"] if d["fault"] == fault)
+    assert timing["degraded_after_s"] is not None and timing["degraded_after_s"] <= 2.5
+    spans = degraded_replay["report"].degraded[sensor]["spans"]
+    assert len(spans) == 1 and f["start"] < spans[0][0] < f["end"] < spans[0][1]
+
+
+def test_report_names_the_signal(degraded_replay):
+    assert degraded_replay["report"].reliability == REPLAY_SIGNAL
+
+
+def _old_folder(exported, dst):
+    """The exported folder as an export from before issue 8 wrote it: no reliability
+    block, no second output declared."""
+    shutil.copytree(exported.out, dst)
+    man = json.loads((dst / "manifest.json").read_text())
+    man["fusion"] = {"rule": "entropy"}
+    for e in man["engines"].values():
+        e.pop("reliability_output", None)
+    (dst / "manifest.json").write_text(json.dumps(man))
+    return dst
+
+
+def test_old_engine_folder_warns_or_is_refused(exported, tmp_path, caplog):
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.runtime.app import Runtime
+    from edge_mla.runtime.config import RunConfig
+
+    import soundfile as sf
+
+    engines = _old_folder(exported, tmp_path / "old")
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(8000, np.float32), 8000)
+    with caplog.at_level(logging.WARNING, logger="edge_mla.runtime.app"):
+        rt = Runtime(RunConfig(engines=engines, camera=None, mic=str(wav)), outputs=[])
+    assert rt.reliability is None
+    warn = [r.getMessage() for r in caplog.records if "no reliability output" in r.getMessage()]
+    assert len(warn) == 1 and "\n" not in warn[0] and "entropy" in warn[0]
+    with pytest.raises(EdgeMlaError, match="no reliability output"):
+        Runtime(RunConfig(engines=engines, camera=None, mic=str(wav), require_reliability=True), outputs=[])
+
+
+def test_corrupt_constants_exit_2_naming_the_manifest(exported, tmp_path):
+    eng = tmp_path / "eng"
+    shutil.copytree(exported.out, eng)
+    man = json.loads((eng / "manifest.json").read_text())
+    man["fusion"]["reliability"]["modalities"]["audio"]["coef"] = ["not a number"]
+    (eng / "manifest.json").write_text(json.dumps(man))
+    p = run_cli(["run", "--engines", str(eng), "--camera", "none", "--duration", "1"])
+    assert p.returncode == 2
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and str(eng / "manifest.json") in err[0] and "corrupt reliability constants" in err[0]
