@@ -93,7 +93,7 @@ def run_demo(cfg: DemoConfig, say=print) -> dict:
 
     step("train MLA (tiny preset)")
     run_dir = train(TrainConfig(method="mla", preset="tiny", dataset="demo", epochs=cfg.epochs, limit=cfg.limit, batch_size=cfg.batch_size, seed=cfg.seed, out=str(out / "run"), force=True, progress=cfg.progress))
-    from edge_mla.cli.eval_cmd import evaluate_run
+    from edge_mla.evaluate import evaluate_run
 
     test = evaluate_run(str(run_dir), None, "test")
     (run_dir / "test.json").write_text(json.dumps(test, indent=2) + "\n")

@@ -5,11 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Optional
-
-import numpy as np
-
-from edge_mla.errors import EdgeMlaError
 
 HELP = """\
 Evaluate a run folder on the test split (or --split val): image-only, audio-only,
@@ -54,37 +49,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=run)
 
 
-def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str = "test", corrupt: bool = True, signal: Optional[str] = None, refit: bool = False, limit: int = 0, suite: bool = False) -> dict:
-    """The eval figures of a run folder; ``suite`` adds the corruption suite with
-    reliability gating (fits RUN_DIR/reliability.json when missing)."""
-    from edge_mla.checkpoint import load_checkpoint
-    from edge_mla.data import load_dataset
-    from edge_mla.evaluate import evaluate
-    from edge_mla.manifest import load_run_config
-    from edge_mla.reliability import DEFAULT_SIGNAL
-    from edge_mla.reliability_fit import load_or_fit
-    from edge_mla.train.config import NATIVE_FUSION
-
-    if limit < 0:
-        raise EdgeMlaError(f"--limit must be >= 0 (got {limit})")
-    conf = load_run_config(run_dir)
-    name = conf.need_dataset(" (which data should the run be scored on?)")
-    model, payload = load_checkpoint(run_dir)
-    ds = load_dataset(name, data_dir or conf.data_dir, seed=conf.seed, split=conf.split)
-    split = ds.split(split_name)
-    if limit and limit < len(split):
-        from edge_mla.calib.select import stratified_indices
-
-        split = split.subset(np.sort(stratified_indices(split.labels, limit, conf.seed)))
-    rel = None
-    if suite and corrupt and len(model.modalities) > 1:
-        rel = load_or_fit(run_dir, model, ds, signal or DEFAULT_SIGNAL, refit, conf.seed)
-    rule = NATIVE_FUSION.get(payload.get("method"), "entropy")
-    res = evaluate(model, split, ds.window, corrupt=corrupt, reliability=rel, rule=rule, sample_rate=ds.sample_rate, seed=conf.seed)
-    res.update({"split": split_name, "method": payload.get("method"), "epoch": payload.get("epoch"), "dataset": ds.name})
-    return res
-
-
 def format_table(res: dict) -> str:
     lines = [f"{res.get('method')} (epoch {res.get('epoch')}) on {res.get('dataset')} {res.get('split')} split, {res['n']} pairs"]
     for key, label in ROWS:
@@ -104,6 +68,8 @@ def format_table(res: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_mla.evaluate import evaluate_run
+
     res = evaluate_run(args.run_dir, args.data_dir, args.eval_split, args.corrupt, args.signal, args.refit_reliability, args.limit, args.suite)
     out = Path(args.run_dir) / f"{args.eval_split}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")

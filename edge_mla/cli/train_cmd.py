@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     def test_before_publish(tmp) -> None:
         # the test scores are part of the run: written before the folder appears
-        from edge_mla.cli.eval_cmd import evaluate_run, format_table
+        from edge_mla.cli.eval_cmd import format_table
+        from edge_mla.evaluate import evaluate_run
 
         res = evaluate_run(str(tmp), cfg.data_dir, split_name="test", corrupt=args.corrupt)
         (tmp / "test.json").write_text(json.dumps(res, indent=2) + "\n")
