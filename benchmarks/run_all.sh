@@ -33,8 +33,8 @@ $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliabili
 # project dependency), and stations in one process vs separate processes, batched vs not.
 $PY -m pip install -q openvino==2026.4.1
 $PY benchmarks/openvino_bench.py --engines tiny=bench-out/export-bench-asym/tiny-percentile --engines resnet18=bench-out/export-bench-asym/resnet18-percentile --batches 1 8 --threads 1 --repeats 100 --out bench-out/openvino.json
-$PY benchmarks/stations_bench.py --engines tiny=bench-out/rt-engines --stations 1 2 4 8 16 --modes one procs --seconds 20 --out bench-out/stations
-$PY benchmarks/stations_bench.py --engines resnet18=bench-out/export-bench-asym/resnet18-percentile --stations 1 4 8 --modes one nobatch --seconds 20 --out bench-out/stations-r18
+$PY benchmarks/stations_bench.py --engines tiny=bench-out/rt-engines --stations 1 2 4 8 16 --modes one procs --seconds 15 --out bench-out/stations
+$PY benchmarks/stations_bench.py --engines resnet18=bench-out/export-bench-asym/resnet18-percentile --stations 1 4 8 --modes one nobatch --seconds 15 --out bench-out/stations-r18
 
 # Issue 10: MQTT to a local broker, broker restarts, metrics scrape, clip CPU, engine swap (~13 min).
 $PY benchmarks/factory_bench.py --engines bench-out/rt-engines --out bench-out/factory --restarts 10 --restart-period 60
