@@ -31,6 +31,9 @@ from edge_mla.validate import numbers, writable_location
 log = logging.getLogger(__name__)
 
 INT8_MODES = ("off", "on", "auto")
+# An INT8 engine must put clean validation inputs on the same side of the reliability
+# gate as its FP32 twin this often, or the gate flags it (and --int8 auto keeps FP32).
+RELIABILITY_GATE_AGREEMENT = 0.95
 ENGINES = ("onnx", "trt")
 
 
@@ -373,6 +376,16 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
                     g["int8"]["flags"].append(f"loses {drop:.2f} points (> {cfg.tolerance:g})")
                 if speed < 1.0:
                     g["int8"]["flags"].append(f"slower than fp32 ({speed:.2f}x)")
+                if mrel is not None:
+                    # the second output is part of the engine: an INT8 engine whose
+                    # reliability gate disagrees with FP32 on clean inputs would report a
+                    # healthy sensor degraded (or the reverse), so the gate guards it too
+                    r32, r8 = rel_out["fp32"][mod]["clean"], rel_out["int8"][mod]["clean"]
+                    agree = float(np.mean((r32 >= rel.threshold) == (r8 >= rel.threshold)))
+                    g["int8"]["reliability_gate_agreement"] = agree
+                    g["int8"]["reliability_mean_abs_diff"] = float(np.mean(np.abs(r32 - r8)))
+                    if agree < RELIABILITY_GATE_AGREEMENT:
+                        g["int8"]["flags"].append(f"reliability gate disagrees with fp32 on {100 * (1 - agree):.1f}% of clean inputs (> {100 * (1 - RELIABILITY_GATE_AGREEMENT):.0f}%)")
             gate["engines"][mod] = g
             bar.update()
 

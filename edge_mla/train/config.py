@@ -88,7 +88,7 @@ class TrainConfig:
     def validate(self) -> None:
         from edge_mla.data.registry import DATASETS
 
-        if self.recipe is not None and self.recipe not in RECIPES:
+        if self.recipe is not None and (not isinstance(self.recipe, str) or self.recipe not in RECIPES):
             raise EdgeMlaError(f"unknown --recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         if self.method not in METHODS:
             raise EdgeMlaError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
@@ -157,4 +157,6 @@ class TrainConfig:
     @classmethod
     def build(cls, values: dict) -> "TrainConfig":
         """A config from explicit values; a named recipe fills the fields they leave unset."""
-        return cls(**{**RECIPES.get(values.get("recipe"), {}), **values})  # an unknown name fails in validate()
+        recipe = values.get("recipe")
+        preset = RECIPES.get(recipe, {}) if isinstance(recipe, str) else {}
+        return cls(**{**preset, **values})  # an unknown or malformed name fails in validate()
