@@ -81,13 +81,13 @@ class RunReport:
 class Runtime:
     """Build with a RunConfig; ``start()``, then ``stop()`` + ``join()`` (or ``run()``)."""
 
-    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None, engines: Optional[dict] = None) -> None:
-        """``engines`` (modality -> engine) lets stations share engines (MultiRuntime);
-        by default each modality gets its own. ``cfg.station`` names this station in
-        every record."""
+    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None, engines: Optional[dict] = None, manifest=None) -> None:
+        """``engines`` (modality -> engine) and ``manifest`` (the folder's, already
+        loaded and hash-checked) let stations share them (MultiRuntime); by default
+        each Runtime loads its own. ``cfg.station`` names this station in every record."""
         validate(cfg)
         self.cfg = cfg
-        self.manifest = load_manifest(cfg.engines)
+        self.manifest = manifest if manifest is not None else load_manifest(cfg.engines)
         self.classes = self.manifest.classes
         self._stop = threading.Event()
         want = {"image": cfg.camera is not None, "audio": cfg.mic is not None}

@@ -111,7 +111,7 @@ class MultiRuntime:
             for st in stations:
                 engines = {m: self.shared[key_of(st, m)] for m in configured_modalities(st.cfg) if key_of(st, m) in self.shared}
                 st.cfg.station = st.name
-                self.runtimes[st.name] = Runtime(st.cfg, outputs=shared_out, engines=engines)
+                self.runtimes[st.name] = Runtime(st.cfg, outputs=shared_out, engines=engines, manifest=manifests[str(Path(st.cfg.engines).resolve())])
         except EdgeMlaError as exc:
             self._close_engines()
             name = next((s.name for s in stations if s.name not in getattr(self, "runtimes", {})), None)
