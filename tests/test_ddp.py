@@ -69,6 +69,14 @@ def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "edge_mla.cli.main", *args], capture_output=True, text=True, timeout=900, env=env, **kw)
 
 
+def _kept_log(stderr: str) -> str:
+    """The torchrun output the launcher kept on a failure (named at the end of its line)."""
+    if "torchrun's output: " not in stderr:
+        return ""
+    path = Path(stderr.rsplit("torchrun's output: ", 1)[1].split()[0])
+    return "\n--- torchrun's output ---\n" + (path.read_text()[-6000:] if path.is_file() else "(gone)")
+
+
 def _listing(run: Path) -> list:
     return sorted(p.name for p in run.iterdir())
 
@@ -81,7 +89,7 @@ def test_two_process_run_folder_is_the_single_process_one(tmp_path, demo_cache):
     r1 = _cli(*base, "--out", str(one))
     assert r1.returncode == 0, r1.stderr
     r2 = _cli(*base, "--nproc", "2", "--out", str(two))
-    assert r2.returncode == 0, r2.stderr
+    assert r2.returncode == 0, r2.stderr + _kept_log(r2.stderr)
     assert _listing(one) == _listing(two)
     c1, c2 = (json.loads((d / "config.json").read_text()) for d in (one, two))
     assert set(c1) == set(c2) and set(c1["train"]) == set(c2["train"])
@@ -161,3 +169,47 @@ def test_a_rank_killed_mid_training_leaves_no_run_folder(tmp_path, demo_cache):
     lines = [ln for ln in err.strip().splitlines() if not ln[:2].isdigit()]  # rank 0's own log lines start with a time
     assert len(lines) == 1 and "a training process failed" in lines[0], err
     assert not run.exists() and not staged() and not list(tmp_path.glob(".run.tmp-*"))
+
+
+_KILLED = """[rank0]: Traceback (most recent call last):
+[rank0]: RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1234
+edge-mla train: interrupted
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-30_07:28:01
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 12292)  (SIGKILL)
+  error_file: <N/A>
+"""
+
+_RAISED = """[rank0]: zipfile.BadZipFile: not this one, rank 1 failed first
+  File "x.py", line 3, in <module>
+[rank1]: torch.distributed.DistBackendError: boom here
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Root Cause (first observed failure):
+[0]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 12307)
+"""
+
+
+@pytest.mark.parametrize("text, reason", [
+    (_KILLED, "rank 1: ended by SIGKILL"),
+    (_RAISED, "rank 1: torch.distributed.DistBackendError: boom here"),
+    ("torch.distributed.DistNetworkError: failed to connect to localhost:29500\n", "torch.distributed.DistNetworkError: failed to connect to localhost:29500"),
+    ("edge-mla train: interrupted\nedge-mla train: error: --data-dir x: does not exist\n", "--data-dir x: does not exist"),
+    ("Root Cause (first observed failure):\n  rank      : 0 (local_rank: 0)\n  exitcode  : 3 (pid: 1)\n", "rank 0: exited with code 3"),
+    ("some warning\n", "torch.distributed.run exit code 1"),
+])
+def test_failure_reason_from_torchrun_output(text, reason):
+    """Whatever way a rank fails (its own error line, a traceback with or without the
+    rank prefix, a dotted exception name, a signal from outside), the launcher's one
+    line names it."""
+    from edge_mla.cli.ddp import FailureReason
+
+    f = FailureReason()
+    for line in text.splitlines(True):
+        f.feed(line)
+    assert f.reason(1) == reason

@@ -37,7 +37,65 @@ from edge_mla.train.dist import World, destroy, world_from_env
 # torchrun's own warnings and failure report are dropped in favour of one line
 _RANK_LOG = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ")
 _RANK_ERROR = re.compile(r"^edge-mla train: (error|interrupted)")
-_RANK_EXCEPTION = re.compile(r"^\[rank(\d+)\]: (\w+(Error|Exception|Interrupt)\b.*)")  # the last line of a rank's traceback
+# the last line of a rank's traceback: "[rank1]: RuntimeError: ...", "torch.distributed.DistNetworkError: ..."
+# (no prefix when it failed before joining the process group), "zipfile.BadZipFile: ..."
+_RANK_EXCEPTION = re.compile(r"^(?:\[rank(\d+)\]: )?((?:[A-Za-z_][\w]*\.)*[A-Z]\w*(?:Error|Exception|Interrupt|Exit|File|Failure)\b.*)")
+# torchrun's failure report: "  rank      : 1 (local_rank: 1)" and "  exitcode  : -9 (pid: 123)  (SIGKILL)"
+_REPORT_RANK = re.compile(r"^\s+rank\s+:\s+(\d+)")
+_REPORT_EXIT = re.compile(r"^\s+exitcode\s+:\s+(-?\d+)[^(]*(?:\(pid: \d+\))?\s*(?:\((SIG\w+)\))?")
+_LAUNCHER_EXCEPTIONS = ("ChildFailedError", "SignalException")  # torchrun's own summary, not a rank's reason
+
+
+class FailureReason:
+    """Reads torchrun's stderr line by line and keeps the best one-line reason for a
+    failed run. In order: a rank's own `edge-mla train: error` line; the signal that
+    ended the rank torchrun names as the root cause (the out-of-memory killer's SIGKILL:
+    no traceback says more); the last traceback line of that rank, then of any rank;
+    the root cause's exit code; a rank's `interrupted` (the ranks torchrun stopped
+    after the first one failed)."""
+
+    def __init__(self) -> None:
+        self.error: Optional[str] = None
+        self.interrupted: Optional[str] = None
+        self.exceptions: dict = {}  # rank (None: unknown) -> the last line of its first traceback
+        self.root_rank: Optional[str] = None
+        self.root: Optional[str] = None
+        self.root_signal: Optional[str] = None
+        self._in_root = False
+
+    def feed(self, line: str) -> None:
+        text = line.rstrip("\n")
+        if _RANK_ERROR.match(text):
+            said = text.split(": ", 2)[-1]  # "edge-mla train: error: MESSAGE" or "edge-mla train: interrupted"
+            if text.startswith("edge-mla train: error") and self.error is None:
+                self.error = said
+            elif self.interrupted is None:
+                self.interrupted = said
+            return
+        crash = _RANK_EXCEPTION.match(text)
+        if crash and not any(name in crash.group(2).split(":", 1)[0] for name in _LAUNCHER_EXCEPTIONS):
+            self.exceptions.setdefault(crash.group(1), crash.group(2).strip()[:300])
+            return
+        if text.startswith("Root Cause"):
+            self._in_root = True
+        elif self._in_root and self.root is None:
+            rank, code = _REPORT_RANK.match(text), _REPORT_EXIT.match(text)
+            if rank:
+                self.root_rank = rank.group(1)
+            elif code:
+                sig = self.root_signal = code.group(2)
+                how = f"ended by {sig}" if sig else f"exited with code {code.group(1)}"
+                self.root = f"rank {self.root_rank}: {how}" if self.root_rank is not None else how
+
+    def reason(self, code: int) -> str:
+        if self.error:
+            return self.error
+        if self.root and self.root_signal:  # killed from outside: no traceback says more
+            return self.root
+        ranked = sorted(self.exceptions.items(), key=lambda kv: (kv[0] != self.root_rank, kv[0] is not None))
+        for rank, text in ranked:
+            return f"rank {rank}: {text}" if rank is not None else text
+        return self.root or self.interrupted or f"torch.distributed.run exit code {code}"
 
 
 def under_torchrun() -> bool:
@@ -118,22 +176,36 @@ def launch(cfg: TrainConfig, test: bool = True, corrupt: bool = True, log_level:
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(cfg.threads or max(1, available_cores() // cfg.nproc)))
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-        reason: Optional[str] = None
+        failure = FailureReason()
+        kept: list = []
         assert proc.stderr is not None
         for line in proc.stderr:
-            crash = _RANK_EXCEPTION.match(line)
-            if _RANK_ERROR.match(line) and reason is None:
-                reason = line.strip().split(": ", 2)[-1]
-            elif crash and reason is None:
-                reason = f"rank {crash.group(1)}: {crash.group(2)[:300]}"
-            elif _RANK_LOG.match(line):
+            if _RANK_LOG.match(line):
                 sys.stderr.write(line)
+            else:
+                failure.feed(line)
+                kept.append(line)
         code = proc.wait()
     if code != 0:
         if out.exists() and (not existed or cfg.force):
             shutil.rmtree(out, ignore_errors=True)
-        raise EdgeMlaError(f"--nproc {cfg.nproc}: a training process failed ({reason or f'torch.distributed.run exit code {code}'}); no run folder written")
+        log_note = ""
+        if failure.error is None:  # not one of our own one-line errors: keep torchrun's whole story
+            log_note = _keep_log(kept)
+        raise EdgeMlaError(f"--nproc {cfg.nproc}: a training process failed ({failure.reason(code)}); no run folder written{log_note}")
     return 0
+
+
+def _keep_log(lines: list) -> str:
+    """Write torchrun's and the ranks' other stderr lines to a file in the temp folder
+    and return the clause naming it ('' if it cannot be written)."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="edge-mla-ddp-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.writelines(lines)
+    except OSError:
+        return ""
+    return f"; torchrun's output: {path}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
