@@ -167,9 +167,9 @@ class CameraSource:
 
     def _fail(self, why: str) -> None:
         self.status.failures += 1
-        self._close()
         wait = self.backoff.failed(now())
-        self.status.set(LOST, f"{why}; reconnecting in {wait:.1f}s")
+        self.status.set(LOST, f"{why}; reconnecting in {wait:.1f}s")  # before releasing: a release can block on a dead device
+        self._close()
 
     def _pace(self) -> bool:
         """Files: wait until this frame's media time; skip (grab) frames when behind.

@@ -246,9 +246,11 @@ class MicSource:
             since = t - (last if last is not None and last >= self._opened_at else self._opened_at)
             if since > grace:
                 self.status.failures += 1
-                self.backend.close()
                 wait = self.backoff.failed(t)
+                # report first: closing a stream whose sound server died can block in
+                # PortAudio for seconds, and the outputs must say "lost" meanwhile
                 self.status.set(LOST, f"no audio for {since:.1f}s; reopening in {wait:.1f}s")
+                self.backend.close()
         elif st == LOST and self.backoff.due(t):
             self.backend.close()
             self.backend.reinit()
