@@ -104,8 +104,10 @@ def _regret(single: dict, fused: float) -> float:
 
 def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
     """The suite's figures for fusion ``rule`` with (``rel``: a Reliability) or
-    without reliability gating. ``fused``/``regret`` use the gate when ``rel`` is
-    given; ``fused_base``/``regret_base`` are the ungated rule, for comparison."""
+    without reliability. With ``rel``, ``fused``/``regret`` are what an engine folder
+    exported with those constants decides: the rule on temperature-calibrated logits,
+    gated by reliability; ``fused_base``/``regret_base`` are the plain rule on raw
+    logits (before this), and the clean ``fused_calibrated`` is calibration alone."""
     from edge_mla.reliability import auroc, ece
 
     y = data.labels
@@ -113,17 +115,21 @@ def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
     thr = rel.threshold if rel is not None else 0.5
     r_clean = {m: rel.modalities[m].score(data.clean_h[m], data.clean_z[m]) for m in mods if m in rel.modalities} if rel is not None else None
 
-    def fused_acc(z: dict, r: Optional[dict]) -> tuple[float, float]:
+    def fused_acc(z: dict, r: Optional[dict], calibrated: bool = True) -> tuple[float, float]:
         from edge_mla.fusion import reliable_mask
 
+        if rel is not None and calibrated:
+            z = rel.calibrate(z)
         f, _ = fuse(z, rule, reliability=r, threshold=thr)
         abstain = float(np.mean(reliable_mask(list(z), len(y), None, r, thr)[1])) if r is not None else 0.0
         return accuracy(f, y), abstain
 
     out: dict = {"rule": rule, "signal": rel.signal if rel is not None else None, "threshold": thr if rel is not None else None}
     clean = {m: accuracy(data.clean_z[m], y) for m in mods}
-    out["clean"] = {**clean, "fused_base": fused_acc(data.clean_z, None)[0]}
+    out["clean"] = {**clean, "fused_base": fused_acc(data.clean_z, None, calibrated=False)[0]}
     out["clean"]["fused"], out["clean"]["abstain"] = fused_acc(data.clean_z, r_clean) if rel is not None else (out["clean"]["fused_base"], 0.0)
+    if rel is not None:
+        out["clean"]["fused_calibrated"] = fused_acc(data.clean_z, None)[0]
     if rel is not None:
         out["ece"] = {m: {"raw": ece(data.clean_z[m], y), "calibrated": ece(data.clean_z[m], y, rel.modalities[m].temperature), "temperature": rel.modalities[m].temperature} for m in mods if m in rel.modalities}
     rows: dict = {}
@@ -132,7 +138,7 @@ def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
         z = dict(data.clean_z)
         z[c.modality] = cz
         single = {m: accuracy(z[m], y) for m in mods}
-        base, _ = fused_acc(z, None)
+        base, _ = fused_acc(z, None, calibrated=False)
         row = {"modality": c.modality, "held_out": c.held_out, "severity": c.severity, **single}
         if rel is not None and c.modality in rel.modalities:
             r = dict(r_clean)
@@ -199,6 +205,7 @@ def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full
         s = score_suite(data, rule, reliability)
         res["rule"] = rule
         res["fused_reliable"] = s["clean"]["fused"]
+        res["fused_calibrated"] = s["clean"]["fused_calibrated"]
         res["fused_rule"] = s["clean"]["fused_base"]
         res["reliability"] = {"signal": s["signal"], "threshold": s["threshold"], "auroc": s["auroc"], "clean_abstain": s["clean"]["abstain"]}
         res["ece"] = s["ece"]

@@ -196,6 +196,13 @@ class Reliability:
     def to_dict(self) -> dict:
         return {"signal": self.signal, "threshold": self.threshold, "modalities": {m: r.to_dict() for m, r in self.modalities.items()}, "auroc": self.auroc}
 
+    def calibrate(self, logits: Mapping[str, np.ndarray]) -> dict:
+        """Each modality's logits divided by its fitted temperature: what an engine
+        with these constants outputs as its logits (see export.onnx_export). Fusion
+        then weighs calibrated uncertainties: an encoder that is over-confident on
+        validation data (new speakers, other takes) stops out-voting the other one."""
+        return {m: np.asarray(z, np.float32) / np.float32(self.modalities[m].temperature) if m in self.modalities else z for m, z in logits.items()}
+
     @classmethod
     def from_dict(cls, d: Mapping, where: str) -> "Reliability":
         if not isinstance(d, Mapping) or not isinstance(d.get("modalities"), Mapping) or not d["modalities"]:

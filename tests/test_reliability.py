@@ -151,3 +151,37 @@ def test_suite_splits_train_and_held_out_families_for_both_modalities():
     assert corruptions.by_name("audio_babble@2").severity == 2
     with pytest.raises(ValueError):
         corruptions.by_name("audio_nope@1")
+
+
+def test_calibration_divides_each_modality_by_its_temperature_and_changes_the_vote():
+    """Fused by the sum rule: raw logits let the over-confident modality b win; its
+    fitted temperature (4) scales it down so that a decides. By hand: raw sum
+    (2, 0) + (0, 6) = (2, 6) -> class 1; calibrated (2, 0)/1 + (0, 6)/4 = (2, 1.5)
+    -> class 0. A modality without constants passes through unchanged."""
+    rel = Reliability.from_dict({"signal": "energy", "threshold": 0.5, "modalities": {
+        "a": {"temperature": 1.0, "features": ["energy"], "coef": [1.0], "bias": 0.0},
+        "b": {"temperature": 4.0, "features": ["energy"], "coef": [1.0], "bias": 0.0}}}, "test")
+    z = {"a": np.array([[2.0, 0.0]]), "b": np.array([[0.0, 6.0]]), "c": np.array([[1.0, 1.0]])}
+    cal = rel.calibrate(z)
+    assert np.allclose(cal["a"], [[2.0, 0.0]]) and np.allclose(cal["b"], [[0.0, 1.5]]) and cal["c"] is z["c"]
+    two = {m: z[m] for m in ("a", "b")}
+    assert fuse(two, "sum")[0].argmax(1)[0] == 1
+    assert fuse(rel.calibrate(two), "sum")[0].argmax(1)[0] == 0
+    assert np.allclose(fuse(rel.calibrate(two), "sum")[0], [[2.0, 1.5]])
+
+
+def test_suite_scores_the_calibrated_gated_rule_and_keeps_the_raw_one_as_base():
+    """score_suite's ``fused`` is what an exported engine folder decides (calibrated
+    logits, then the gate), ``fused_base`` the raw rule, ``fused_calibrated`` calibration
+    alone; here calibration flips every sample to the right class."""
+    from edge_mla.evaluate import SuiteData, score_suite
+
+    rel = Reliability.from_dict({"signal": "energy", "threshold": 0.0, "modalities": {
+        "a": {"temperature": 1.0, "features": ["energy"], "coef": [1.0], "bias": 0.0},
+        "b": {"temperature": 4.0, "features": ["energy"], "coef": [1.0], "bias": 0.0}}}, "test")
+    n = 5
+    z = {"a": np.tile([2.0, 0.0], (n, 1)), "b": np.tile([0.0, 6.0], (n, 1))}
+    h = {m: np.zeros((n, 1)) for m in z}
+    s = score_suite(SuiteData(np.zeros(n, int), h, z), "sum", rel)
+    assert s["clean"]["fused_base"] == 0.0
+    assert s["clean"]["fused_calibrated"] == 1.0 and s["clean"]["fused"] == 1.0
