@@ -239,3 +239,13 @@ def test_a_stations_file_names_a_registered_sensor(vibration_kind, engines_with_
 def test_built_in_rows_are_camera_and_mic():
     assert [(k.name, k.modality, k.option) for k in graph.SENSORS] == [("camera", "image", "camera"), ("mic", "audio", "mic")]
     assert graph.SENSOR_OF == {"image": "camera", "audio": "mic"} and graph.MODALITY_OF == {"camera": "image", "mic": "audio"}
+
+
+def test_every_source_follows_the_one_protocol(tmp_path):
+    from edge_mla.runtime.sources.camera import CameraSource
+    from edge_mla.runtime.sources.microphone import MicSource
+
+    wav = _wav(tmp_path / "a.wav", 1, 8000, 300)
+    for src in (CameraSource("0"), MicSource(wav, 1.0), VibrationSource(wav, VIB_WINDOW)):
+        assert isinstance(src, graph.Source), type(src).__name__
+        assert src.take(0, 0.0) is None and isinstance(src.stats(), dict)
