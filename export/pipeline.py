@@ -258,195 +258,294 @@ def export_run(cfg: ExportConfig) -> ExportResult:
     return result
 
 
-def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities: list, ds, spec: dict, calib, rel=None) -> ExportResult:
-    from edge_mla.calib.readers import ArrayCalibrationReader
+@dataclass
+class _Plan:
+    """What every step of one export shares: the inputs, the validation samples the
+    gate and parity use, and the INT8 settings resolved once."""
+
+    cfg: ExportConfig
+    tmp: Path  # the staging folder everything is written into
+    model: object
+    payload: dict
+    modalities: list
+    ds: object
+    spec: dict
+    calib: object
+    rel: object  # edge_mla.reliability.Reliability, or None (--reliability off)
+    rule: str  # the training method's fusion rule
+    n_eval: int
+    eval_idx: np.ndarray  # validation pairs of the gate
+    labels: np.ndarray
+    par_idx: np.ndarray  # validation pairs of the parity checks
+    do_int8: bool
+    reduce_range: bool
+    symmetric: bool
+    warnings: list = field(default_factory=list)
+
+
+@dataclass
+class _Fp32:
+    """Step 1's output for one modality: the FP32 engine and what later steps reuse."""
+
+    path: Path
+    info: object  # onnx_export's ExportInfo
+    mrel: object  # the modality's reliability constants, or None
+    xp: np.ndarray  # parity inputs
+    ref: np.ndarray  # PyTorch's logits on them
+    session: object
+    parity: object
+    rel_parity: Optional[float]
+
+
+def _plan(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities: list, ds, spec: dict, calib, rel) -> _Plan:
+    """Resolve the settings every step needs (and log the INT8 weight range once)."""
     from edge_mla.calib.select import stratified_indices
-    from edge_mla.calib.trt_cache import write_trt_cache
-    from edge_mla.checkpoint import CHECKPOINT_NAME, file_sha256
-    from edge_mla.export.onnx_export import export_modality
-    from edge_mla.export.quantize import preprocess, quantize_int8, resolve_reduce_range
-    from edge_mla.export.report import summary_rows, text_table, markdown_table
-    from edge_mla.fusion import fuse
-    from edge_mla.manifest import FORMAT, write_manifest, sha256_of
+    from edge_mla.export.quantize import resolve_reduce_range
     from edge_mla.train.config import NATIVE_FUSION
 
-    mcfg = model.cfg
-    rule = NATIVE_FUSION.get(payload.get("method"), "entropy")
-    rel_out: dict = {"fp32": {}, "int8": {}}
     val = ds.val
     n_eval = len(val) if cfg.eval_limit <= 0 else min(cfg.eval_limit, len(val))
     eval_idx = stratified_indices(val.labels, n_eval, spec["seed"]) if n_eval < len(val) else np.arange(len(val))
-    labels = val.labels[eval_idx]
     par_idx = stratified_indices(val.labels, min(cfg.parity_samples, len(val)), spec["seed"] + 1)
     do_int8 = cfg.int8 != "off"
     reduce_range = resolve_reduce_range(cfg.reduce_range) if do_int8 else False
     if do_int8 and cfg.reduce_range == "auto":
         log.info("INT8 weights: %s", "7-bit (reduce_range: this CPU has no VNNI, full 8-bit saturates int16 accumulation)" if reduce_range else "8-bit")
     symmetric = cfg.activations == "symmetric" or (cfg.activations == "auto" and cfg.engine == "trt")
-    warnings: list = []
-    steps = len(modalities) * (4 if do_int8 else 3)
-    bar = _progress(steps, cfg.progress)
+    return _Plan(cfg, tmp, model, payload, modalities, ds, spec, calib, rel, NATIVE_FUSION.get(payload.get("method"), "entropy"), int(n_eval), eval_idx, val.labels[eval_idx], par_idx, do_int8, reduce_range, symmetric)
 
+
+def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities: list, ds, spec: dict, calib, rel=None) -> ExportResult:
+    """Steps 1-6 of the module docstring, written into ``tmp``."""
+    p = _plan(cfg, tmp, model, payload, modalities, ds, spec, calib, rel)
+    bar = _progress(len(modalities) * (4 if p.do_int8 else 3), cfg.progress)
     engines: dict = {}
-    gate: dict = {"split": "val", "samples": int(n_eval), "tolerance_points": cfg.tolerance, "engines": {}, "fused": {}}
-    logits: dict = {"fp32": {}, "int8": {}}
+    gate: dict = {"split": "val", "samples": p.n_eval, "tolerance_points": cfg.tolerance, "engines": {}, "fused": {}}
+    logits: dict = {"fp32": {}, "int8": {}}  # precision -> modality -> validation logits
+    rel_out: dict = {"fp32": {}, "int8": {}}  # precision -> modality -> reliability on clean / corrupted inputs
     try:
         for mod in modalities:
-            # 1. FP32: export, ORT pre-processing (the graph INT8 and TensorRT's cache refer to), parity.
-            bar.set_description_str(f"{mod}: ONNX export")
-            raw = tmp / f"{mod}.raw.onnx"
-            mrel = rel.modalities.get(mod) if rel is not None else None
-            info = export_modality(model, mod, raw, cfg.opset, cfg.exporter, reliability=mrel)
-            fp32 = tmp / f"{mod}.fp32.onnx"
-            preprocess(raw, fp32)
-            raw.unlink()
-            bar.update()
-
-            bar.set_description_str(f"{mod}: parity")
-            xp = _inputs(val, par_idx, mod, mcfg.window)
-            ref = _torch_logits(model, mod, xp)
-            s32 = ort_eval.session(fp32, threads=0)
-            par32 = ort_eval.parity(ref, ort_eval.run_logits(s32, xp))
-            scale = max(1.0, float(np.max(np.abs(ref))))
-            log.info("%s fp32 parity vs PyTorch on %d samples: max |diff| %.2e, top-1 agreement %.1f%%", mod, par32.samples, par32.max_abs_diff, 100 * par32.top1_agreement)
-            if par32.max_abs_diff > cfg.parity_atol * scale or par32.top1_agreement < 1.0:
-                raise EdgeMlaError(f"{mod}: the FP32 ONNX engine disagrees with PyTorch (max |diff| {par32.max_abs_diff:.3g}, top-1 agreement {100 * par32.top1_agreement:.1f}%); not writing engines")
-            rel_parity = None
-            if mrel is not None:
-                rel_parity = _reliability_parity(model, mod, mrel, s32, xp)
-                log.info("%s fp32 reliability vs the numpy reference: max |diff| %.2e", mod, rel_parity)
-                if rel_parity > RELIABILITY_ATOL:
-                    raise EdgeMlaError(f"{mod}: the engine's reliability output disagrees with the reference (max |diff| {rel_parity:.3g} > {RELIABILITY_ATOL}); not writing engines")
-            bar.update()
-
-            entry = {
-                "input": {"name": info.input_name, "shape": info.input_shape, "dtype": "float32"},
-                "output": {"name": info.output_name, "shape": info.output_shape, "dtype": "float32"},
-            }
-            if info.reliability_name:
-                entry["reliability_output"] = {"name": info.reliability_name, "shape": ["batch"], "dtype": "float32", "range": [0.0, 1.0], "parity_max_abs_diff": rel_parity}
-            if mod == "image":
-                entry["image"] = {"size": mcfg.image_size, "colour": "grey", "range": [0.0, 1.0], "layout": "NCHW"}
-            else:
-                entry["audio"] = {"sample_rate": mcfg.sample_rate, "window": mcfg.window, "dtype": "float32", "range": [-1.0, 1.0], "frontend": "log-mel inside the engine"}
-            variants = {"fp32": {"file": fp32.name, "format": "onnx", "precision": "fp32", "exporter": info.exporter, "opset": info.opset, "parity": par32.to_dict()}}
-
-            # 2. INT8: calibrate + quantize, TensorRT cache from the same scales, parity.
-            sessions = {"fp32": s32}
-            if do_int8:
-                bar.set_description_str(f"{mod}: INT8 calibration ({cfg.calib_method})")
-                q = tmp / f"{mod}.int8.onnx"
-                reader = ArrayCalibrationReader(info.input_name, calib.inputs[mod], cfg.calib_batch)
-                qres = quantize_int8(fp32, q, reader, cfg.calib_method, reduce_range, symmetric_activations=symmetric)
-                cache = tmp / f"{mod}.calib.cache"
-                write_trt_cache(cache, qres.trt_scales, cfg.trt_cache_version)
-                s8 = ort_eval.session(q, threads=0)
-                par8 = ort_eval.parity(ref, ort_eval.run_logits(s8, xp))
-                log.info("%s int8 vs PyTorch: max |diff| %.3g, top-1 agreement %.1f%% (%d QDQ nodes, %d float nodes kept)", mod, par8.max_abs_diff, 100 * par8.top1_agreement, qres.qdq_nodes, len(qres.excluded_nodes))
-                variants["int8"] = {
-                    "file": q.name, "format": "onnx", "precision": "int8", "quant_format": "QDQ", "activations": "int8 symmetric per-tensor" if symmetric else "uint8 asymmetric per-tensor (ONNX Runtime CPU; not for TensorRT)",
-                    "symmetric_activations": symmetric,
-                    "weights": "int8 symmetric per-channel" + (" (7-bit range)" if reduce_range else ""), "reduce_range": reduce_range, "calibration": {"method": cfg.calib_method, "samples": calib.size(mod), "source": calib.source},
-                    "calib_cache": cache.name, "float_nodes": qres.excluded_nodes, "parity": par8.to_dict(),
-                }
-                sessions["int8"] = s8
-                bar.update()
-
-            # 3. The gate: validation accuracy and batch-1, single-thread latency.
-            bar.set_description_str(f"{mod}: accuracy + latency")
-            xv = _inputs(val, eval_idx, mod, mcfg.window)
-            g: dict = {}
-            for prec, sess in sessions.items():
-                outs = ort_eval.run_outputs(sess, xv)
-                lg = outs[0]
-                logits[prec][mod] = lg
-                if mrel is not None:
-                    rel_out[prec][mod] = _corruption_reliability(sess, xv, outs[1], mod, ds.sample_rate, spec["seed"])
-                g[prec] = {"accuracy": float(np.mean(lg.argmax(1) == labels)), "size_bytes": (tmp / variants[prec]["file"]).stat().st_size, "flags": []}
-            single = {p: ort_eval.session(tmp / variants[p]["file"], threads=1) for p in sessions}
-            lats = ort_eval.interleaved_latency(list(single.values()), xv[:1], cfg.latency_repeats, cfg.latency_warmup)
-            for p, lat in zip(single, lats):
-                g[p]["latency"] = lat.to_dict()
-            if do_int8:
-                drop = 100 * (g["fp32"]["accuracy"] - g["int8"]["accuracy"])
-                speed = g["fp32"]["latency"]["median_ms"] / g["int8"]["latency"]["median_ms"]
-                g["int8"]["accuracy_drop_points"] = drop
-                g["int8"]["speedup"] = speed
-                if drop > cfg.tolerance:
-                    g["int8"]["flags"].append(f"loses {drop:.2f} points (> {cfg.tolerance:g})")
-                if speed < 1.0:
-                    g["int8"]["flags"].append(f"slower than fp32 ({speed:.2f}x)")
-                if mrel is not None:
-                    # the second output is part of the engine: an INT8 engine whose
-                    # reliability gate disagrees with FP32 on clean inputs would report a
-                    # healthy sensor degraded (or the reverse), so the gate guards it too
-                    r32, r8 = rel_out["fp32"][mod]["clean"], rel_out["int8"][mod]["clean"]
-                    agree = float(np.mean((r32 >= rel.threshold) == (r8 >= rel.threshold)))
-                    g["int8"]["reliability_gate_agreement"] = agree
-                    g["int8"]["reliability_mean_abs_diff"] = float(np.mean(np.abs(r32 - r8)))
-                    if agree < RELIABILITY_GATE_AGREEMENT:
-                        g["int8"]["flags"].append(f"reliability gate disagrees with fp32 on {100 * (1 - agree):.1f}% of clean inputs (> {100 * (1 - RELIABILITY_GATE_AGREEMENT):.0f}%)")
-            gate["engines"][mod] = g
-            bar.update()
-
-            for prec in variants:
-                variants[prec].update({"accuracy": g[prec]["accuracy"], "latency_ms": g[prec]["latency"]["median_ms"]})
-                if g[prec]["flags"]:
-                    variants[prec]["flags"] = g[prec]["flags"]
-            entry["variants"] = variants
-            engines[mod] = entry
+            engines[mod] = _export_modality(p, mod, gate, logits, rel_out, bar)
     finally:
         bar.close()
+    chosen = _choose_precisions(p, gate)
+    _fused_gate(p, gate, logits, rel_out, chosen)
+    model_info, classes = _stamp_engines(p, engines, chosen)
+    manifest = _manifest(p, engines, model_info, classes, gate)
+    if cfg.engine == "trt":
+        manifest["tensorrt"] = _tensorrt_step(cfg, tmp, engines, p.warnings)
+    return _write_outputs(p, manifest, gate, chosen)
 
-    # 4. Which precision each engine ships with.
+
+def _export_modality(p: _Plan, mod: str, gate: dict, logits: dict, rel_out: dict, bar) -> dict:
+    """Steps 1-3 for one modality: its manifest entry (variants with their gate figures)."""
+    fp = _fp32_step(p, mod, bar)
+    entry = _entry(p, mod, fp)
+    variants = {"fp32": {"file": fp.path.name, "format": "onnx", "precision": "fp32", "exporter": fp.info.exporter, "opset": fp.info.opset, "parity": fp.parity.to_dict()}}
+    sessions = {"fp32": fp.session}
+    if p.do_int8:
+        variants["int8"], sessions["int8"] = _int8_step(p, mod, fp, bar)
+    g = _gate_step(p, mod, fp.mrel, variants, sessions, logits, rel_out, bar)
+    gate["engines"][mod] = g
+    bar.update()
+    for prec in variants:
+        variants[prec].update({"accuracy": g[prec]["accuracy"], "latency_ms": g[prec]["latency"]["median_ms"]})
+        if g[prec]["flags"]:
+            variants[prec]["flags"] = g[prec]["flags"]
+    entry["variants"] = variants
+    return entry
+
+
+def _fp32_step(p: _Plan, mod: str, bar) -> _Fp32:
+    """1. FP32: export, ORT pre-processing (the graph INT8 and TensorRT's cache refer
+    to), parity against PyTorch (logits, and the reliability output)."""
+    from edge_mla.export.onnx_export import export_modality
+    from edge_mla.export.quantize import preprocess
+
+    cfg, tmp = p.cfg, p.tmp
+    bar.set_description_str(f"{mod}: ONNX export")
+    raw = tmp / f"{mod}.raw.onnx"
+    mrel = p.rel.modalities.get(mod) if p.rel is not None else None
+    info = export_modality(p.model, mod, raw, cfg.opset, cfg.exporter, reliability=mrel)
+    fp32 = tmp / f"{mod}.fp32.onnx"
+    preprocess(raw, fp32)
+    raw.unlink()
+    bar.update()
+
+    bar.set_description_str(f"{mod}: parity")
+    xp = _inputs(p.ds.val, p.par_idx, mod, p.model.cfg.window)
+    ref = _torch_logits(p.model, mod, xp)
+    s32 = ort_eval.session(fp32, threads=0)
+    par32 = ort_eval.parity(ref, ort_eval.run_logits(s32, xp))
+    scale = max(1.0, float(np.max(np.abs(ref))))
+    log.info("%s fp32 parity vs PyTorch on %d samples: max |diff| %.2e, top-1 agreement %.1f%%", mod, par32.samples, par32.max_abs_diff, 100 * par32.top1_agreement)
+    if par32.max_abs_diff > cfg.parity_atol * scale or par32.top1_agreement < 1.0:
+        raise EdgeMlaError(f"{mod}: the FP32 ONNX engine disagrees with PyTorch (max |diff| {par32.max_abs_diff:.3g}, top-1 agreement {100 * par32.top1_agreement:.1f}%); not writing engines")
+    rel_parity = None
+    if mrel is not None:
+        rel_parity = _reliability_parity(p.model, mod, mrel, s32, xp)
+        log.info("%s fp32 reliability vs the numpy reference: max |diff| %.2e", mod, rel_parity)
+        if rel_parity > RELIABILITY_ATOL:
+            raise EdgeMlaError(f"{mod}: the engine's reliability output disagrees with the reference (max |diff| {rel_parity:.3g} > {RELIABILITY_ATOL}); not writing engines")
+    bar.update()
+    return _Fp32(fp32, info, mrel, xp, ref, s32, par32, rel_parity)
+
+
+def _entry(p: _Plan, mod: str, fp: _Fp32) -> dict:
+    """The manifest entry's tensors and the input facts the runtime preprocesses by."""
+    info, mcfg = fp.info, p.model.cfg
+    entry = {
+        "input": {"name": info.input_name, "shape": info.input_shape, "dtype": "float32"},
+        "output": {"name": info.output_name, "shape": info.output_shape, "dtype": "float32"},
+    }
+    if info.reliability_name:
+        entry["reliability_output"] = {"name": info.reliability_name, "shape": ["batch"], "dtype": "float32", "range": [0.0, 1.0], "parity_max_abs_diff": fp.rel_parity}
+    if mod == "image":
+        entry["image"] = {"size": mcfg.image_size, "colour": "grey", "range": [0.0, 1.0], "layout": "NCHW"}
+    else:
+        entry["audio"] = {"sample_rate": mcfg.sample_rate, "window": mcfg.window, "dtype": "float32", "range": [-1.0, 1.0], "frontend": "log-mel inside the engine"}
+    return entry
+
+
+def _int8_step(p: _Plan, mod: str, fp: _Fp32, bar) -> tuple:
+    """2. INT8: calibrate + quantize, TensorRT cache from the same scales, parity.
+    Returns (the int8 variant, its session)."""
+    from edge_mla.calib.readers import ArrayCalibrationReader
+    from edge_mla.calib.trt_cache import write_trt_cache
+    from edge_mla.export.quantize import quantize_int8
+
+    cfg, tmp, calib, symmetric = p.cfg, p.tmp, p.calib, p.symmetric
+    bar.set_description_str(f"{mod}: INT8 calibration ({cfg.calib_method})")
+    q = tmp / f"{mod}.int8.onnx"
+    reader = ArrayCalibrationReader(fp.info.input_name, calib.inputs[mod], cfg.calib_batch)
+    qres = quantize_int8(fp.path, q, reader, cfg.calib_method, p.reduce_range, symmetric_activations=symmetric)
+    cache = tmp / f"{mod}.calib.cache"
+    write_trt_cache(cache, qres.trt_scales, cfg.trt_cache_version)
+    s8 = ort_eval.session(q, threads=0)
+    par8 = ort_eval.parity(fp.ref, ort_eval.run_logits(s8, fp.xp))
+    log.info("%s int8 vs PyTorch: max |diff| %.3g, top-1 agreement %.1f%% (%d QDQ nodes, %d float nodes kept)", mod, par8.max_abs_diff, 100 * par8.top1_agreement, qres.qdq_nodes, len(qres.excluded_nodes))
+    variant = {
+        "file": q.name, "format": "onnx", "precision": "int8", "quant_format": "QDQ", "activations": "int8 symmetric per-tensor" if symmetric else "uint8 asymmetric per-tensor (ONNX Runtime CPU; not for TensorRT)",
+        "symmetric_activations": symmetric,
+        "weights": "int8 symmetric per-channel" + (" (7-bit range)" if p.reduce_range else ""), "reduce_range": p.reduce_range, "calibration": {"method": cfg.calib_method, "samples": calib.size(mod), "source": calib.source},
+        "calib_cache": cache.name, "float_nodes": qres.excluded_nodes, "parity": par8.to_dict(),
+    }
+    bar.update()
+    return variant, s8
+
+
+def _gate_step(p: _Plan, mod: str, mrel, variants: dict, sessions: dict, logits: dict, rel_out: dict, bar) -> dict:
+    """3. The gate: validation accuracy and batch-1, single-thread latency per
+    precision (fills ``logits`` and ``rel_out`` for the fused figures)."""
+    bar.set_description_str(f"{mod}: accuracy + latency")
+    xv = _inputs(p.ds.val, p.eval_idx, mod, p.model.cfg.window)
+    g: dict = {}
+    for prec, sess in sessions.items():
+        outs = ort_eval.run_outputs(sess, xv)
+        lg = outs[0]
+        logits[prec][mod] = lg
+        if mrel is not None:
+            rel_out[prec][mod] = _corruption_reliability(sess, xv, outs[1], mod, p.ds.sample_rate, p.spec["seed"])
+        g[prec] = {"accuracy": float(np.mean(lg.argmax(1) == p.labels)), "size_bytes": (p.tmp / variants[prec]["file"]).stat().st_size, "flags": []}
+    single = {prec: ort_eval.session(p.tmp / variants[prec]["file"], threads=1) for prec in sessions}
+    lats = ort_eval.interleaved_latency(list(single.values()), xv[:1], p.cfg.latency_repeats, p.cfg.latency_warmup)
+    for prec, lat in zip(single, lats):
+        g[prec]["latency"] = lat.to_dict()
+    if p.do_int8:
+        _flag_int8(p, mod, mrel, g, rel_out)
+    return g
+
+
+def _flag_int8(p: _Plan, mod: str, mrel, g: dict, rel_out: dict) -> None:
+    """The INT8 engine against its FP32 twin: accuracy drop, speed-up and (with a
+    reliability output) agreement of the reliability gate; each failure is a flag."""
+    drop = 100 * (g["fp32"]["accuracy"] - g["int8"]["accuracy"])
+    speed = g["fp32"]["latency"]["median_ms"] / g["int8"]["latency"]["median_ms"]
+    g["int8"]["accuracy_drop_points"] = drop
+    g["int8"]["speedup"] = speed
+    if drop > p.cfg.tolerance:
+        g["int8"]["flags"].append(f"loses {drop:.2f} points (> {p.cfg.tolerance:g})")
+    if speed < 1.0:
+        g["int8"]["flags"].append(f"slower than fp32 ({speed:.2f}x)")
+    if mrel is not None:
+        # the second output is part of the engine: an INT8 engine whose
+        # reliability gate disagrees with FP32 on clean inputs would report a
+        # healthy sensor degraded (or the reverse), so the gate guards it too
+        thr = p.rel.threshold
+        r32, r8 = rel_out["fp32"][mod]["clean"], rel_out["int8"][mod]["clean"]
+        agree = float(np.mean((r32 >= thr) == (r8 >= thr)))
+        g["int8"]["reliability_gate_agreement"] = agree
+        g["int8"]["reliability_mean_abs_diff"] = float(np.mean(np.abs(r32 - r8)))
+        if agree < RELIABILITY_GATE_AGREEMENT:
+            g["int8"]["flags"].append(f"reliability gate disagrees with fp32 on {100 * (1 - agree):.1f}% of clean inputs (> {100 * (1 - RELIABILITY_GATE_AGREEMENT):.0f}%)")
+
+
+def _choose_precisions(p: _Plan, gate: dict) -> dict:
+    """4. Which precision each engine ships with (--int8 off / on / auto)."""
     chosen: dict = {}
-    for mod in modalities:
+    for mod in p.modalities:
         g = gate["engines"][mod]
-        if not do_int8:
+        if not p.do_int8:
             chosen[mod] = "fp32"
-        elif cfg.int8 == "on":
+        elif p.cfg.int8 == "on":
             chosen[mod] = "int8"
             for f in g["int8"]["flags"]:
                 msg = f"{mod} int8 {f}; shipping it anyway (--int8 on; --int8 auto would keep fp32)"
-                warnings.append(msg)
+                p.warnings.append(msg)
                 log.warning(msg)
         else:
             chosen[mod] = "fp32" if g["int8"]["flags"] else "int8"
             if g["int8"]["flags"]:
                 log.info("%s: keeping fp32 (int8 %s)", mod, "; ".join(g["int8"]["flags"]))
+    return chosen
+
+
+def _fused_gate(p: _Plan, gate: dict, logits: dict, rel_out: dict, chosen: dict) -> None:
+    """4b. Fused accuracy per precision (and with the reliability gate), and of the
+    engines actually shipped; a fused loss beyond the tolerance is a warning."""
+    from edge_mla.fusion import fuse
+
+    rule, labels, modalities = p.rule, p.labels, p.modalities
     gate["rule"] = rule
     for prec in ("fp32", "int8"):
         if len(logits[prec]) == len(modalities):
             fused, _ = fuse(logits[prec], rule)
             gate["fused"][prec] = float(np.mean(fused.argmax(1) == labels))
             if len(rel_out[prec]) == len(modalities):
-                fused, _ = fuse(logits[prec], rule, reliability={m: v["clean"] for m, v in rel_out[prec].items()}, threshold=rel.threshold)
+                fused, _ = fuse(logits[prec], rule, reliability={m: v["clean"] for m, v in rel_out[prec].items()}, threshold=p.rel.threshold)
                 gate.setdefault("fused_reliable", {})[prec] = float(np.mean(fused.argmax(1) == labels))
     if rel_out["fp32"]:
         gate["reliability_auroc"] = {prec: {m: v["auroc"] for m, v in r.items()} for prec, r in rel_out.items() if r}
-    if do_int8:
+    if p.do_int8:
         mix = {m: logits[chosen[m]][m] for m in modalities}
         fused, _ = fuse(mix, rule)
         gate["fused"]["chosen"] = float(np.mean(fused.argmax(1) == labels))
         gate["fused_drop_points"] = 100 * (gate["fused"]["fp32"] - gate["fused"]["int8"])
         chosen_drop = 100 * (gate["fused"]["fp32"] - gate["fused"]["chosen"])
-        if chosen_drop > cfg.tolerance:
-            msg = f"fused accuracy with the shipped engines is {chosen_drop:.2f} points below all-fp32 (> {cfg.tolerance:g})"
-            warnings.append(msg)
+        if chosen_drop > p.cfg.tolerance:
+            msg = f"fused accuracy with the shipped engines is {chosen_drop:.2f} points below all-fp32 (> {p.cfg.tolerance:g})"
+            p.warnings.append(msg)
             log.warning(msg)
 
-    # 5. Metadata into every ONNX file, then hashes, then the manifest.
+
+def _stamp_engines(p: _Plan, engines: dict, chosen: dict) -> tuple:
+    """5. Metadata into every ONNX file, then hashes and sizes; each entry names the
+    chosen variant as its default file. Returns (model facts, classes)."""
+    from edge_mla.checkpoint import CHECKPOINT_NAME, file_sha256
+    from edge_mla.manifest import FORMAT, sha256_of
+
+    cfg, tmp, model, payload = p.cfg, p.tmp, p.model, p.payload
     model_info = {
         "preset": model.cfg.preset, "method": payload.get("method"), "head": model.cfg.head, "run_dir": str(cfg.run_dir.resolve()),
         "checkpoint_sha256": file_sha256(cfg.run_dir / CHECKPOINT_NAME), "epoch": payload.get("epoch"),
     }
-    classes = list(payload.get("classes") or ds.classes)
-    for mod in modalities:
+    classes = list(payload.get("classes") or p.ds.classes)
+    for mod in p.modalities:
         e = engines[mod]
         for prec, v in e["variants"].items():
             facts = {
                 "format": FORMAT, "version": __version__, "modality": mod, "precision": prec, "classes": classes,
-                "input": e["input"], "output": e["output"], "fusion": {"rule": rule}, "model": model_info,
+                "input": e["input"], "output": e["output"], "fusion": {"rule": p.rule}, "model": model_info,
             }
             for k in ("image", "audio"):
                 if k in e:
@@ -458,27 +557,37 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
                 v["calib_cache_sha256"] = sha256_of(tmp / v["calib_cache"])
         pick = e["variants"][chosen[mod]]
         engines[mod] = {"file": pick["file"], "precision": chosen[mod], "sha256": pick["sha256"], "format": "onnx", **e}
+    return model_info, classes
 
-    manifest = {
+
+def _manifest(p: _Plan, engines: dict, model_info: dict, classes: list, gate: dict) -> dict:
+    """The manifest.json content (written, after step 6, by ``_write_outputs``)."""
+    from edge_mla.manifest import FORMAT
+
+    cfg, spec, do_int8 = p.cfg, p.spec, p.do_int8
+    return {
         "format": FORMAT,
         "edge_mla_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": model_info,
         "classes": classes,
-        "fusion": _fusion_block(rule, payload.get("method"), rel, gate),
+        "fusion": _fusion_block(p.rule, p.payload.get("method"), p.rel, gate),
         "engines": engines,
-        "data": {"dataset": spec["dataset"], "split": spec["split"], "seed": spec["seed"], "gate_split": "val", "gate_samples": int(n_eval)},
+        "data": {"dataset": spec["dataset"], "split": spec["split"], "seed": spec["seed"], "gate_split": "val", "gate_samples": p.n_eval},
         "int8": {
             "mode": cfg.int8, "calib_method": cfg.calib_method if do_int8 else None, "calib_size": cfg.calib_size if do_int8 else None,
-            "tolerance_points": cfg.tolerance, "reduce_range": reduce_range, "symmetric_activations": symmetric if do_int8 else None,
+            "tolerance_points": cfg.tolerance, "reduce_range": p.reduce_range, "symmetric_activations": p.symmetric if do_int8 else None,
         },
         "gate": {"fused": gate["fused"]},
     }
 
-    # 6. TensorRT: plans where it imports, else a build script for the device.
-    if cfg.engine == "trt":
-        manifest["tensorrt"] = _tensorrt_step(cfg, tmp, engines, warnings)
 
+def _write_outputs(p: _Plan, manifest: dict, gate: dict, chosen: dict) -> ExportResult:
+    """manifest.json (checked against the schema the readers use), report.json, report.md."""
+    from edge_mla.export.report import markdown_table, summary_rows, text_table
+    from edge_mla.manifest import write_manifest
+
+    cfg, tmp, warnings = p.cfg, p.tmp, p.warnings
     rows = summary_rows(gate, chosen)
     table = text_table(rows)
     write_manifest(tmp, manifest)

@@ -6,10 +6,13 @@ OpenCV, sounddevice, soundfile, numpy, psutil).
 Data flows sources -> workers -> fusion loop -> outputs:
   clock         monotonic time, drift-free pacer
   config        RunConfig (every CLI flag), validate
-  sources/      camera (OpenCV), microphone (sounddevice), wavfile (WAV in real time)
+  graph         the sensor table: per kind its modality, option, source, preprocessing, gate
+                (graph.register adds a kind: one source class, one row, an engine)
+  sources/      camera (OpenCV), microphone (sounddevice), wavfile (WAV in real time),
+                builtin (the camera and mic rows' builders)
   engine        one ONNX Runtime session per modality, checked against the manifest
   workers       one thread per modality on the newest data
-  fusion_loop   entropy fusion at a fixed rate, staleness, "no decision"
+  fusion_loop   event-driven fusion of every modality's newest result, staleness, "no decision"
   outputs       JSON lines, console line, exit summary
   watchdog      per-sensor supervision (stall -> lost -> reconnect with back-off)
   stats         per-stage timestamps, CPU and memory

@@ -1,5 +1,10 @@
 """The Runtime: sources -> workers -> fusion loop -> outputs, with watchdogs.
 
+Which sensors exist is not written here: the sensor table (runtime/graph.py) says
+per kind its source, preprocessing, gate and worker pace, and the Runtime builds one
+source, worker and watchdog per row whose option the config sets (``rt.nodes``,
+``rt.sources``, ``rt.source_of(modality)``).
+
 Library API (the CLI, the profiler and the demo all use it)::
 
     from edge_mla.runtime import RunConfig, Runtime, run_for
@@ -32,23 +37,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
-
 from edge_mla.errors import EdgeMlaError
 from edge_mla.manifest import load_manifest
+from edge_mla.runtime import graph
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.config import RunConfig, validate
 from edge_mla.runtime.backends import parse_providers
 from edge_mla.runtime.engine import Engine
 from edge_mla.runtime.factory import FactoryFloor
 from edge_mla.runtime.fusion_loop import FusionLoop
+from edge_mla.runtime.graph import SensorNode, Source
 from edge_mla.runtime.hot_swap import folder_checksum
 from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, OutputFailed
-from edge_mla.runtime.sources.base import ENDED, Backoff
+from edge_mla.runtime.sources.base import ENDED
 from edge_mla.runtime.stats import ResourceSampler, StageRecorder
 from edge_mla.runtime.watchdog import Watchdog
-from edge_mla.runtime.audio_stream import AudioWindow
-from edge_mla.runtime.workers import Worker, image_preprocessor
+from edge_mla.runtime.workers import Worker
 
 log = logging.getLogger(__name__)
 
@@ -90,30 +94,21 @@ class Runtime:
         self.manifest = manifest if manifest is not None else load_manifest(cfg.engines)
         self.classes = self.manifest.classes
         self._stop = threading.Event()
-        want = {"image": cfg.camera is not None, "audio": cfg.mic is not None}
-        for mod, on in want.items():
-            if on and mod not in self.manifest.modalities:
-                flag = "--camera none" if mod == "image" else "--mic none"
-                raise EdgeMlaError(f"{cfg.engines}: the engine folder has no {mod} engine (have: {', '.join(self.manifest.modalities)}); run with {flag}")
+        rows = graph.configured(cfg)  # (kind, device) of every sensor this station names
+        for kind, _ in rows:
+            if kind.modality not in self.manifest.modalities:
+                raise EdgeMlaError(f"{cfg.engines}: the engine folder has no {kind.modality} engine (have: {', '.join(self.manifest.modalities)}); run with {kind.flag}")
         self.reliability = self._check_reliability(cfg)
         if engines is None:
             providers = parse_providers(cfg.providers)
-            engines = {m: Engine(self.manifest.engine(m, cfg.precision), len(self.classes), cfg.intra_op_threads, cfg.backend, providers) for m, on in want.items() if on}
-        self.engines = {m: engines[m] for m, on in want.items() if on}
-        self.camera = self.mic = None
+            engines = {k.modality: Engine(self.manifest.engine(k.modality, cfg.precision), len(self.classes), cfg.intra_op_threads, cfg.backend, providers) for k, _ in rows}
+        self.engines = {k.modality: engines[k.modality] for k, _ in rows}
         self.workers: dict = {}
-        if cfg.camera is not None:
-            from edge_mla.runtime.sources.camera import CameraSource
-
-            self.camera = CameraSource(cfg.camera, loop=cfg.loop, timeout=cfg.camera_timeout, open_timeout=cfg.open_timeout, backoff=Backoff(cfg.backoff_initial, cfg.backoff_max), outages=cfg.camera_outages, blank_threshold=cfg.blank_threshold, strict=cfg.require_sensors)
-        if cfg.mic is not None:
-            from edge_mla.runtime.sources.microphone import MicSource
-
-            spec = self.engines["audio"].spec
-            if not spec.sample_rate or not spec.window:
-                raise EdgeMlaError(f"{self.manifest.root}: the audio engine entry has no sample_rate/window")
-            self.mic = MicSource(cfg.mic, spec.window / spec.sample_rate, capture_rate=cfg.mic_rate, timeout=cfg.mic_timeout, backoff=Backoff(cfg.backoff_initial, cfg.backoff_max), loop=cfg.loop, outages=cfg.mic_outages, strict=cfg.require_sensors)
-            self._audio_pre = AudioWindow(self.mic.rate, spec.sample_rate, spec.window)
+        self.nodes: dict = {}  # modality -> SensorNode (kind, source, preprocessing), in table order
+        for kind, dev in rows:
+            spec = self.engines[kind.modality].spec
+            src = kind.source(cfg, dev, spec)
+            self.nodes[kind.modality] = SensorNode(kind, src, kind.preprocess(src, spec, cfg))
         if outputs is None:
             outputs = []
             if cfg.out is not None or cfg.json_stdout:
@@ -147,12 +142,18 @@ class Runtime:
         return rel
 
     # -- wiring ----------------------------------------------------------------------
+    @property
+    def sources(self) -> dict:
+        """Sensor name -> its Source, in table order."""
+        return {n.kind.name: n.source for n in self.nodes.values()}
+
+    def source_of(self, modality: str) -> Optional[Source]:
+        """The source feeding ``modality``, or None when this station has none."""
+        node = self.nodes.get(modality)
+        return node.source if node is not None else None
+
     def sensors(self) -> dict:
-        out = {}
-        for src in (self.camera, self.mic):
-            if src is not None:
-                out[src.name] = src.status.snapshot()
-        return out
+        return {name: src.status.snapshot() for name, src in self.sources.items()}
 
     def _latest(self) -> dict:
         if self._pending_swap is not None:  # on the fusion thread: between two decisions
@@ -201,8 +202,10 @@ class Runtime:
         return snap
 
     def _dropped(self, modality: str, w: Worker) -> int:
-        """Inputs a worker never ran on: frames replaced in the slot, audio hops overrun."""
-        return self.camera.slot.drops if modality == "image" else (w.pacer.overruns if w.pacer else 0)
+        """Inputs a worker never ran on: items replaced in the source's slot (frames),
+        or, for a source that loses nothing (the mic's ring), the worker's overrun ticks."""
+        drops = self.nodes[modality].source.drops
+        return drops if drops is not None else (w.pacer.overruns if w.pacer else 0)
 
     def _emit(self, rec: dict, timing: dict) -> None:
         rec = {"time": round(time.time(), 3), "t": round(timing["t_fuse"] - self._t_start, 3), "station": self.cfg.station, **rec, "engines": self.engine_checksum}
@@ -236,10 +239,9 @@ class Runtime:
         self.resources.start()
         started = []
         try:
-            for src in (self.camera, self.mic):
-                if src is not None:
-                    src.start()
-                    started.append(src)
+            for src in self.sources.values():
+                src.start()
+                started.append(src)
             # Outputs open only now, with every input checked and the sensors open:
             # a failed start never empties an existing results file.
             for o in self.outputs:
@@ -253,18 +255,12 @@ class Runtime:
             for o in self.outputs:
                 o.close()
             raise
-        rel_thr = self.reliability.threshold if self.reliability is not None else None  # not "thr": the silence gate's closure reads that name
+        rel_thr = self.reliability.threshold if self.reliability is not None else None
         self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, rel_thr, self.cfg.degraded_hold)
-        if self.camera is not None:
-            cam = self.camera
-            pre = image_preprocessor(self.engines["image"].spec.image_size or 28)
-            self.workers["image"] = Worker("image", self.engines["image"], lambda seq, to: cam.slot.get_newer(seq, to), pre, self.cfg.video_rate, self._stop, on_result=self.fusion.notify)
-        if self.mic is not None:
-            mic = self.mic
-            thr = self.cfg.silence_threshold
-            gate = (lambda x: float(np.sqrt(np.mean(np.square(x)))) >= thr) if thr > 0 else None
-            self.workers["audio"] = Worker("audio", self.engines["audio"], lambda seq, to: mic.fresh(seq, to), self._audio_pre, 1.0 / self.cfg.hop, self._stop, gate=gate, on_result=self.fusion.notify)
-        self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in (self.camera, self.mic) if s is not None] + [self.fusion]
+        for m, node in self.nodes.items():
+            k = node.kind
+            self.workers[m] = Worker(m, self.engines[m], node.source.take, node.preprocess, k.rate(self.cfg), self._stop, gate=k.gate(self.cfg), on_result=self.fusion.notify)
+        self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in self.sources.values()] + [self.fusion]
         for t in self._threads:
             t.start()
         self.floor.start_threads()
@@ -280,7 +276,7 @@ class Runtime:
 
     def sources_ended(self) -> bool:
         """Every source of this station reached its end (files without --loop)."""
-        srcs = [s for s in (self.camera, self.mic) if s is not None]
+        srcs = list(self.sources.values())
         return bool(srcs) and all(s.status.state == ENDED for s in srcs)
 
     def wait(self, duration: Optional[float] = None) -> None:
@@ -298,15 +294,14 @@ class Runtime:
     def join(self, timeout: float = 5.0) -> RunReport:
         """Stop, join every thread, close streams and flush outputs; the report."""
         self._stop.set()
-        final = {src.name: src.status.state for src in (self.camera, self.mic) if src is not None}
-        for src in (self.camera, self.mic):
-            if src is not None:
-                src.stop()
+        sources = self.sources
+        final = {src.name: src.status.state for src in sources.values()}
+        for src in sources.values():
+            src.stop()
         for t in self._threads:
             t.join(timeout)
-        for src in (self.camera, self.mic):
-            if src is not None:
-                src.join(timeout)
+        for src in sources.values():
+            src.join(timeout)
         self.floor.close()
         for o in self.outputs:
             o.close()
@@ -320,16 +315,16 @@ class Runtime:
         workers = {}
         for m, w in self.workers.items():
             workers[m] = {"results": w.results, "rate": w.results / max(seconds, 1e-9), "dropped": self._dropped(m, w), "errors": w.errors, "engine_ms_mean": 1000 * w.engine.seconds / max(w.engine.runs, 1)}
-        if self.camera is not None:
-            workers.setdefault("image", {}).update(frames=self.camera.frames, repeats=self.camera.repeats, blanks=self.camera.blanks)
-        if self.mic is not None:
-            workers.setdefault("audio", {}).update(blocks=self.mic.blocks, samples=self.mic.samples, silent_windows=self.workers["audio"].gated if "audio" in self.workers else 0)
+        for m, node in self.nodes.items():
+            counters = workers.setdefault(m, {})
+            counters.update(node.source.stats())
+            if node.kind.gated_as:
+                counters[node.kind.gated_as] = self.workers[m].gated if m in self.workers else 0
         sensors = {}
-        for src in (self.camera, self.mic):
-            if src is not None:
-                snap = src.status.snapshot()
-                snap["state"] = final.get(src.name, src.status.state)  # before shutdown
-                sensors[src.name] = snap
+        for src in sources.values():
+            snap = src.status.snapshot()
+            snap["state"] = final.get(src.name, src.status.state)  # before shutdown
+            sensors[src.name] = snap
         fusion = getattr(self, "fusion", None)
         return RunReport(
             seconds=seconds,

@@ -68,6 +68,10 @@ def check_clips_dir(root: Path) -> None:
 
 
 class ClipRecorder:
+    """A clip is video + WAV: ``camera`` is the source feeding the image engine (its
+    frames are watched in its slot, not taken), ``mic`` the one feeding audio
+    (``Runtime.source_of``); either may be None."""
+
     def __init__(self, cfg, camera, mic, classes: list, checksum=lambda: "") -> None:
         self.root = Path(cfg.clips)
         check_clips_dir(self.root)

@@ -54,6 +54,7 @@ class RunConfig:
     batch_wait: float = field(default=0.005, metadata={"help": "stations sharing an engine (--config): seconds the first input waits for the others to run them as one batch (default 0.005)", "metavar": "S"})
     camera_outages: list = field(default_factory=list)  # list[Outage], replay only
     mic_outages: list = field(default_factory=list)  # list[Outage], replay only
+    sensors: dict = field(default_factory=dict)  # option -> device of sensor kinds registered beyond camera and mic (runtime/graph.py); "none": not used
     # -- on the factory floor (issue 10): each field with a "help" is an `edge-mla run`
     # flag (runtime/flags.py derives them), so a config file can map onto the same names.
     station: str = "default"  # station name in MQTT topics, seq counters and metrics labels
@@ -89,6 +90,7 @@ class RunConfig:
             self.camera = None
         if isinstance(self.mic, str) and self.mic.lower() == "none":
             self.mic = None
+        self.sensors = {k: v for k, v in dict(self.sensors or {}).items() if v is not None and not (isinstance(v, str) and v.lower() == "none")}
 
 
 # Every numeric knob and its valid range (edge_mla.validate.number's keywords).
@@ -129,8 +131,13 @@ def validate(cfg: RunConfig) -> None:
     from edge_mla.errors import EdgeMlaError
     from edge_mla.validate import number
 
-    if cfg.camera is None and cfg.mic is None:
-        raise EdgeMlaError("--camera none and --mic none: nothing to run")
+    from edge_mla.runtime import graph
+
+    unknown = sorted(set(cfg.sensors) - graph.extra_options())
+    if unknown:
+        raise EdgeMlaError(f"sensors: no registered sensor kind named {unknown[0]!r} (sensors takes: {', '.join(sorted(graph.extra_options())) or 'nothing until a sensor kind is registered'})")
+    if not graph.configured(cfg):
+        raise EdgeMlaError(" and ".join(k.flag for k in graph.SENSORS) + ": nothing to run")
     for name, kw in NUMERIC.items():
         setattr(cfg, name, number(getattr(cfg, name), FLAG_OF.get(name, name), **kw))
     if cfg.backoff_max < cfg.backoff_initial:

@@ -139,4 +139,6 @@ def check_engines(folder: Optional[Path]) -> Check:
 
 
 def run_checks(engines: Optional[Path], clips: Path) -> list:
-    return [check_cameras(), check_mics(), check_onnxruntime(), check_tensorrt(), check_cpu(), check_disk(clips), check_engines(engines)]
+    from edge_mla.runtime import graph
+
+    return [k.doctor() for k in graph.SENSORS if k.doctor is not None] + [check_onnxruntime(), check_tensorrt(), check_cpu(), check_disk(clips), check_engines(engines)]

@@ -43,7 +43,7 @@ class FactoryFloor:
         if cfg.clips is not None:
             from edge_mla.runtime.clips import ClipRecorder
 
-            self.clips = ClipRecorder(cfg, rt.camera, rt.mic, rt.classes, lambda: rt.engine_checksum)
+            self.clips = ClipRecorder(cfg, rt.source_of("image"), rt.source_of("audio"), rt.classes, lambda: rt.engine_checksum)
             self.hooks.append(self.clips.on_decision)
         self.swapper = EngineSwapper(cfg.engines, list(rt.engines), rt.classes, cfg.precision, cfg.intra_op_threads, rt.apply_swap, rt._stop, watch=cfg.watch, period=cfg.watch_period)
         self._started: list = []

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from edge_mla.errors import EdgeMlaError
+from edge_mla.runtime import graph
 from edge_mla.runtime.config import RunConfig, validate
 
 DEFAULT_STATION = "default"
@@ -138,15 +139,16 @@ def read_stations(path: str | Path, base: Optional[Mapping] = None) -> list:
             raise EdgeMlaError(f"{path}: {where}: duplicate station name {name!r} (also station #{seen[name]})")
         seen[name] = i
         own = _options(table, where, path, types, allow=frozenset({"name"}))
-        if not {"camera", "mic"} & (set(own) | set(shared)):
-            raise EdgeMlaError(f"{path}: {where}: no sensor: set camera and/or mic (in the station or in [runtime])")
-        kw = {"camera": "none", "mic": "none", **common, **own, "station": name}  # a sensor the file does not name is not used
+        if not ({k.option for k in graph.SENSORS} | {"sensors"}) & (set(own) | set(shared)):
+            raise EdgeMlaError(f"{path}: {where}: no sensor: set {graph.options_text()} (in the station or in [runtime])")
+        off = {k.option: "none" for k in graph.SENSORS if k.option in types}
+        kw = {**off, **common, **own, "station": name}  # a sensor the file does not name is not used
         if "engines" not in kw:
             raise EdgeMlaError(f"{path}: {where}: no engines (set engines in [runtime], the station, or --engines)")
         try:
             cfg = RunConfig(**kw)
-            if cfg.camera is None and cfg.mic is None:
-                raise EdgeMlaError("no sensor: set camera and/or mic (both are 'none')")
+            if not graph.configured(cfg):
+                raise EdgeMlaError(f"no sensor: set {graph.options_text()} ({'both' if len(graph.SENSORS) == 2 else 'all'} are 'none')")
             validate(cfg)
         except EdgeMlaError as exc:
             raise EdgeMlaError(f"{path}: {where}: {exc}") from None

@@ -33,7 +33,7 @@ def test_mic_through_null_sink_survives_suspend_and_daemon_restart(engines, tmp_
         out = Collect()
         cfg = RunConfig(engines=engines, camera=str(media.video), mic="default", loop=True, mic_timeout=1.0, staleness=1.0, backoff_max=1.0, json_stdout=False)
         rt = Runtime(cfg, outputs=[out])
-        assert rt.mic.rate == 48000
+        assert rt.sources["mic"].rate == 48000
         rt.start()
         try:
             wait_for(lambda: sensor_state(out, "mic") == "ok" and using(out, "audio"), 12)

@@ -246,6 +246,19 @@ class CameraSource:
         if self.status.state != OK:
             self.status.set(OK)
 
+    # -- the Source protocol (runtime/graph.py) -------------------------------------------
+    def take(self, seq: int, timeout: float) -> Optional[Item]:
+        """The newest frame after ``seq`` (the image worker's input)."""
+        return self.slot.get_newer(seq, timeout)
+
+    @property
+    def drops(self) -> int:
+        """Frames replaced in the slot before the worker took them."""
+        return self.slot.drops
+
+    def stats(self) -> dict:
+        return {"frames": self.frames, "repeats": self.repeats, "blanks": self.blanks}
+
     # -- supervision ------------------------------------------------------------------
     def supervise(self, t: float) -> None:
         """Called by the watchdog: a camera that delivers nothing for ``timeout``

@@ -200,6 +200,20 @@ class MicSource:
         self._opened_at = now()
         log.info("%s: %s", self.name, self.backend.describe())
 
+    # -- the Source protocol (runtime/graph.py) -------------------------------------------
+    def take(self, seq: int, timeout: float) -> Optional[Item]:
+        """The audio worker's input: ``fresh``."""
+        return self.fresh(seq, timeout)
+
+    @property
+    def drops(self) -> None:
+        """The ring loses nothing a window needs; what the paced worker misses are its
+        hops (its pacer's overruns), so the runtime counts those."""
+        return None
+
+    def stats(self) -> dict:
+        return {"blocks": self.blocks, "samples": self.samples}
+
     def fresh(self, seq: int, timeout: float) -> Optional[Item]:
         """Like ``latest``, but first waits up to ``timeout`` s for the next block, so
         the window ends with audio that has just arrived (a paced worker then runs
