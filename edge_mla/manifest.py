@@ -18,6 +18,7 @@ Schema (format "edge-mla-engines/1"):
   "model": {"preset": "tiny", "method": "mla", "run_dir": "...", "checkpoint_sha256": "...", "epoch": 3},
   "classes": ["0", ..., "9"],
   "fusion": {"rule": "entropy", "method": "mla",            # the training method's rule
+             "logits": "calibrated",      # optional: each engine's logits are divided by its temperature
              "reliability": {"signal": "mahalanobis",  # optional (older folders: absent)
                              "threshold": 0.5, "output": "reliability",
                              "modalities": {"<modality>": {"temperature", "features", "coef", "bias", "means", "precision"}},

@@ -44,9 +44,12 @@ class ModalityLogits(nn.Module):
 
 
 class ModalityWithReliability(nn.Module):
-    """``x -> (logits, reliability)``: the engine with its second output, the
+    """``x -> (logits / T, reliability)``: the engine with its second output, the
     reliability r in (0, 1) of ``edge_mla.reliability`` computed from constants
-    baked into the graph (the same maths as ModalityReliability.score)."""
+    baked into the graph (the same maths as ModalityReliability.score). Its logits
+    are calibrated by the modality's fitted temperature T (Reliability.calibrate),
+    so every consumer (the runtime's fusion and confidences, INT8, TensorRT) fuses
+    calibrated uncertainties with no extra code; top-1 is unchanged (T > 0)."""
 
     def __init__(self, model: nn.Module, modality: str, rel) -> None:
         super().__init__()
@@ -83,7 +86,7 @@ class ModalityWithReliability(nn.Module):
                 cols.append(-torch.log1p(d / self.dim))
         f = torch.stack(cols, dim=1)
         r = torch.sigmoid(f @ self.coef + self.bias)
-        return z, r
+        return zt, r
 
 
 @dataclass

@@ -375,6 +375,8 @@ def _fp32_step(p: _Plan, mod: str, bar) -> _Fp32:
     bar.set_description_str(f"{mod}: parity")
     xp = _inputs(p.ds.val, p.par_idx, mod, p.model.cfg.window)
     ref = _torch_logits(p.model, mod, xp)
+    if mrel is not None:
+        ref = ref / np.float32(mrel.temperature)  # the engine's logits are calibrated (export.onnx_export)
     s32 = ort_eval.session(fp32, threads=0)
     par32 = ort_eval.parity(ref, ort_eval.run_logits(s32, xp))
     scale = max(1.0, float(np.max(np.abs(ref))))
@@ -631,6 +633,7 @@ def _fusion_block(rule: str, method: Optional[str], rel, gate: dict) -> dict:
     reliability signal, gate threshold, constants and measured AUROC per precision."""
     block = {"rule": rule, "method": method}
     if rel is not None:
+        block["logits"] = "calibrated"  # each engine's logits are divided by its modality's temperature
         block["reliability"] = {**rel.to_dict(), "output": "reliability", "auroc": gate.get("reliability_auroc", {})}
     return block
 

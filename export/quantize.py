@@ -130,7 +130,8 @@ def prune_opset_imports(path: Path) -> None:
 
 def head_nodes(model: onnx.ModelProto) -> list:
     """The node(s) computing the graph output from the last MatMul/Gemm: walk back
-    from the output through Add/Reshape/Identity to the first MatMul or Gemm."""
+    from the output through Add/Reshape/Identity (and the Div/Mul by the
+    temperature of calibrated logits) to the first MatMul or Gemm."""
     prod = _producers(model)
     names: list = []
     cur = prod.get(model.graph.output[0].name)
@@ -139,7 +140,7 @@ def head_nodes(model: onnx.ModelProto) -> list:
         names.append(cur.name)
         if cur.op_type in ("MatMul", "Gemm"):
             return names
-        if cur.op_type not in ("Add", "Reshape", "Identity", "Flatten"):
+        if cur.op_type not in ("Add", "Reshape", "Identity", "Flatten", "Div", "Mul"):
             return []
         nxt = [prod[i] for i in cur.input if i in prod and i not in inits]
         mm = [n for n in nxt if n.op_type in ("MatMul", "Gemm")]

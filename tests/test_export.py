@@ -109,13 +109,17 @@ def test_fp32_parity_with_pytorch(exported, tiny_run):
     for mod in ("image", "audio"):
         par = man["engines"][mod]["variants"]["fp32"]["parity"]
         assert par["samples"] > 0 and par["max_abs_diff"] < 1e-3 and par["top1_agreement"] == 1.0
-    # and independently, on validation samples the export did not pick
+    # and independently, on validation samples the export did not pick: the engine's
+    # logits are PyTorch's divided by the modality's fitted temperature (calibrated)
+    assert man["fusion"]["logits"] == "calibrated"
     model, _ = load_checkpoint(tiny_run)
     ds = load_dataset("demo", seed=0)
     idx = np.arange(len(ds.val))[-16:]
     for mod, x in (("image", ds.val.image_batch(idx)), ("audio", ds.val.audio_batch(idx, ds.window))):
+        t = man["fusion"]["reliability"]["modalities"][mod]["temperature"]
+        assert t > 0
         with torch.no_grad():
-            ref = model.logits(mod, torch.from_numpy(x)).numpy()
+            ref = model.logits(mod, torch.from_numpy(x)).numpy() / t
         got = _ort(exported.out / f"{mod}.fp32.onnx").run(None, {mod: x})[0]
         assert np.abs(ref - got).max() < 1e-3 * max(1.0, np.abs(ref).max())
         assert (ref.argmax(1) == got.argmax(1)).all()
@@ -130,8 +134,11 @@ def test_int8_is_qdq_keeps_frontend_and_head_float_and_runs(exported):
         assert "QLinearConv" not in ops  # QDQ format, not QOperator
         producers = {o: n for n in m.graph.node for o in n.output}
         inits = {i.name for i in m.graph.initializer}
-        # the head: the node producing the logits takes float weights (no DequantizeLinear)
+        # the head: the node producing the logits (before the division by the
+        # temperature of calibrated logits) takes float weights (no DequantizeLinear)
         head = producers[m.graph.output[0].name]
+        if head.op_type == "Div":
+            head = next(producers[i] for i in head.input if i in producers and producers[i].op_type != "Constant")
         assert head.op_type in ("Gemm", "MatMul", "Add")
         assert all(i in inits or producers[i].op_type != "DequantizeLinear" or i == head.input[0] for i in head.input[1:])
         if mod == "audio":
