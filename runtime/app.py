@@ -85,9 +85,10 @@ class RunReport:
 class Runtime:
     """Build with a RunConfig; ``start()``, then ``stop()`` + ``join()`` (or ``run()``)."""
 
-    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None, engines: Optional[dict] = None, manifest=None) -> None:
-        """``engines`` (modality -> engine) and ``manifest`` (the folder's, already
-        loaded and hash-checked) let stations share them (MultiRuntime); by default
+    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None, engines: Optional[dict] = None, manifest=None, metrics=None) -> None:
+        """``engines`` (modality -> engine), ``manifest`` (the folder's, already
+        loaded and hash-checked) and ``metrics`` (the process's RuntimeMetrics, whose
+        endpoint the caller serves) let stations share them (MultiRuntime); by default
         each Runtime loads its own. ``cfg.station`` names this station in every record."""
         validate(cfg)
         self.cfg = cfg
@@ -118,7 +119,7 @@ class Runtime:
         self.engine_checksum = folder_checksum(self.manifest.root)
         self.last_emit: Optional[float] = None
         self._pending_swap: Optional[tuple] = None
-        self.floor = FactoryFloor(self)  # MQTT, metrics, clips, hot swap, systemd (issue 10)
+        self.floor = FactoryFloor(self, metrics)  # MQTT, metrics, clips, hot swap, systemd (issue 10)
         self.outputs = list(outputs) + self.floor.outputs
         self.stages = StageRecorder()
         self.resources = ResourceSampler(self._stop)

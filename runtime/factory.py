@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class FactoryFloor:
-    def __init__(self, rt) -> None:
+    def __init__(self, rt, metrics=None) -> None:
+        """``metrics``: a RuntimeMetrics shared by several stations (its endpoint is
+        served by whoever made it); otherwise ``--metrics`` makes and serves one."""
         cfg = rt.cfg
         self.rt = rt
         self.outputs: list = []
@@ -34,11 +36,13 @@ class FactoryFloor:
 
             self.mqtt = MqttOutput(cfg)
             self.outputs.append(self.mqtt)
-        if cfg.metrics:
+        if metrics is None and cfg.metrics:
             from edge_mla.runtime.metrics import MetricsServer, RuntimeMetrics
 
-            self.metrics = RuntimeMetrics(rt.metrics_snapshot, cfg.station, cfg.health_window)
-            self.server = MetricsServer(cfg.metrics, self.metrics)  # parses HOST:PORT now
+            metrics = RuntimeMetrics(cfg.health_window)
+            self.server = MetricsServer(cfg.metrics, metrics)  # parses HOST:PORT now
+        if metrics is not None:
+            self.metrics = metrics.add_station(cfg.station, rt.metrics_snapshot)
             self.hooks.append(self.metrics.on_decision)
         if cfg.clips is not None:
             from edge_mla.runtime.clips import ClipRecorder

@@ -2,7 +2,9 @@
 
 ``--metrics HOST:PORT`` serves ``/metrics`` (Prometheus text format, from
 prometheus-client) and ``/healthz`` (200 while every station decided within
-``--health-window`` seconds, 503 with a JSON reason otherwise).
+``--health-window`` seconds, 503 with a JSON reason otherwise). One endpoint per
+process: the stations of a ``--config`` file share it, each series labelled with
+its ``station``.
 
 Why a collector that reads the runtime at scrape time: counters the runtime keeps
 anyway (decisions, engine runs, drops, reconnects, spool depth) are read when
@@ -40,20 +42,61 @@ def parse_host_port(value: str, option: str = "--metrics") -> tuple:
 
 
 class RuntimeMetrics:
-    """Registry + per-decision hook + health; ``snapshot()`` is the runtime's
-    ``metrics_snapshot`` (counters read at scrape time)."""
+    """One registry for the process (one ``/metrics`` endpoint, however many stations
+    run in it): the process collector, the two latency histograms and a collector
+    that reads every station's counters at scrape time. Each station feeds it through
+    its own ``StationMetrics`` (``add_station``); every series carries ``station``."""
 
-    def __init__(self, snapshot: Callable[[], dict], station: str, health_window: float) -> None:
+    def __init__(self, health_window: float) -> None:
         from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 
-        self.snapshot = snapshot
-        self.station = station
         self.health_window = health_window
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self.e2e = Histogram("edge_mla_capture_to_decision_seconds", "sensor capture to the decision that used it", ["station", "modality"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.engine = Histogram("edge_mla_engine_seconds", "one engine run", ["station", "modality"], buckets=ENGINE_BUCKETS, registry=self.registry)
+        self.stations: dict = {}  # name -> StationMetrics, in the order they were added
+        self._lock = threading.Lock()
         self.registry.register(_Collector(self))
+
+    def add_station(self, name: str, snapshot: Callable[[], dict]) -> "StationMetrics":
+        """The feed of one station; ``snapshot`` is its Runtime's ``metrics_snapshot``."""
+        with self._lock:
+            if name in self.stations:
+                raise EdgeMlaError(f"metrics: station {name!r} registered twice")
+            st = self.stations[name] = StationMetrics(self, name, snapshot)
+        return st
+
+    def health(self) -> tuple:
+        """(healthy, JSON-able body): healthy while every station decided within the
+        health window; the reason names each station that did not."""
+        t = now()
+        with self._lock:
+            stations = list(self.stations.values())
+        rows, bad = [], []
+        for st in stations:
+            age = st.decision_age(t)
+            rows.append({"station": st.name, "last_decision_age_s": None if age is None else round(age, 3)})
+            if age is None:
+                bad.append(f"station {st.name}: no decision yet")
+            elif age > self.health_window:
+                bad.append(f"station {st.name}: no decision for {age:.1f}s (window {self.health_window:g}s)")
+        if stations and not bad:
+            return True, {"status": "ok", "stations": rows}
+        return False, {"status": "unhealthy", "reason": "; ".join(bad) or "no station", "stations": rows}
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class StationMetrics:
+    """One station's part: the per-decision hook (latencies, weights, degraded time)
+    and its last decision, read by the collector and the health check."""
+
+    def __init__(self, hub: RuntimeMetrics, name: str, snapshot: Callable[[], dict]) -> None:
+        self.hub, self.name, self.snapshot = hub, name, snapshot
         self.weights: dict = {}
         self.last_decision: Optional[float] = None
         self.degraded_seconds = 0.0
@@ -78,30 +121,16 @@ class RuntimeMetrics:
             if r is None or self._seen.get(m) == r.seq:
                 continue
             self._seen[m] = r.seq
-            self.e2e.labels(self.station, m).observe(max(t - r.t_capture, 0.0))
-            self.engine.labels(self.station, m).observe(max(r.t_done - r.t_engine, 0.0))
+            self.hub.e2e.labels(self.name, m).observe(max(t - r.t_capture, 0.0))
+            self.hub.engine.labels(self.name, m).observe(max(r.t_done - r.t_engine, 0.0))
 
-    def health(self) -> tuple:
-        """(healthy, JSON-able body)."""
-        t = now()
+    def decision_age(self, t: float) -> Optional[float]:
         with self._lock:
-            last = self.last_decision
-        age = None if last is None else t - last
-        ok = age is not None and age <= self.health_window
-        station = {"station": self.station, "last_decision_age_s": None if age is None else round(age, 3)}
-        if ok:
-            return True, {"status": "ok", "stations": [station]}
-        reason = f"station {self.station}: no decision yet" if age is None else f"station {self.station}: no decision for {age:.1f}s (window {self.health_window:g}s)"
-        return False, {"status": "unhealthy", "reason": reason, "stations": [station]}
-
-    def exposition(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
+            return None if self.last_decision is None else t - self.last_decision
 
 
 class _Collector:
-    """Counters and gauges read from the runtime at scrape time."""
+    """Counters and gauges read from every station's runtime at scrape time."""
 
     def __init__(self, m: RuntimeMetrics) -> None:
         self.m = m
@@ -109,47 +138,55 @@ class _Collector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        s = self.m.snapshot()
-        st = self.m.station
+        fams: dict = {}
 
-        def fam(kind, name, doc, labels, rows):
-            f = (CounterMetricFamily if kind == "c" else GaugeMetricFamily)(name, doc, labels=labels)
+        def add(kind, name, doc, labels, rows):
+            f = fams.get(name)
+            if f is None:
+                f = fams[name] = (CounterMetricFamily if kind == "c" else GaugeMetricFamily)(name, doc, labels=labels)
             for values, v in rows:
                 f.add_metric(values, v)
-            return f
 
-        yield fam("c", "edge_mla_decisions", "fused decisions with a label", ["station"], [([st], s["decisions"])])
-        yield fam("c", "edge_mla_no_decisions", "ticks with no fresh modality", ["station"], [([st], s["no_decisions"])])
-        yield fam("c", "edge_mla_degraded_seconds", "time with at least one sensor not ok", ["station"], [([st], self.m.degraded_seconds)])
+        t = now()
+        for station in list(self.m.stations.values()):
+            self._station(station, station.snapshot(), t, add)
+        yield from fams.values()
+
+    @staticmethod
+    def _station(m: "StationMetrics", s: dict, t: float, fam) -> None:
+        st = m.name
+        fam("c", "edge_mla_decisions", "fused decisions with a label", ["station"], [([st], s["decisions"])])
+        fam("c", "edge_mla_no_decisions", "ticks with no fresh modality", ["station"], [([st], s["no_decisions"])])
+        fam("c", "edge_mla_degraded_seconds", "time with at least one sensor not ok", ["station"], [([st], m.degraded_seconds)])
         sensors = s["sensors"]
         rows = []
         for name, snap in sensors.items():
             states = SENSOR_STATES if snap["state"] in SENSOR_STATES else SENSOR_STATES + (snap["state"],)
             rows += [([st, name, state], 1.0 if snap["state"] == state else 0.0) for state in states]
-        yield fam("g", "edge_mla_sensor_state", "1 for the sensor's current state", ["station", "sensor", "state"], rows)
-        yield fam("c", "edge_mla_sensor_reconnects", "sensor reconnections", ["station", "sensor"], [([st, n], v["reconnects"]) for n, v in sensors.items()])
-        yield fam("c", "edge_mla_sensor_failures", "sensor read/open failures", ["station", "sensor"], [([st, n], v["failures"]) for n, v in sensors.items()])
+        fam("g", "edge_mla_sensor_state", "1 for the sensor's current state", ["station", "sensor", "state"], rows)
+        fam("c", "edge_mla_sensor_reconnects", "sensor reconnections", ["station", "sensor"], [([st, n], v["reconnects"]) for n, v in sensors.items()])
+        fam("c", "edge_mla_sensor_failures", "sensor read/open failures", ["station", "sensor"], [([st, n], v["failures"]) for n, v in sensors.items()])
         w = s["workers"]
-        yield fam("c", "edge_mla_engine_runs", "engine runs", ["station", "modality"], [([st, m], v["runs"]) for m, v in w.items()])
-        yield fam("c", "edge_mla_engine_errors", "failed engine runs", ["station", "modality"], [([st, m], v["errors"]) for m, v in w.items()])
-        yield fam("c", "edge_mla_inputs_dropped", "inputs replaced before an engine took them", ["station", "modality"], [([st, m], v["dropped"]) for m, v in w.items()])
-        yield fam("g", "edge_mla_fusion_weight", "fusion weight of each modality in the last decision", ["station", "modality"], [([st, m], v) for m, v in self.m.weights.items()])
-        age = None if self.m.last_decision is None else now() - self.m.last_decision
-        yield fam("g", "edge_mla_last_decision_age_seconds", "seconds since the last decision (-1: none yet)", ["station"], [([st], -1.0 if age is None else age)])
+        fam("c", "edge_mla_engine_runs", "engine runs", ["station", "modality"], [([st, k], v["runs"]) for k, v in w.items()])
+        fam("c", "edge_mla_engine_errors", "failed engine runs", ["station", "modality"], [([st, k], v["errors"]) for k, v in w.items()])
+        fam("c", "edge_mla_inputs_dropped", "inputs replaced before an engine took them", ["station", "modality"], [([st, k], v["dropped"]) for k, v in w.items()])
+        fam("g", "edge_mla_fusion_weight", "fusion weight of each modality in the last decision", ["station", "modality"], [([st, k], v) for k, v in dict(m.weights).items()])
+        age = m.decision_age(t)
+        fam("g", "edge_mla_last_decision_age_seconds", "seconds since the last decision (-1: none yet)", ["station"], [([st], -1.0 if age is None else age)])
         e = s["engines"]
-        yield fam("g", "edge_mla_engine_folder_info", "the engine folder in use (its manifest checksum)", ["station", "folder", "checksum"], [([st, e["folder"], e["checksum"]], 1.0)])
-        yield fam("c", "edge_mla_engine_swaps", "engine folder swaps by result", ["station", "result"], [([st, k], v) for k, v in e["swaps"].items()])
+        fam("g", "edge_mla_engine_folder_info", "the engine folder in use (its manifest checksum)", ["station", "folder", "checksum"], [([st, e["folder"], e["checksum"]], 1.0)])
+        fam("c", "edge_mla_engine_swaps", "engine folder swaps by result", ["station", "result"], [([st, k], v) for k, v in e["swaps"].items()])
         q = s.get("mqtt")
         if q is not None:
-            yield fam("g", "edge_mla_mqtt_spool_depth", "decisions waiting in the MQTT spool", ["station"], [([st], q["spool_depth"])])
-            yield fam("c", "edge_mla_mqtt_spool_dropped", "oldest decisions dropped from a full spool", ["station"], [([st], q["spool_dropped"])])
-            yield fam("c", "edge_mla_mqtt_published", "decisions acknowledged by the broker", ["station"], [([st], q["published"])])
-            yield fam("g", "edge_mla_mqtt_connected", "1 while connected to the broker", ["station"], [([st], 1.0 if q["connected"] else 0.0)])
+            fam("g", "edge_mla_mqtt_spool_depth", "decisions waiting in the MQTT spool", ["station"], [([st], q["spool_depth"])])
+            fam("c", "edge_mla_mqtt_spool_dropped", "oldest decisions dropped from a full spool", ["station"], [([st], q["spool_dropped"])])
+            fam("c", "edge_mla_mqtt_published", "decisions acknowledged by the broker", ["station"], [([st], q["published"])])
+            fam("g", "edge_mla_mqtt_connected", "1 while connected to the broker", ["station"], [([st], 1.0 if q["connected"] else 0.0)])
         c = s.get("clips")
         if c is not None:
-            yield fam("c", "edge_mla_clips_written", "event clips written", ["station"], [([st], c["written"])])
-            yield fam("c", "edge_mla_clips_dropped", "clip events dropped (queue full or write failed)", ["station"], [([st], c["dropped"])])
-            yield fam("c", "edge_mla_clips_deleted", "clips deleted by the disk budget", ["station"], [([st], c["deleted"])])
+            fam("c", "edge_mla_clips_written", "event clips written", ["station"], [([st], c["written"])])
+            fam("c", "edge_mla_clips_dropped", "clip events dropped (queue full or write failed)", ["station"], [([st], c["dropped"])])
+            fam("c", "edge_mla_clips_deleted", "clips deleted by the disk budget", ["station"], [([st], c["deleted"])])
 
 
 class MetricsServer:

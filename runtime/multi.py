@@ -104,6 +104,7 @@ class MultiRuntime:
                         continue  # a missing modality is reported by the station's Runtime
                     eng = Engine(man.engine(m, st.cfg.precision), len(man.classes), st.cfg.intra_op_threads, st.cfg.backend, parse_providers(st.cfg.providers))
                     self.shared[key] = BatchedEngine(eng, clients[key], st.cfg.batch_wait, name=m) if clients[key] > 1 else eng
+            self.metrics, self._metrics_server = self._metrics_endpoint(stations)
             lock = threading.Lock()
             self._outputs = list(outputs or [])
             self._shared_out = shared_out = [_SharedOutput(o, lock) for o in self._outputs]
@@ -111,7 +112,7 @@ class MultiRuntime:
             for st in stations:
                 engines = {m: self.shared[key_of(st, m)] for m in configured_modalities(st.cfg) if key_of(st, m) in self.shared}
                 st.cfg.station = st.name
-                self.runtimes[st.name] = Runtime(st.cfg, outputs=shared_out, engines=engines, manifest=manifests[str(Path(st.cfg.engines).resolve())])
+                self.runtimes[st.name] = Runtime(st.cfg, outputs=shared_out, engines=engines, manifest=manifests[str(Path(st.cfg.engines).resolve())], metrics=self.metrics)
         except EdgeMlaError as exc:
             self._close_engines()
             name = next((s.name for s in stations if s.name not in getattr(self, "runtimes", {})), None)
@@ -120,10 +121,27 @@ class MultiRuntime:
         self._stop = threading.Event()
         log.info("%d stations, %d engines (%s batched)", len(stations), len(self.shared), sum(isinstance(e, BatchedEngine) for e in self.shared.values()))
 
+    @staticmethod
+    def _metrics_endpoint(stations: list) -> tuple:
+        """(RuntimeMetrics, MetricsServer) shared by every station when ``metrics``
+        is set (one endpoint per process: the same address for all), else (None, None)."""
+        addresses = {st.cfg.metrics for st in stations}
+        if addresses == {None} or addresses == {""}:
+            return None, None
+        if len(addresses) > 1:
+            raise EdgeMlaError(f"metrics is one endpoint per process: every station must use the same address (got {', '.join(sorted(str(a) for a in addresses))})")
+        from edge_mla.runtime.metrics import MetricsServer, RuntimeMetrics
+
+        cfg = stations[0].cfg
+        hub = RuntimeMetrics(cfg.health_window)
+        return hub, MetricsServer(cfg.metrics, hub)  # parses HOST:PORT now
+
     def start(self) -> None:
         self._t0 = now()
         started = []
         try:
+            if self._metrics_server is not None:
+                self._metrics_server.start()  # before any sensor opens: a port in use stops the start
             for rt in self.runtimes.values():
                 rt.start()
                 started.append(rt)
@@ -134,6 +152,7 @@ class MultiRuntime:
                 rt.stop()
                 rt.join()
             self._close_engines()
+            self._close_metrics()
             raise
 
     def reload(self) -> None:
@@ -163,6 +182,7 @@ class MultiRuntime:
         reports = {name: rt.join(timeout) for name, rt in self.runtimes.items()}
         engines = {f"{Path(k[0]).name}/{k[1]}/{k[2] or 'default'}": e.stats() for k, e in self.shared.items() if isinstance(e, BatchedEngine)}
         self._close_engines()
+        self._close_metrics()
         for o in self._outputs:
             o.close()
         return MultiReport(now() - (self._t0 or now()), reports, engines)
@@ -174,6 +194,11 @@ class MultiRuntime:
         finally:
             report = self.join()
         return report
+
+    def _close_metrics(self) -> None:
+        server = getattr(self, "_metrics_server", None)
+        if server is not None:
+            server.close()
 
     def _close_engines(self) -> None:
         for e in getattr(self, "shared", {}).values():

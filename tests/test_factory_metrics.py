@@ -89,3 +89,53 @@ def test_metrics_port_in_use_and_bad_address(engines, session, tmp_path):
         base = ["run", "--engines", str(engines), "--replay", str(session.root), "--out", str(tmp_path / "o.jsonl")]
         _one_error_line(run_cli(base + ["--metrics", f"127.0.0.1:{port}"]), f"--metrics 127.0.0.1:{port}: cannot listen")
     _one_error_line(run_cli(base + ["--metrics", "9100"]), "--metrics 9100: expected HOST:PORT")
+
+
+def test_two_stations_share_one_metrics_endpoint(engines, session, tmp_path):
+    """A --config run with two stations serves one /metrics with every series per
+    station, and /healthz names the station that stopped deciding (the other is
+    still deciding: the reason is about it alone)."""
+    from edge_mla.runtime.multi import MultiRuntime
+    from edge_mla.runtime.replay.recorder import session_config
+    from edge_mla.runtime.stations import Station
+    from edge_mla.runtime.testing.mjpeg import free_port
+
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    out = Collect()
+    st = [Station(n, session_config(session, engines=engines, loop=True, json_stdout=False, rate=10, metrics=addr, health_window=2.0)) for n in ("line1", "line2")]
+    multi = MultiRuntime(st, outputs=[out])
+    base = f"http://{addr}"
+    multi.start()
+    try:
+        both = lambda: {r["station"] for r in out.since(0) if r["decision"]} == {"line1", "line2"}  # noqa: E731
+        wait_for(both, 15)
+        wait_for(lambda: _get(base + "/healthz")[0] == 200, 5)
+        body = json.loads(_get(base + "/healthz")[1])
+        assert body["status"] == "ok" and [s["station"] for s in body["stations"]] == ["line1", "line2"]
+        fams = _families(_get(base + "/metrics")[1])
+        for name in ("line1", "line2"):
+            assert _value(fams, "edge_mla_decisions_total", station=name) > 0
+            assert _value(fams, "edge_mla_engine_runs_total", station=name, modality="image") > 0
+            assert _value(fams, "edge_mla_sensor_state", station=name, sensor="camera", state="ok") == 1.0
+        # line2's fusion halts: health turns 503 naming line2 only
+        multi.runtimes["line2"].stop()
+        multi.runtimes["line2"].fusion.join()
+        wait_for(lambda: _get(base + "/healthz")[0] == 503, 6)
+        reason = json.loads(_get(base + "/healthz")[1])["reason"]
+        assert "station line2: no decision for" in reason and "line1" not in reason
+    finally:
+        multi.join()
+    with pytest.raises(OSError):  # the endpoint closes with the last station
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_stations_with_different_metrics_addresses_are_refused(engines, session):
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.runtime.multi import MultiRuntime
+    from edge_mla.runtime.replay.recorder import session_config
+    from edge_mla.runtime.stations import Station
+
+    st = [Station(n, session_config(session, engines=engines, metrics=a)) for n, a in (("a", "127.0.0.1:9101"), ("b", "127.0.0.1:9102"))]
+    with pytest.raises(EdgeMlaError, match="one endpoint per process"):
+        MultiRuntime(st)

@@ -100,10 +100,9 @@ def config_from_args(args: argparse.Namespace):
 
 # Options that name one station's sensors: per station in a --config file.
 STATION_ONLY = ("camera", "mic", "replay")
-# Options the whole process shares: the same for every station of a --config file.
-PROCESS_WIDE = ("out", "json_stdout", "console", "duration")
-# Options that serve one endpoint per process, not yet shared by several stations.
-ONE_STATION_ONLY = ("metrics",)
+# Options the whole process shares: the same for every station of a --config file
+# (metrics: one /metrics and /healthz endpoint per process, every station on it).
+PROCESS_WIDE = ("out", "json_stdout", "console", "duration", "metrics", "health_window")
 
 
 def stations_from_args(args: argparse.Namespace) -> tuple:
@@ -126,9 +125,6 @@ def stations_from_args(args: argparse.Namespace) -> tuple:
         base["engines"] = args.engines
     stations = read_stations(args.config, base)
     first = stations[0].cfg
-    for name in ONE_STATION_ONLY:
-        if len(stations) > 1 and any(getattr(st.cfg, name) for st in stations):
-            raise EdgeMlaError(f"{args.config}: --{name.replace('_', '-')} serves one station per process for now; run it with one [[station]] (or without --config)")
     for st in stations[1:]:
         for name in PROCESS_WIDE:
             if getattr(st.cfg, name) != getattr(first, name):
