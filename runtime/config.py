@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+DEFAULT_STATION = "default"  # the one station a run without --config describes
+
 
 @dataclass
 class Outage:
@@ -57,7 +59,7 @@ class RunConfig:
     sensors: dict = field(default_factory=dict)  # option -> device of sensor kinds registered beyond camera and mic (runtime/graph.py); "none": not used
     # -- on the factory floor (issue 10): each field with a "help" is an `edge-mla run`
     # flag (runtime/flags.py derives them), so a config file can map onto the same names.
-    station: str = "default"  # station name in MQTT topics, seq counters and metrics labels
+    station: str = DEFAULT_STATION  # station name in records, MQTT status topic and client id, seq counters, metrics labels
     require_sensors: bool = field(default=False, metadata={"help": "a sensor that cannot be opened at start is fatal (exit 2) instead of reported lost and retried with back-off"})
     mqtt: Optional[str] = field(default=None, metadata={"help": "publish decisions to mqtt://HOST:PORT/TOPIC (or mqtts://); spooled on disk while the broker is away", "metavar": "URL"})
     mqtt_username: Optional[str] = field(default=None, metadata={"help": "MQTT user name", "metavar": "NAME"})

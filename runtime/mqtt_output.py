@@ -31,6 +31,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from edge_mla.errors import EdgeMlaError
+from edge_mla.runtime.config import DEFAULT_STATION
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,11 @@ class MqttTarget:
     port: int
     topic: str
 
-    @property
-    def status_topic(self) -> str:
-        return f"{self.topic}/status"
+    def status_topic(self, station: str = DEFAULT_STATION) -> str:
+        """``TOPIC/status`` for the one station of a plain run; ``TOPIC/status/STATION``
+        for the named stations of a --config file, so stations publishing to one topic
+        each keep their own retained online/offline (and last will)."""
+        return f"{self.topic}/status" if station == DEFAULT_STATION else f"{self.topic}/status/{station}"
 
 
 def parse_mqtt_url(url: str) -> MqttTarget:
@@ -113,13 +116,16 @@ class MqttOutput:
         except Exception as exc:
             raise EdgeMlaError(f"--mqtt-spool {spool_path}: cannot open the spool ({exc})") from None
         self._seq = self.spool.last_seq
-        self.client_id = cfg.mqtt_client_id or f"edge-mla-{socket.gethostname()}-{self.station}"
+        self.status_topic = self.target.status_topic(self.station)
+        # one client id per station: a broker disconnects the older of two clients with the same id
+        base_id = cfg.mqtt_client_id or f"edge-mla-{socket.gethostname()}"
+        self.client_id = cfg.mqtt_client_id if cfg.mqtt_client_id and self.station == DEFAULT_STATION else f"{base_id}-{self.station}"
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True, protocol=mqtt.MQTTv311)
         if cfg.mqtt_username is not None or password is not None:
             c.username_pw_set(cfg.mqtt_username, password)
         if self.target.tls:
             c.tls_set(ca_certs=str(cfg.mqtt_ca) if cfg.mqtt_ca else None)
-        c.will_set(self.target.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+        c.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         c.reconnect_delay_set(min_delay=1, max_delay=8)
         c.max_inflight_messages_set(WINDOW)
         c.on_connect, c.on_disconnect, c.on_publish, c.on_connect_fail = self._on_connect, self._on_disconnect, self._on_publish, self._on_connect_fail
@@ -184,7 +190,7 @@ class MqttOutput:
             self._thread.join(5.0)
         if self.connected:
             try:
-                self.client.publish(self.target.status_topic, STATUS_OFFLINE, qos=1, retain=True).wait_for_publish(1.0)
+                self.client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True).wait_for_publish(1.0)
             except Exception:
                 log.debug("mqtt: offline status not sent", exc_info=True)
         self.client.disconnect()
@@ -200,7 +206,7 @@ class MqttOutput:
             self._log_failure_once(f"broker refused the connection: {reason_code}")
             return
         self.connects += 1
-        client.publish(self.target.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
         self._resend = True
         self._connected.set()
         log.info("mqtt: connected to %s:%d as %s", self.target.host, self.target.port, self.client_id)

@@ -36,9 +36,8 @@ from typing import Any, Mapping, Optional
 
 from edge_mla.errors import EdgeMlaError
 from edge_mla.runtime import graph
-from edge_mla.runtime.config import RunConfig, validate
+from edge_mla.runtime.config import DEFAULT_STATION, RunConfig, validate
 
-DEFAULT_STATION = "default"
 # RunConfig fields a file cannot set, and why.
 NOT_IN_FILE = {
     "camera_outages": "scripted outages come from --replay sessions",

@@ -162,3 +162,36 @@ def test_mqtts_with_user_and_password(engines, session, tmp_path):
         wrong = tmp_path / "wrong"
         wrong.write_text("nope\n")
         _one_error_line(run_cli(base + ["--force", "--mqtt-password-file", str(wrong), "--mqtt-required"], timeout=60), "cannot reach the broker")
+
+
+def test_two_stations_on_one_topic_keep_their_own_status_and_client(engines, session, broker, tmp_path):
+    """Two stations of one process publish to one topic with one --mqtt-client-id: each
+    connects under its own id (a broker drops the older of two equal ids), each
+    decision says its station and seq, and each station has its own retained status."""
+    from edge_mla.runtime.multi import MultiRuntime
+    from edge_mla.runtime.replay.recorder import session_config
+    from edge_mla.runtime.stations import Station
+    from edge_mla.runtime.testing.mosquitto import Subscriber
+
+    topic = "plant/hall1"
+    sub = Subscriber(broker.port, topic, client_id="hall-watcher")
+    assert sub.connected.wait(10)
+    st = [Station(n, session_config(session, engines=engines, loop=True, json_stdout=False, rate=10, mqtt=f"{broker.url_base}/{topic}",
+                                    mqtt_client_id="hall1", mqtt_spool=tmp_path / f"spool-{n}.db")) for n in ("line1", "line2")]
+    multi = MultiRuntime(st, outputs=[Collect()])
+    assert {rt.floor.mqtt.client_id for rt in multi.runtimes.values()} == {"hall1-line1", "hall1-line2"}
+    multi.start()
+    try:
+        per = lambda name: [json.loads(p) for p in sub.payloads(topic) if json.loads(p)["station"] == name]  # noqa: E731
+        wait_for(lambda: len(per("line1")) >= 10 and len(per("line2")) >= 10, 20)
+        for name in ("line1", "line2"):
+            assert sub.payloads(f"{topic}/status/{name}")[-1:] == [b"online"]
+            seqs = [m["seq"] for m in per(name)]
+            assert seqs[:5] == list(range(seqs[0], seqs[0] + 5))  # each station counts its own seq
+        time.sleep(1.0)
+        assert all(rt.floor.mqtt.connected for rt in multi.runtimes.values())  # neither kicked the other off
+    finally:
+        multi.join()
+    wait_for(lambda: all(sub.payloads(f"{topic}/status/{n}")[-1:] == [b"offline"] for n in ("line1", "line2")), 10)
+    assert sub.payloads(f"{topic}/status") == []  # no station named "default" here
+    sub.close()

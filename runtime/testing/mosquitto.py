@@ -125,7 +125,7 @@ class Subscriber:
         self.topic = topic
         self.connected = threading.Event()
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-        c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe([(topic, 1), (f"{topic}/status", 1)]), self.connected.set())
+        c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe([(topic, 1), (f"{topic}/status", 1), (f"{topic}/status/#", 1)]), self.connected.set())
         c.on_disconnect = lambda cl, u, f, rc, p: self.connected.clear()
         c.on_message = self._on_message
         if username is not None:
