@@ -87,6 +87,7 @@ class MultiRuntime:
         station per input (the baseline the batching is measured against)."""
         if not stations:
             raise EdgeMlaError("no stations to run")
+        _one_spool_per_station(stations)
         key_of = lambda st, m: _engine_key(st.cfg, m, "" if share_engines else st.name)  # noqa: E731
         clients: dict = {}
         for st in stations:
@@ -204,6 +205,18 @@ class MultiRuntime:
         for e in getattr(self, "shared", {}).values():
             if isinstance(e, BatchedEngine):
                 e.close()
+
+
+def _one_spool_per_station(stations: list) -> None:
+    """An MQTT spool holds one station's queue and seq: two stations on one file would
+    send each other's backlog. (Without --mqtt-spool each station gets its own file.)"""
+    owner: dict = {}
+    for st in stations:
+        if st.cfg.mqtt and st.cfg.mqtt_spool is not None:
+            path = str(Path(st.cfg.mqtt_spool).resolve())
+            if path in owner:
+                raise EdgeMlaError(f"station {st.name}: mqtt_spool {st.cfg.mqtt_spool} is station {owner[path]}'s spool too; give each station its own file (or leave it unset)")
+            owner[path] = st.name
 
 
 def format_multi_summary(report: MultiReport, format_one) -> str:

@@ -195,3 +195,15 @@ def test_two_stations_on_one_topic_keep_their_own_status_and_client(engines, ses
     wait_for(lambda: all(sub.payloads(f"{topic}/status/{n}")[-1:] == [b"offline"] for n in ("line1", "line2")), 10)
     assert sub.payloads(f"{topic}/status") == []  # no station named "default" here
     sub.close()
+
+
+def test_two_stations_on_one_spool_file_are_refused(engines, session, tmp_path):
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.runtime.multi import MultiRuntime
+    from edge_mla.runtime.replay.recorder import session_config
+    from edge_mla.runtime.stations import Station
+
+    st = [Station(n, session_config(session, engines=engines, mqtt="mqtt://127.0.0.1:1/t", mqtt_spool=tmp_path / "one.db")) for n in ("a", "b")]
+    with pytest.raises(EdgeMlaError, match="station b: mqtt_spool .* is station a's spool too"):
+        MultiRuntime(st)
+    assert not (tmp_path / "one.db").exists()  # refused before anything opened
