@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from edge_mla.errors import EdgeMlaError
 from edge_mla.manifest import load_manifest
@@ -47,7 +47,7 @@ from edge_mla.runtime.engine import Engine
 from edge_mla.runtime.factory import FactoryFloor
 from edge_mla.runtime.fusion_loop import FusionLoop
 from edge_mla.runtime.graph import SensorNode, Source
-from edge_mla.runtime.hot_swap import folder_checksum
+from edge_mla.runtime.hot_swap import folder_checksum, warm_up
 from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, OutputFailed
 from edge_mla.runtime.sources.base import ENDED
 from edge_mla.runtime.stats import ResourceSampler, StageRecorder
@@ -82,16 +82,30 @@ class RunReport:
         return asdict(self)
 
 
+@dataclass
+class SharedParts:
+    """What the stations of one process share (built by MultiRuntime); a field left
+    None is made by the station itself."""
+
+    engines: Optional[dict] = None  # modality -> engine (an Engine or a BatchedEngine)
+    manifest: object = None  # the engine folder's Manifest, already loaded and hash-checked
+    metrics: object = None  # the process's RuntimeMetrics (its endpoint served by the caller)
+    open_engine: Optional[Callable] = None  # (manifest, modality) -> warmed engine, for hot swaps
+    on_swapped: Optional[Callable] = None  # (station, old engines, new engines) once a swap took effect
+
+
 class Runtime:
     """Build with a RunConfig; ``start()``, then ``stop()`` + ``join()`` (or ``run()``)."""
 
-    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None, engines: Optional[dict] = None, manifest=None, metrics=None) -> None:
-        """``engines`` (modality -> engine), ``manifest`` (the folder's, already
-        loaded and hash-checked) and ``metrics`` (the process's RuntimeMetrics, whose
-        endpoint the caller serves) let stations share them (MultiRuntime); by default
-        each Runtime loads its own. ``cfg.station`` names this station in every record."""
+    def __init__(self, cfg: RunConfig, outputs: Optional[list] = None, shared: Optional["SharedParts"] = None) -> None:
+        """``shared`` carries what several stations of one process share (MultiRuntime);
+        by default each Runtime loads its own. ``cfg.station`` names this station in
+        every record."""
         validate(cfg)
         self.cfg = cfg
+        shared = shared or SharedParts()
+        self._shared = shared
+        engines, manifest, metrics = shared.engines, shared.manifest, shared.metrics
         self.manifest = manifest if manifest is not None else load_manifest(cfg.engines)
         self.classes = self.manifest.classes
         self._stop = threading.Event()
@@ -161,14 +175,28 @@ class Runtime:
             self._switch_engines()
         return {m: w.latest() for m, w in self.workers.items()}
 
+    def open_engine(self, manifest, modality: str):
+        """A checked, warmed-up engine for ``modality`` of ``manifest`` with this
+        station's precision, threads and backend: what a hot swap loads (a MultiRuntime
+        hands its stations one that shares engines between them)."""
+        if self._shared.open_engine is not None:
+            return self._shared.open_engine(manifest, modality)
+        cfg = self.cfg
+        engine = Engine(manifest.engine(modality, cfg.precision), len(self.classes), cfg.intra_op_threads, cfg.backend, parse_providers(cfg.providers))
+        warm_up(engine, len(self.classes))
+        return engine
+
     def apply_swap(self, manifest, engines: dict, checksum: str, timeout: float = 2.0) -> None:
         """Hand checked engines to the fusion thread, which switches them between two
         decisions (directly when the fusion loop is not running)."""
+        old = dict(self.engines)
         done = threading.Event()
         self._pending_swap = (manifest, engines, checksum, done)
         fusion = getattr(self, "fusion", None)
         if fusion is None or not fusion._thread.is_alive() or not done.wait(timeout):
             self._switch_engines()
+        if self._shared.on_swapped is not None:  # the old engines are no longer called by this station
+            self._shared.on_swapped(self.cfg.station, old, engines)
 
     def _switch_engines(self) -> None:
         with self._emit_lock:

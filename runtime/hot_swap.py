@@ -31,7 +31,6 @@ import numpy as np
 from edge_mla.errors import EdgeMlaError
 from edge_mla.manifest import load_manifest
 from edge_mla.runtime.clock import now
-from edge_mla.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def _manifest_signature(root: Path) -> Optional[tuple]:
     return (st.st_mtime_ns, st.st_size)
 
 
-def warm_up(engine: Engine, num_classes: int) -> None:
+def warm_up(engine, num_classes: int) -> None:
     """One inference on zeros shaped like the engine's input; raise if the output is
     not (1, classes) and finite."""
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in engine.spec.input_shape[1:]]
@@ -63,14 +62,16 @@ def warm_up(engine: Engine, num_classes: int) -> None:
 
 
 class EngineSwapper:
-    """Thread that prepares swaps; ``apply(manifest, engines, checksum)`` (the
-    runtime's) performs the switch between two decisions."""
+    """Thread that prepares swaps; ``open_engine(manifest, modality)`` (the runtime's,
+    or a MultiRuntime's that shares engines between stations) returns a checked,
+    warmed-up engine, and ``apply(manifest, engines, checksum)`` (the runtime's)
+    performs the switch between two decisions."""
 
-    def __init__(self, root: Path, modalities: list, classes: list, precision: Optional[str], threads: int, apply: Callable, stop: threading.Event, watch: bool = False, period: float = 1.0) -> None:
+    def __init__(self, root: Path, modalities: list, classes: list, open_engine: Callable, apply: Callable, stop: threading.Event, watch: bool = False, period: float = 1.0) -> None:
         self.root = Path(root)
         self.modalities = list(modalities)
         self.classes = list(classes)
-        self.precision, self.threads = precision, threads
+        self.open_engine = open_engine
         self._apply = apply
         self._stop = stop
         self.watch, self.period = watch, period
@@ -132,12 +133,7 @@ class EngineSwapper:
         missing = [m for m in self.modalities if m not in manifest.modalities]
         if missing:
             raise EdgeMlaError(f"{self.root}: the new folder has no {', '.join(missing)} engine")
-        engines = {}
-        for m in self.modalities:
-            e = Engine(manifest.engine(m, self.precision), len(self.classes), self.threads)
-            warm_up(e, len(self.classes))
-            engines[m] = e
-        return manifest, engines
+        return manifest, {m: self.open_engine(manifest, m) for m in self.modalities}
 
     def join(self, timeout: float = 5.0) -> None:
         if self._thread.ident is not None:

@@ -21,17 +21,19 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 from edge_mla.errors import EdgeMlaError
 from edge_mla.manifest import load_manifest
-from edge_mla.runtime.app import Runtime, RunReport
+from edge_mla.runtime.app import Runtime, RunReport, SharedParts
 from edge_mla.runtime.backends import parse_providers
 from edge_mla.runtime.batching import BatchedEngine
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.engine import Engine
 from edge_mla.runtime.graph import configured_modalities
+from edge_mla.runtime.hot_swap import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,14 @@ class MultiRuntime:
         if not stations:
             raise EdgeMlaError("no stations to run")
         _one_spool_per_station(stations)
-        key_of = lambda st, m: _engine_key(st.cfg, m, "" if share_engines else st.name)  # noqa: E731
+        self._key_of = key_of = lambda st, m: _engine_key(st.cfg, m, "" if share_engines else st.name)  # noqa: E731
         clients: dict = {}
         for st in stations:
             for m in configured_modalities(st.cfg):
                 clients[key_of(st, m)] = clients.get(key_of(st, m), 0) + 1
-        self.shared: dict = {}  # key -> Engine or BatchedEngine
+        self._clients = clients
+        self.pool = _EnginePool()
+        self.shared: dict = {}  # key -> Engine or BatchedEngine, as started (swaps go through the pool)
         manifests: dict = {}  # one load (and hash check) per engine folder
         try:
             for st in stations:
@@ -101,10 +105,10 @@ class MultiRuntime:
                 man = manifests.get(folder) or manifests.setdefault(folder, load_manifest(st.cfg.engines))
                 for m in configured_modalities(st.cfg):
                     key = key_of(st, m)
-                    if key in self.shared or m not in man.modalities:
-                        continue  # a missing modality is reported by the station's Runtime
-                    eng = Engine(man.engine(m, st.cfg.precision), len(man.classes), st.cfg.intra_op_threads, st.cfg.backend, parse_providers(st.cfg.providers))
-                    self.shared[key] = BatchedEngine(eng, clients[key], st.cfg.batch_wait, name=m) if clients[key] > 1 else eng
+                    if key not in self.shared and m in man.modalities:  # a missing modality is reported by the station's Runtime
+                        self.shared[key] = self.pool.get(_engine_ident(key, man, st.cfg, m), st.name, lambda: self._build(st, man, m, warm=False))
+                    elif key in self.shared:
+                        self.pool.use(self.shared[key], st.name)
             self.metrics, self._metrics_server = self._metrics_endpoint(stations)
             lock = threading.Lock()
             self._outputs = list(outputs or [])
@@ -113,7 +117,9 @@ class MultiRuntime:
             for st in stations:
                 engines = {m: self.shared[key_of(st, m)] for m in configured_modalities(st.cfg) if key_of(st, m) in self.shared}
                 st.cfg.station = st.name
-                self.runtimes[st.name] = Runtime(st.cfg, outputs=shared_out, engines=engines, manifest=manifests[str(Path(st.cfg.engines).resolve())], metrics=self.metrics)
+                parts = SharedParts(engines, manifests[str(Path(st.cfg.engines).resolve())], self.metrics,
+                                    open_engine=partial(self._open_for_swap, st), on_swapped=self.pool.swapped)
+                self.runtimes[st.name] = Runtime(st.cfg, outputs=shared_out, shared=parts)
         except EdgeMlaError as exc:
             self._close_engines()
             name = next((s.name for s in stations if s.name not in getattr(self, "runtimes", {})), None)
@@ -121,6 +127,21 @@ class MultiRuntime:
         self._t0: Optional[float] = None
         self._stop = threading.Event()
         log.info("%d stations, %d engines (%s batched)", len(stations), len(self.shared), sum(isinstance(e, BatchedEngine) for e in self.shared.values()))
+
+    def _build(self, st, manifest, modality: str, warm: bool = True):
+        """One engine for ``st``'s key, batched when several stations feed that key."""
+        cfg = st.cfg
+        eng = Engine(manifest.engine(modality, cfg.precision), len(manifest.classes), cfg.intra_op_threads, cfg.backend, parse_providers(cfg.providers))
+        if warm:
+            warm_up(eng, len(manifest.classes))
+        n = self._clients[self._key_of(st, modality)]
+        return BatchedEngine(eng, n, cfg.batch_wait, name=modality) if n > 1 else eng
+
+    def _open_for_swap(self, st, manifest, modality: str):
+        """A hot swap at station ``st``: the stations that shared an engine before share
+        the new one (loaded and warmed once, by the first station to swap)."""
+        key = self._key_of(st, modality)
+        return self.pool.get(_engine_ident(key, manifest, st.cfg, modality), st.name, lambda: self._build(st, manifest, modality))
 
     @staticmethod
     def _metrics_endpoint(stations: list) -> tuple:
@@ -181,7 +202,7 @@ class MultiRuntime:
     def join(self, timeout: float = 5.0) -> MultiReport:
         self.stop()
         reports = {name: rt.join(timeout) for name, rt in self.runtimes.items()}
-        engines = {f"{Path(k[0]).name}/{k[1]}/{k[2] or 'default'}": e.stats() for k, e in self.shared.items() if isinstance(e, BatchedEngine)}
+        engines = {f"{Path(k[0]).name}/{k[1]}/{k[2] or 'default'}": e.stats() for k, e in self.pool.live_by_key().items() if isinstance(e, BatchedEngine)}
         self._close_engines()
         self._close_metrics()
         for o in self._outputs:
@@ -202,7 +223,78 @@ class MultiRuntime:
             server.close()
 
     def _close_engines(self) -> None:
-        for e in getattr(self, "shared", {}).values():
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.close_all()
+
+
+def _engine_ident(key: tuple, manifest, cfg, modality: str) -> tuple:
+    """What makes two engines the same: the sharing key and the exact file (path and
+    the manifest's sha256 of it); a swap to a folder whose file did not change keeps
+    the engine that runs."""
+    spec = manifest.engine(modality, cfg.precision)
+    entry = spec.entry
+    sha = (entry.get("variants", {}).get(spec.precision) or {}).get("sha256") or entry.get("sha256")
+    return key, str(spec.path), sha
+
+
+class _EnginePool:
+    """The engines the stations of one process share, each with the stations using it.
+    A swap asks the pool (``get``): the first station builds the new engine, the
+    others get the same object; once no station calls an old engine (``swapped``) it
+    is closed, so swaps do not pile up sessions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_ident: dict = {}  # ident -> engine
+        self._users: dict = {}  # id(engine) -> set of station names
+        self._key: dict = {}  # id(engine) -> the sharing key (first element of its ident)
+
+    def get(self, ident: tuple, station: str, build):
+        with self._lock:  # builds under the lock: two stations swapping at once load it once
+            e = self._by_ident.get(ident)
+            if e is None:
+                e = self._by_ident[ident] = build()
+                self._key[id(e)] = ident[0]
+            self._users.setdefault(id(e), set()).add(station)
+            return e
+
+    def use(self, engine, station: str) -> None:
+        with self._lock:
+            self._users.setdefault(id(engine), set()).add(station)
+
+    def swapped(self, station: str, old: dict, new: dict) -> None:
+        """``station`` switched from ``old`` to ``new`` engines (modality -> engine)."""
+        done = []
+        with self._lock:
+            for m, e in old.items():
+                if new.get(m) is e:
+                    continue
+                users = self._users.get(id(e))
+                if users is None:
+                    continue
+                users.discard(station)
+                if not users:
+                    del self._users[id(e)]
+                    key = self._key.pop(id(e), None)
+                    self._by_ident = {i: x for i, x in self._by_ident.items() if x is not e}
+                    done.append((e, key[1] if key else m))
+        for e, modality in done:
+            if isinstance(e, BatchedEngine):
+                e.close()
+            log.info("engine swap: no station uses the old %s engine any more; released", modality)
+
+    def live(self) -> list:
+        with self._lock:
+            return list(self._by_ident.values())
+
+    def live_by_key(self) -> dict:
+        """key -> live engine (the newest for a key that was swapped)."""
+        with self._lock:
+            return {self._key[id(e)]: e for e in self._by_ident.values() if id(e) in self._key}
+
+    def close_all(self) -> None:
+        for e in self.live():
             if isinstance(e, BatchedEngine):
                 e.close()
 

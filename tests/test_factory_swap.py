@@ -113,3 +113,62 @@ def test_sighup_swaps_the_running_cli(engines, session, tmp_path):
     assert p.returncode == 0, err
     assert "engine swap: now running" in err
     assert "engine swaps: 1 done, 0 refused" in err
+
+
+def _new_engine_files(folder) -> None:
+    """A retrained model as the runtime sees it: every ONNX file rewritten (other
+    bytes, same graph) and the manifest's sha256 of each updated."""
+    import hashlib
+
+    import onnx
+
+    m = json.loads((folder / "manifest.json").read_text())
+    for entry in m["engines"].values():
+        files = {entry["file"]} | {v["file"] for v in entry.get("variants", {}).values() if v.get("format", "onnx") == "onnx"}
+        shas = {}
+        for name in files:
+            model = onnx.load(str(folder / name))
+            model.doc_string = "retrained"
+            onnx.save(model, str(folder / name))
+            shas[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        entry["sha256"] = shas[entry["file"]]
+        for v in entry.get("variants", {}).values():
+            if v.get("file") in shas:
+                v["sha256"] = shas[v["file"]]
+    (folder / "manifest.json").write_text(json.dumps(m, indent=2))
+
+
+def test_stations_sharing_engines_swap_to_shared_engines(engines, session, tmp_path):
+    """Two stations of one process share (batched) engines; after a swap they share
+    the new ones (loaded once), the old ones are released, and both keep deciding."""
+    from edge_mla.runtime.batching import BatchedEngine
+    from edge_mla.runtime.multi import MultiRuntime
+    from edge_mla.runtime.replay.recorder import session_config
+    from edge_mla.runtime.stations import Station
+
+    folder = shutil.copytree(engines, tmp_path / "eng")
+    out = Collect()
+    st = [Station(n, session_config(session, engines=folder, loop=True, json_stdout=False, rate=10)) for n in ("line1", "line2")]
+    multi = MultiRuntime(st, outputs=[out])
+    old = {m: e for m, e in multi.runtimes["line1"].engines.items()}
+    assert all(isinstance(e, BatchedEngine) for e in old.values())
+    old_sum = multi.runtimes["line1"].engine_checksum
+    multi.start()
+    try:
+        wait_for(lambda: len(out) >= 20, 15)
+        _new_engine_files(folder)
+        multi.reload()
+        swapped = lambda: all(rt.engine_checksum != old_sum for rt in multi.runtimes.values())  # noqa: E731
+        wait_for(swapped, 15)
+        n = len(out)
+        wait_for(lambda: {r["station"] for r in out.since(n) if r["decision"]} == {"line1", "line2"}, 10)
+        a, b = (multi.runtimes[x].engines for x in ("line1", "line2"))
+        for m in old:
+            assert a[m] is b[m] and isinstance(a[m], BatchedEngine)  # shared again, one copy
+            assert a[m] is not old[m] and old[m]._closed  # the old engine was released
+            assert multi.runtimes["line1"].workers[m].engine is a[m]
+        assert len(multi.pool.live()) == len(old)  # no sessions left over from before the swap
+    finally:
+        report = multi.join()
+    assert all(rt.floor.swapper.swaps == {"ok": 1, "refused": 0} for rt in multi.runtimes.values())
+    assert report.stations["line1"].decisions > 0 and report.stations["line2"].decisions > 0
