@@ -12,7 +12,7 @@ from edge_mla.manifest import sha256_of as file_sha256  # noqa: F401  (re-export
 
 FORMAT = "edge-mla-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
-from edge_mla.manifest import RUN_CONFIG_NAME as CONFIG_NAME  # noqa: E402  (one home)
+from edge_mla.manifest import RUN_CONFIG_NAME as CONFIG_NAME  # noqa: E402, F401  (one home)
 METRICS_NAME = "metrics.jsonl"
 
 

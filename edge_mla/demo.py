@@ -163,7 +163,7 @@ def format_report(r: dict) -> str:
     lines = ["# edge-mla demo report", ""]
     ta = r["test_accuracy"]
     lines.append(f"Test split (offline, PyTorch): image {ta['image']:.1%}, audio {ta['audio']:.1%}, fused (entropy) {ta['fused']:.1%}, fused (mean) {ta['fused_mean']:.1%}.")
-    lines.append(f"Engines shipped: " + ", ".join(f"{m} {p}" for m, p in r["engines"].items()) + ".")
+    lines.append("Engines shipped: " + ", ".join(f"{m} {p}" for m, p in r["engines"].items()) + ".")
     lines.append("")
     lines.append("Replay through the streaming runtime (accuracy of fused decisions; 'no decision' counts as wrong):")
     lines.append("")

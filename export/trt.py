@@ -168,7 +168,7 @@ def script_lines(specs: Sequence[PlanSpec]) -> list:
         onnx_q, plan_q = shlex.quote(s.onnx_file), shlex.quote(s.plan_file)
         if s.calib_cache:  # implicit INT8 from FP32 ONNX + cache: DLA (TensorRT 10)
             lines += [
-                f'if [ -n "$DLA_CORE" ]; then',
+                'if [ -n "$DLA_CORE" ]; then',
                 f'  if [ "$TRT_MAJOR" -ge 11 ]; then echo "skip {s.plan_file}: TensorRT 11 has no implicit INT8 (calibration cache)" >&2; else',
                 f'  "$TRTEXEC" --onnx={onnx_q} --int8 --fp16 --calib={shlex.quote(s.calib_cache)} {common} '
                 f'--useDLACore="$DLA_CORE" --allowGPUFallback --saveEngine={plan_q}',

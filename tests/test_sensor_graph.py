@@ -20,6 +20,7 @@ from edge_mla.errors import EdgeMlaError
 from edge_mla.runtime import graph
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.sources.base import ENDED, OK, STOPPED, Item, LatestSlot, SensorStatus
+from test_runtime_support import Collect
 
 VIB_RATE = 2000  # Hz of the vibration stream
 VIB_WINDOW = 400  # samples per engine input (0.2 s)
@@ -156,19 +157,6 @@ def _wav(path: Path, seconds: float, rate: int, freq: float) -> str:
     t = np.arange(int(seconds * rate)) / rate
     sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate, subtype="PCM_16")
     return str(path)
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.records: list = []
-        self._lock = threading.Lock()
-
-    def write(self, rec: dict) -> None:
-        with self._lock:
-            self.records.append(rec)
-
-    def close(self) -> None:
-        pass
 
 
 # -- the proof ---------------------------------------------------------------------------
