@@ -22,7 +22,8 @@ def save_checkpoint(path: Path, model, classes: list, method: str, epoch: int, e
     payload = {
         "format": FORMAT,
         "model_config": model.cfg.to_dict(),
-        "state_dict": model.state_dict(),
+        # CPU tensors whatever the training device: the runtime and export load anywhere
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         "classes": list(classes),
         "method": method,
         "epoch": int(epoch),

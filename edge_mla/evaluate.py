@@ -32,8 +32,14 @@ def collect(model, split: PairedSplit, window: int, batch_size: int = 256, corru
     """(features h per modality (N, D), logits z per modality (N, C), labels).
 
     ``corrupt``: one of CORRUPTIONS (the three legacy cases) or an
-    ``edge_mla.corruptions.Corruption``; ``modalities`` limits which encoders run."""
+    ``edge_mla.corruptions.Corruption``; ``modalities`` limits which encoders run.
+    The model runs on its own device (a GPU while training there); the arrays
+    returned are always host numpy."""
     import torch
+
+    from edge_mla.train.device import module_device
+
+    device = module_device(model)
 
     rng = np.random.default_rng(seed)
     mods = list(modalities or model.modalities)
@@ -51,9 +57,9 @@ def collect(model, split: PairedSplit, window: int, batch_size: int = 256, corru
                 aud = corrupt.apply(aud, rng, sample_rate)
             inputs = {"image": img, "audio": aud}
             for m in mods:
-                h = model.embed(m, torch.from_numpy(np.ascontiguousarray(inputs[m])))
-                feats[m].append(h.numpy())
-                outs[m].append(model.head_logits(m, h).numpy())
+                h = model.embed(m, torch.from_numpy(np.ascontiguousarray(inputs[m])).to(device))
+                feats[m].append(h.cpu().numpy())
+                outs[m].append(model.head_logits(m, h).cpu().numpy())
             labels.append(y)
     return {m: np.concatenate(v) for m, v in feats.items()}, {m: np.concatenate(v) for m, v in outs.items()}, np.concatenate(labels)
 

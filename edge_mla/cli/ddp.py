@@ -31,6 +31,7 @@ from typing import Iterator, Optional, Sequence
 
 from edge_mla.errors import EdgeMlaError
 from edge_mla.train.config import TrainConfig
+from edge_mla.train.device import cuda_count, resolve_device
 from edge_mla.train.dist import World, destroy, world_from_env
 
 # lines of the ranks' own logging (the CLI's format) that the launcher passes through;
@@ -115,8 +116,10 @@ def available_cores() -> int:
 
 
 def join(cfg: TrainConfig) -> World:
-    """This rank's World under torchrun (alone otherwise); cfg.nproc records the world size."""
-    world = world_from_env()
+    """This rank's World under torchrun (alone otherwise); cfg.nproc records the world size.
+    The device is resolved first: it picks the backend (NCCL on cuda, gloo on cpu), and
+    --device cuda without CUDA is one line before any process group or folder."""
+    world = world_from_env(resolve_device(cfg.device))
     if world.active:
         cfg.nproc = world.size
         cfg.validate()
@@ -150,9 +153,14 @@ def rank_guard(cfg: TrainConfig, world: World) -> Iterator[None]:
 
 
 def _check(cfg: TrainConfig) -> Path:
-    cores = available_cores()
-    if cfg.nproc > cores:
-        raise EdgeMlaError(f"--nproc {cfg.nproc}: more training processes than the {cores} CPU core(s) this machine gives us")
+    if resolve_device(cfg.device) == "cuda":
+        gpus = cuda_count()
+        if cfg.nproc > gpus:
+            raise EdgeMlaError(f"--nproc {cfg.nproc}: more training processes than the {gpus} GPU(s) of this machine (--device {cfg.device} trains one process per GPU; --device cpu uses the cores)")
+    else:
+        cores = available_cores()
+        if cfg.nproc > cores:
+            raise EdgeMlaError(f"--nproc {cfg.nproc}: more training processes than the {cores} CPU core(s) this machine gives us")
     from edge_mla.train.trainer import default_run_dir
 
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg)

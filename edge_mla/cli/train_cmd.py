@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edge_mla.train.config import HEAD_GRADS, METHODS, RECIPES, TrainConfig
+from edge_mla.train.config import DEVICES, HEAD_GRADS, METHODS, RECIPES, TrainConfig
 
 HELP = """\
 Train a two-modality (image + audio) classifier and write a run folder:
@@ -22,6 +22,7 @@ examples:
       --epochs 10 --batch-size 64 --seed 0 --limit 20000 --out runs/mla-s0
   edge-mla train --config my.json --seed 1       (flags override the file)
   edge-mla train --nproc 2 --batch-size 64 ...   (2 processes, global batch 64)
+  edge-mla train --device cuda --nproc 2 ...     (one GPU per process, NCCL)
   torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
       -m edge_mla.cli.ddp --method mla ... --out runs/mla   (several machines)
 """
@@ -50,7 +51,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--owm-alpha", help="OWM alpha: 'auto' = 0.1**(1+b/N) per epoch, or a number (default auto)")
     p.add_argument("--ogm-alpha", type=float, help="OGM-GE modulation strength alpha (default 0.5)")
     p.add_argument("--mmpareto-gamma", type=float, help="MMPareto's gradient scale gamma (default 1.5)")
-    p.add_argument("--nproc", type=int, help="training processes on this machine (torch.distributed, gloo); --batch-size is the global batch (default 1)")
+    p.add_argument("--nproc", type=int, help="training processes on this machine (torch.distributed: gloo on cpu, NCCL and one GPU per process on cuda); --batch-size is the global batch (default 1)")
+    p.add_argument("--device", choices=DEVICES, help="where to train: auto = cuda when torch.cuda.is_available() else cpu; "
+                   f"cuda fails with one line when there is none (default {d['device'].default})")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-augment", dest="augment", action="store_const", const=False, help="centre audio clips instead of random placement")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")

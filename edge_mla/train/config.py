@@ -13,6 +13,10 @@ from edge_mla.validate import flag, number, numbers
 
 METHODS = ("mla", "joint", "unimodal", "ogm_ge", "mmpareto")
 HEAD_GRADS = ("owm", "owm_norm", "none")
+# Where training runs: auto = cuda when torch.cuda.is_available() else cpu (resolved at
+# training time by edge_mla.train.device, never here: a run trained on a GPU must still
+# load its config on a machine without one).
+DEVICES = ("auto", "cpu", "cuda")
 # Each method's fusion rule for its own "fused" prediction (used for checkpoint
 # selection): MLA fuses by entropy; late fusion sums the concat head's parts
 # (MMPareto predicts with its multimodal concat head, so its rule is also the sum).
@@ -75,6 +79,7 @@ class TrainConfig:
     nproc: int = 1  # training processes (torch.distributed); batch_size is the global batch
     augment: bool = True  # random placement of the clip in the audio window
     threads: int = 0  # torch threads; 0 = all cores
+    device: str = "auto"  # one of DEVICES
     progress: bool = True
     force: bool = False
 
@@ -98,6 +103,8 @@ class TrainConfig:
             raise EdgeMlaError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         if self.head_grad not in HEAD_GRADS:
             raise EdgeMlaError(f"unknown --head-grad {self.head_grad!r}; choose one of {', '.join(HEAD_GRADS)}")
+        if self.device not in DEVICES:
+            raise EdgeMlaError(f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.split not in ("official", "speaker"):
             raise EdgeMlaError(f"unknown --split {self.split!r}; choose official or speaker")
         numbers(self, NUMERIC)

@@ -1,4 +1,4 @@
-"""Training on several processes with torch.distributed (c10d; gloo on CPU).
+"""Training on several processes with torch.distributed (c10d; gloo on CPU, NCCL on CUDA).
 
 Started by torchrun (or `edge-mla train --nproc N`, which runs torch.distributed.run),
 each process trains on its own shard of every global batch and the gradients are
@@ -14,6 +14,9 @@ broadcast from rank 0 to be sure), the same batch order (one seeded permutation,
 rank taking its slice of each global batch, no overlap), averaged gradients, every
 statistic a method derives from the batch all-reduced (MLA's feature mean, OGM-GE's
 scores), and any noise drawn from a generator seeded the same on every rank.
+
+On CUDA each rank owns GPU LOCAL_RANK and talks NCCL, which only moves tensors on that
+GPU: every tensor handed to a collective here lives on the training device.
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 import numpy as np
+
+from edge_mla.errors import EdgeMlaError
+
+if TYPE_CHECKING:  # torch is imported where it is used
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,7 @@ class World:
 
     rank: int = 0
     size: int = 1
+    local_rank: int = 0  # this rank's index on its machine: its GPU under --device cuda
 
     @property
     def is_main(self) -> bool:
@@ -57,7 +66,9 @@ class World:
         return t
 
     def average(self, tensors: Iterable) -> None:
-        """Average a list of tensors over the ranks in place, in one flat all-reduce."""
+        """Average a list of tensors over the ranks in place, in one flat all-reduce.
+        The float64 buffer is made on the tensors' own device (torch.cat keeps it), which
+        NCCL requires."""
         import torch
 
         tensors = [t for t in tensors if t is not None]
@@ -91,17 +102,40 @@ class World:
             dist.broadcast(t.data, src=0)
 
 
-def world_from_env() -> World:
-    """The World torchrun describes in the environment; joins the process group."""
+def backend_for(device: "str | torch.device") -> str:
+    """The c10d backend for a training device ("cpu", "cuda", "cuda:1" or a torch.device):
+    NCCL for CUDA tensors (gloo would copy every all-reduce through the host), gloo for
+    CPU ones (NCCL cannot move them)."""
+    kind = getattr(device, "type", None) or str(device).split(":", 1)[0]
+    return "nccl" if kind == "cuda" else "gloo"
+
+
+def world_from_env(device: str = "cpu") -> World:
+    """The World torchrun describes in the environment; joins the process group with the
+    backend of ``device`` (a resolved kind, "cpu" or "cuda"). On CUDA the rank first
+    binds GPU LOCAL_RANK, so NCCL's communicator and every default CUDA tensor use it."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if size <= 1:
-        return World()
+        return World(local_rank=local_rank)
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        # CPU training: gloo. (The trainer keeps tensors on the CPU; NCCL needs CUDA tensors.)
-        dist.init_process_group("gloo")
-    return World(rank=dist.get_rank(), size=dist.get_world_size())
+        if device == "cuda":
+            _bind_gpu(local_rank)
+        dist.init_process_group(backend_for(device))
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank)
+
+
+def _bind_gpu(local_rank: int) -> None:
+    """torch.cuda.set_device(LOCAL_RANK), or one line when this machine has too few GPUs
+    for the ranks torchrun started on it."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise EdgeMlaError(f"--device cuda: local rank {local_rank} needs GPU {local_rank} but this machine has {count}; start at most {count} process(es) per machine")
+    torch.cuda.set_device(local_rank)
 
 
 def shard_batches(split, batch_size: int, window: int, rng: np.random.Generator, world: World,

@@ -20,6 +20,10 @@ mmpareto: concat head + one unimodal head per modality, loss L_mm + sum_m L_m; e
 Under torch.distributed every gradient is averaged over the ranks before a method
 looks at it, and every batch statistic is all-reduced (edge_mla.train.dist), so all
 ranks take identical steps.
+
+Every tensor a method makes (MLA's projector, OGM-GE's noise and its generator,
+MMPareto's gradients) is made on the model's device (Method.device), so the methods run
+unchanged on the CPU or a GPU.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edge_mla.train.config import TrainConfig
+from edge_mla.train.device import module_device
 from edge_mla.train.dist import World
 from edge_mla.train.owm import HeadProjector
 
@@ -41,11 +46,13 @@ def _sgd(params, cfg: TrainConfig) -> torch.optim.SGD:
 
 
 class Method:
-    """Base: owns the optimizers, exposes step() and the LR schedule."""
+    """Base: owns the optimizers, exposes step() and the LR schedule. ``device`` is the
+    model's, read once: move the model before making its method."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, world: Optional[World] = None) -> None:
         self.model, self.cfg = model, cfg
         self.world = world or World()
+        self.device = module_device(model)
         self.optimizers: list = []
 
     def set_lr(self, lr: float) -> None:
@@ -67,7 +74,7 @@ class MLA(Method):
         self.enc_opt = {m: _sgd(model.encoders[m].parameters(), cfg) for m in self.order}
         self.head_opt = _sgd(model.head.parameters(), cfg)
         self.optimizers = list(self.enc_opt.values()) + [self.head_opt]
-        self.projector = HeadProjector(model.cfg.dim, cfg.head_grad) if cfg.head_grad != "none" else None
+        self.projector = HeadProjector(model.cfg.dim, cfg.head_grad, device=self.device) if cfg.head_grad != "none" else None
         self.steps = 0
         self._ratios: list = []
 
@@ -154,7 +161,9 @@ class OGMGE(Joint):
         self.epoch = 0
         self._coeffs: dict = {}
         # Same seed on every rank, drawn after the averaged gradient: identical noise.
-        self.noise = torch.Generator().manual_seed(cfg.seed + 7919)
+        # On the gradients' device: torch.randn samples with a generator of its own device
+        # only (a CUDA generator's stream differs from the CPU's; the ranks still agree).
+        self.noise = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919)
 
     def step(self, batch: dict, labels: torch.Tensor, pos: tuple) -> dict:
         self.opt.zero_grad(set_to_none=True)
@@ -176,7 +185,7 @@ class OGMGE(Joint):
                     if p.grad is None or p.grad.dim() != 4:
                         continue  # the authors modulate convolution weights only
                     std = float(p.grad.std())
-                    noise = torch.randn(p.grad.shape, generator=self.noise, dtype=p.grad.dtype) * (std + 1e-8)
+                    noise = torch.randn(p.grad.shape, generator=self.noise, dtype=p.grad.dtype, device=p.grad.device) * (std + 1e-8)
                     p.grad.mul_(coeff).add_(noise)
                 out[f"coeff_{m}"] = coeff
         self.opt.step()

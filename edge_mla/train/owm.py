@@ -18,11 +18,13 @@ import torch
 
 
 class HeadProjector:
-    def __init__(self, dim: int, mode: str = "owm") -> None:
+    def __init__(self, dim: int, mode: str = "owm", device: "torch.device | str | None" = None) -> None:
+        """``device``: the head's device (None: the CPU). P is multiplied with the head's
+        gradient and its features every step, so it lives beside them."""
         if mode not in ("owm", "owm_norm"):
             raise ValueError(f"unknown projection mode {mode!r}")
         self.mode = mode
-        self.P = torch.eye(dim, dtype=torch.float64)
+        self.P = torch.eye(dim, dtype=torch.float64, device=device)
         self.updates = 0
         self.last_ratio = 1.0  # |G P|_F / |G|_F of the last projected gradient (before rescaling)
 

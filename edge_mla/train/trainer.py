@@ -8,6 +8,10 @@ validation split by the method's own fusion rule), test.json (final test metrics
 Under torch.distributed (edge_mla.train.dist) every rank trains on its shard of each
 global batch; only rank 0 validates and writes the run folder, which looks exactly like
 a single-process one.
+
+The model and every batch live on cfg.device resolved (edge_mla.train.device: auto is
+CUDA when there is one); config.json records the device used as "device", and the
+checkpoint holds CPU tensors whatever the device, so it loads anywhere.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import random
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -30,8 +34,12 @@ from edge_mla.errors import EdgeMlaError
 from edge_mla.evaluate import evaluate
 from edge_mla.staging import staged_folder
 from edge_mla.train.config import TrainConfig
+from edge_mla.train.device import rank_device, resolve_device
 from edge_mla.train.dist import World, shard_batches
 from edge_mla.validate import writable_location
+
+if TYPE_CHECKING:  # torch is imported where it is used
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +82,19 @@ def train(cfg: TrainConfig, world: Optional[World] = None, before_publish: Optio
     (the CLI's test.json) before the rename. Under torch.distributed only rank 0
     writes; the other ranks return None."""
     world = world or World()
+    device = rank_device(resolve_device(cfg.device), world.local_rank)  # before any folder: --device cuda without CUDA is one line
     if not world.is_main:
-        _train_into(cfg, None, world)
+        _train_into(cfg, None, world, device)
         return None
     final = prepare_run_dir(cfg)
     with staged_folder(final) as tmp:
-        _train_into(cfg, tmp, world)
+        _train_into(cfg, tmp, world, device)
         if before_publish is not None:
             before_publish(tmp)
     return final
 
 
-def _train_into(cfg: TrainConfig, out: Optional[Path], world: World) -> Optional[Path]:
+def _train_into(cfg: TrainConfig, out: Optional[Path], world: World, device: "torch.device") -> Optional[Path]:
     import torch
 
     from edge_mla.models import ModelConfig, build_model
@@ -107,7 +116,7 @@ def _train_into(cfg: TrainConfig, out: Optional[Path], world: World) -> Optional
         sample_rate=ds.sample_rate,
         window=ds.window,
     )
-    model = build_model(mcfg)
+    model = build_model(mcfg).to(device)  # initialised on the CPU: the same weights for a seed on any device
     world.broadcast_module(model)  # same seed already; rank 0's weights to be sure
     method = make_method(model, cfg, world)
     resolved = {
@@ -117,6 +126,7 @@ def _train_into(cfg: TrainConfig, out: Optional[Path], world: World) -> Optional
         "edge_mla_version": __version__,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": device.type,  # what cfg.device ("auto") resolved to
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     # Flat keys that later stages (export, calibration) read without knowing TrainConfig.
@@ -153,15 +163,15 @@ def _train_into(cfg: TrainConfig, out: Optional[Path], world: World) -> Optional
         bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=None if show else True, leave=False) if tqdm else batches
         for b, (img, aud, y) in enumerate(bar):
             batch = {"image": torch.from_numpy(img), "audio": torch.from_numpy(aud)}
-            batch = {m: x for m, x in batch.items() if m in model.encoders}
-            stats = method.step(batch, torch.from_numpy(y), (b, n_batches))
+            batch = {m: x.to(device) for m, x in batch.items() if m in model.encoders}
+            stats = method.step(batch, torch.from_numpy(y).to(device), (b, n_batches))
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             if tqdm and show and b % 20 == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k.startswith("loss")})
         train_time = time.perf_counter() - t0
         if world.active:
-            sums = _rank_mean(sums, world)
+            sums = _rank_mean(sums, world, device)
             world.sync_buffers(model)  # BatchNorm statistics: the validated model is every rank's
         if not world.is_main:
             method.epoch_stats()  # keeps per-epoch state (OGM-GE's epoch count) in step
@@ -203,10 +213,11 @@ def _train_into(cfg: TrainConfig, out: Optional[Path], world: World) -> Optional
     return out
 
 
-def _rank_mean(sums: dict, world: World) -> dict:
-    """The per-epoch loss sums averaged over the ranks (the logged losses are the global batch's)."""
+def _rank_mean(sums: dict, world: World, device: "torch.device") -> dict:
+    """The per-epoch loss sums averaged over the ranks (the logged losses are the global
+    batch's); made on the training device, the only one NCCL reduces on."""
     import torch
 
     keys = sorted(sums)
-    t = world.all_reduce_mean(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
+    t = world.all_reduce_mean(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device))
     return dict(zip(keys, t.tolist()))
