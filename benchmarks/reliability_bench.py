@@ -133,7 +133,7 @@ def table(results: dict, split: str, method: str) -> str:
         ho = [x["summary"]["held_out"] for x in s]
         tr = [x["summary"]["train"] for x in s]
         if c == "base":
-            ece = auroc = hard = abst = "-"
+            auroc = hard = abst = "-"
             ece_i = ece_a = "-"
         else:
             # ECE on the whole clean test split when the run has it, else on the suite's subset

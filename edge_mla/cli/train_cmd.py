@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from edge_mla.train.config import DEVICES, HEAD_GRADS, METHODS, RECIPES, TrainConfig
 

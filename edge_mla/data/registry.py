@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 from edge_mla.data.pairs import PairedDataset
 from edge_mla.errors import EdgeMlaError
