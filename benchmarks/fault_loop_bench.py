@@ -262,18 +262,41 @@ def soak(args) -> dict:
         rt.stages.records = collections.deque(maxlen=args.stage_cap)
     sampler = ProcSampler(args.sample, lambda: len(rt.stages.records))
     sampler.start()
+    growth = None
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(8)
     rt.start()
     try:
-        rt.wait(args.minutes * 60)
+        if args.tracemalloc:
+            rt.wait(args.tracemalloc)  # warm-up: buffers, sessions and bounded stores fill first
+            first = tracemalloc.take_snapshot()
+            rt.wait(max(args.minutes * 60 - args.tracemalloc, 1))
+            growth = allocation_growth(first, tracemalloc.take_snapshot())
+        else:
+            rt.wait(args.minutes * 60)
     finally:
         report = rt.join()
         sampler.sample()
         sampler.stop_evt.set()
         sampler.join(2)
     res = {"mode": "soak", "minutes": args.minutes, "sample_s": args.sample, "cpu": cpu_model(), "stage_records_cap": rt.stages.records.maxlen,
+           **({"python_allocation_growth": growth} if growth is not None else {}),
            "decisions": lost_decisions(report, count_lines(jsonl), args.rate), "worker_errors": {m: w["errors"] for m, w in report.workers.items()},
            "samples": [[round(t, 1), round(r, 2), n, f, k] for t, r, n, f, k in sampler.samples]}
     return {**res, **soak_summary(res["samples"], res["stage_records_cap"])}
+
+
+def allocation_growth(first, last, top: int = 15) -> list:
+    """The Python allocation sites that grew most between two tracemalloc snapshots
+    (what a slowly rising RSS is made of, when it is Python objects)."""
+    stats = last.compare_to(first, "traceback")
+    out = []
+    for st in stats[:top]:
+        frames = [f"{f.filename.split('site-packages/')[-1].split('/work/main/')[-1]}:{f.lineno}" for f in st.traceback[-4:]]
+        out.append({"kib": round(st.size_diff / 1024, 1), "blocks": st.count_diff, "where": " < ".join(reversed(frames))})
+    return out
 
 
 def soak_summary(samples: list, cap: int) -> dict:
@@ -312,6 +335,7 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=2.0, help="fault: seconds after a recovery before the next unplug")
     ap.add_argument("--minutes", type=float, default=60.0, help="soak: minutes to run")
     ap.add_argument("--sample", type=float, default=10.0, help="soak: seconds between RSS/thread/fd samples")
+    ap.add_argument("--tracemalloc", type=float, default=0, metavar="S", help="soak: trace Python allocations; compare a snapshot taken S seconds in with one at the end (slows the runtime)")
     ap.add_argument("--stage-cap", type=int, default=0, help="soak: cap the runtime's latency records at this many (default: the runtime's own, 5000)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -71,7 +71,10 @@ class StageRecorder:
 class ResourceSampler:
     """Thread sampling this process's CPU time and RSS once per ``period`` s."""
 
-    def __init__(self, stop: threading.Event, period: float = 1.0, maxlen: int = 100000) -> None:
+    def __init__(self, stop: threading.Event, period: float = 1.0, maxlen: int = 3600) -> None:
+        """Keeps the last ``maxlen`` samples (an hour at 1 s: the report's RSS curve);
+        CPU % and peak RSS cover the whole run. A longer window cost a runtime
+        meant to run for months about 0.5 MB per hour (BENCHMARKS.md section 11)."""
         import psutil
 
         self._proc = psutil.Process(os.getpid())
