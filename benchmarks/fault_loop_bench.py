@@ -270,12 +270,11 @@ def soak(args) -> dict:
     rt.start()
     try:
         if args.tracemalloc:
-            rt.wait(args.tracemalloc)  # warm-up: buffers, sessions and bounded stores fill first
+            time.sleep(args.tracemalloc)  # warm-up: buffers, sessions and bounded stores fill first
             first = tracemalloc.take_snapshot()
-            rt.wait(max(args.minutes * 60 - args.tracemalloc, 1))
+            time.sleep(max(args.minutes * 60 - args.tracemalloc, 1))  # (rt.wait would stop the runtime)
             growth = allocation_growth(first, tracemalloc.take_snapshot())
-        else:
-            rt.wait(args.minutes * 60)
+        rt.wait(args.minutes * 60)
     finally:
         report = rt.join()
         sampler.sample()
