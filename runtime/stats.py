@@ -71,10 +71,14 @@ class StageRecorder:
 class ResourceSampler:
     """Thread sampling this process's CPU time and RSS once per ``period`` s."""
 
-    def __init__(self, stop: threading.Event, period: float = 1.0, maxlen: int = 3600) -> None:
-        """Keeps the last ``maxlen`` samples (an hour at 1 s: the report's RSS curve);
-        CPU % and peak RSS cover the whole run. A longer window cost a runtime
-        meant to run for months about 0.5 MB per hour (BENCHMARKS.md section 11)."""
+    def __init__(self, stop: threading.Event, period: float = 1.0, maxlen: int = 600, trim_every: float = 60.0) -> None:
+        """Keeps the last ``maxlen`` samples (10 minutes at 1 s: the report's RSS
+        curve); CPU % and peak RSS cover the whole run. A window of 100,000 samples
+        cost a runtime meant to run for months about 0.5 MB per hour. Every
+        ``trim_every`` s it also hands freed heap pages back to the OS (glibc's
+        malloc_trim): the decode, resample and engine threads free many short-lived
+        buffers, and glibc otherwise keeps the fragments, which showed as a slow RSS
+        rise in the soak benchmark (BENCHMARKS.md section 11)."""
         import psutil
 
         self._proc = psutil.Process(os.getpid())
@@ -82,6 +86,9 @@ class ResourceSampler:
         self.period = period
         self.samples: collections.deque = collections.deque(maxlen=maxlen)  # (t, cpu_seconds, rss_bytes)
         self.peak_rss = 0
+        self.trim_every = trim_every
+        self._trim = _malloc_trim()
+        self._last_trim = 0.0
         self._t0: Optional[float] = None
         self._cpu0 = 0.0
         self._thread = threading.Thread(target=self._run, name="resources", daemon=True)
@@ -101,6 +108,9 @@ class ResourceSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             self._sample()
+            if self._trim is not None and self.trim_every > 0 and now() - self._last_trim >= self.trim_every:
+                self._last_trim = now()
+                self._trim(0)
 
     def finish(self) -> dict:
         self._thread.join(2.0)
@@ -114,3 +124,19 @@ class ResourceSampler:
         except Exception:  # pragma: no cover - non-POSIX
             peak = self.peak_rss
         return {"cpu_percent": 100.0 * (cpu1 - self._cpu0) / wall, "peak_rss_mb": peak / 2**20, "rss_mb": [(round(t - self._t0, 2), round(r / 2**20, 2)) for t, _, r in self.samples]}
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS, or no libc found)."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c")
+        if not name:
+            return None
+        fn = ctypes.CDLL(name).malloc_trim
+        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+        return fn
+    except (OSError, AttributeError):
+        return None

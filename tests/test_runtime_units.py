@@ -254,3 +254,24 @@ def test_audio_worker_gate_drops_silent_windows():
     assert served[:2] == [1, 2]
     assert w.gated == 1 and engine.calls == 1 and w.results == 1
     assert w.latest().seq == 2
+
+
+def test_resource_sampler_keeps_a_bounded_window_and_trims_the_heap():
+    """A runtime runs for months: its RSS samples stay a bounded window (CPU % and
+    peak cover the whole run) and freed heap pages are handed back periodically."""
+    import threading
+    import time
+
+    from edge_mla.runtime.stats import ResourceSampler
+
+    stop = threading.Event()
+    rs = ResourceSampler(stop, period=0.01, maxlen=5, trim_every=0.02)
+    calls = []
+    rs._trim = lambda pad: calls.append(pad) or 1
+    rs.start()
+    time.sleep(0.3)
+    stop.set()
+    out = rs.finish()
+    assert len(rs.samples) == 5 and len(out["rss_mb"]) == 5
+    assert out["peak_rss_mb"] > 1 and out["cpu_percent"] >= 0
+    assert len(calls) >= 2 and set(calls) == {0}
