@@ -22,7 +22,7 @@ import pytest
 from quick_train import quick_train
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINE_VERSION = "rt-test-engines-v2"  # v2: calibrated logits + reliability output
+ENGINE_VERSION = "rt-test-engines-v2"  # bump when the fixture engines change (plain logits, no reliability output)
 
 
 def _cache_root() -> Path:
