@@ -90,14 +90,26 @@ def resample(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     h = (h * up).astype(np.float32)
     n_out = int(np.ceil(x.size * up / down))
     # Polyphase: output k takes the upsampled signal at k*down, i.e. input samples
-    # j with j*up near k*down, weighted by the filter at (k*down - j*up).
-    k = np.arange(n_out)
-    pos = k * down
-    j0 = (pos - half) // up
+    # j = j0(k) + t (t < taps) weighted by h[k*down - j*up + half]. With
+    # r = (k*down - half) mod up that weight is h[2*half + r - t*up]: one row of
+    # taps per phase r, and the outputs of one phase read windows of x that start
+    # `down` samples apart. So each phase is a strided view of the zero-padded input
+    # times its row of taps: no index arrays (the streaming mic path runs this on
+    # every hop). The products and their order per output are those of the direct
+    # sum, so the result does not depend on where the buffer starts.
     taps = int(np.ceil((2 * half + 1) / up)) + 1
-    j = j0[:, None] + np.arange(taps)[None, :]
-    idx = pos[:, None] - j * up + half
-    valid = (j >= 0) & (j < x.size) & (idx >= 0) & (idx < h.size)
-    xs = np.where(valid, x[np.clip(j, 0, x.size - 1)], 0.0)
-    hs = np.where(valid, h[np.clip(idx, 0, h.size - 1)], 0.0)
-    return np.sum(xs * hs, axis=1).astype(np.float32)
+    k = np.arange(n_out)
+    j0 = (k * down - half) // up
+    phase = (k * down - half) - j0 * up
+    t_idx = 2 * half + np.arange(up)[:, None] - np.arange(taps)[None, :] * up
+    bank = np.where((t_idx >= 0) & (t_idx < h.size), h[np.clip(t_idx, 0, h.size - 1)], 0.0).astype(np.float32)  # (up, taps)
+    pad_left = max(0, -int(j0.min()))
+    pad_right = max(0, int(j0.max()) + taps - x.size)
+    xp = np.concatenate([np.zeros(pad_left, np.float32), x, np.zeros(pad_right, np.float32)])
+    y = np.empty(n_out, np.float32)
+    step = xp.strides[0]
+    for k0 in range(min(up, n_out)):  # outputs k0, k0 + up, ... share a phase; their windows start `down` apart
+        count = (n_out - k0 + up - 1) // up
+        view = np.lib.stride_tricks.as_strided(xp[pad_left + int(j0[k0]) :], shape=(count, taps), strides=(down * step, step), writeable=False)
+        y[k0::up] = np.sum(view * bank[phase[k0]], axis=1)
+    return y

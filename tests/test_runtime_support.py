@@ -155,14 +155,17 @@ class Collect:
             return len(self.records)
 
 
-def wait_for(pred, timeout: float, period: float = 0.1) -> float:
-    """Poll ``pred()`` until true; returns the seconds it took. Fails the test on timeout."""
+def wait_for(pred, timeout: float, period: float = 0.1, what: str = "", context=None) -> float:
+    """Poll ``pred()`` until true; returns the seconds it took. Fails the test on
+    timeout, naming ``what`` was awaited and what ``context()`` says then (the
+    state a real-sensor test was in when it timed out)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if pred():
             return time.monotonic() - t0
         time.sleep(period)
-    raise AssertionError(f"condition not met within {timeout}s: {getattr(pred, '__doc__', None) or pred}")
+    seen = f"; then: {context()}" if context is not None else ""
+    raise AssertionError(f"condition not met within {timeout}s: {what or getattr(pred, '__doc__', None) or pred}{seen}")
 
 
 def sensor_state(out: Collect, sensor: str):

@@ -19,6 +19,14 @@ from test_runtime_support import Collect, engines, one_label_media, sensor_state
 pytestmark = pytest.mark.sensors
 
 
+def _last(out) -> str:
+    """What the runtime said last: the newest record's sensors, used modalities and decision."""
+    if not len(out):
+        return "no record yet"
+    r = out.since(len(out) - 1)[-1]
+    return f"{len(out)} records; last: sensors {r['sensors']}, used {r['used']}, decision {r['decision']} {r.get('reason', '')}"
+
+
 def test_mic_through_null_sink_survives_suspend_and_daemon_restart(engines, tmp_path):
     from edge_mla.runtime import RunConfig, Runtime
     from edge_mla.runtime.testing.pulse import PulseNullSink
@@ -36,35 +44,35 @@ def test_mic_through_null_sink_survives_suspend_and_daemon_restart(engines, tmp_
         assert rt.sources["mic"].rate == 48000
         rt.start()
         try:
-            wait_for(lambda: sensor_state(out, "mic") == "ok" and using(out, "audio"), 12)
+            wait_for(lambda: sensor_state(out, "mic") == "ok" and using(out, "audio"), 12, what="mic ok and audio used", context=lambda: _last(out))
             time.sleep(3)
             heard = [r["modalities"]["audio"]["label"] for r in out.since(len(out) - 25) if r["modalities"]["audio"].get("used")]
-            assert len(heard) >= 15
+            assert len(heard) >= 15, _last(out)
             # real speech went through PulseAudio at 48 kHz and the resampler: the audio engine hears "3"
             assert np.mean([h == "3" for h in heard]) >= 0.6, heard
 
             # 1) suspend: callbacks stop without an error
             pa.suspend(True)
             n0 = len(out)
-            wait_for(lambda: sensor_state(out, "mic") == "lost", 5)
+            wait_for(lambda: sensor_state(out, "mic") == "lost", 5, what="mic lost", context=lambda: _last(out))
             time.sleep(1.5)
             during = out.since(n0)
             lost = [r for r in during if r["sensors"]["mic"]["state"] != "ok"]
-            assert len(lost) >= 10  # decisions keep coming
+            assert len(lost) >= 10, _last(out)  # decisions keep coming
             assert all(r["decision"] and r["label"] == "3" for r in lost[-10:])  # on the camera alone
             assert all(r["used"] == ["image"] for r in lost[-10:])
             pa.suspend(False)
-            wait_for(lambda: sensor_state(out, "mic") == "ok" and using(out, "audio"), 12)
+            wait_for(lambda: sensor_state(out, "mic") == "ok" and using(out, "audio"), 12, what="mic ok and audio used", context=lambda: _last(out))
 
             # 2) kill the sound server: the device disappears; restart it
             pa.kill()
             n1 = len(out)
-            wait_for(lambda: sensor_state(out, "mic") == "lost", 5)
+            wait_for(lambda: sensor_state(out, "mic") == "lost", 5, what="mic lost", context=lambda: _last(out))
             time.sleep(2)
             assert all(r["used"] == ["image"] for r in out.since(n1)[-10:])
             pa.start()
             pa.play(media.audio)
-            wait_for(lambda: sensor_state(out, "mic") == "ok" and using(out, "audio"), 15)
+            wait_for(lambda: sensor_state(out, "mic") == "ok" and using(out, "audio"), 15, what="mic ok and audio used", context=lambda: _last(out))
         finally:
             report = rt.join()
     assert report.sensors["mic"]["reconnects"] >= 2
