@@ -48,6 +48,7 @@ from edge_mla.runtime.factory import FactoryFloor
 from edge_mla.runtime.fusion_loop import FusionLoop
 from edge_mla.runtime.graph import SensorNode, Source
 from edge_mla.runtime.hot_swap import folder_checksum, warm_up
+from edge_mla.runtime.memory import limit_arenas
 from edge_mla.runtime.outputs import ConsoleOutput, JsonLinesOutput, OutputFailed
 from edge_mla.runtime.sources.base import ENDED
 from edge_mla.runtime.stats import ResourceSampler, StageRecorder
@@ -102,6 +103,7 @@ class Runtime:
         by default each Runtime loads its own. ``cfg.station`` names this station in
         every record."""
         validate(cfg)
+        limit_arenas()  # before any of this runtime's threads allocate (runtime/memory.py)
         self.cfg = cfg
         shared = shared or SharedParts()
         self._shared = shared

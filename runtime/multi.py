@@ -34,6 +34,7 @@ from edge_mla.runtime.clock import now
 from edge_mla.runtime.engine import Engine
 from edge_mla.runtime.graph import configured_modalities
 from edge_mla.runtime.hot_swap import warm_up
+from edge_mla.runtime.memory import limit_arenas
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class MultiRuntime:
         if not stations:
             raise EdgeMlaError("no stations to run")
         _one_spool_per_station(stations)
+        limit_arenas()  # before the shared engines' and the stations' threads allocate
         self._key_of = key_of = lambda st, m: _engine_key(st.cfg, m, "" if share_engines else st.name)  # noqa: E731
         clients: dict = {}
         for st in stations:

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from edge_mla.runtime.clock import now
+from edge_mla.runtime.memory import malloc_trim
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class ResourceSampler:
         self.samples: collections.deque = collections.deque(maxlen=maxlen)  # (t, cpu_seconds, rss_bytes)
         self.peak_rss = 0
         self.trim_every = trim_every
-        self._trim = _malloc_trim()
+        self._trim = malloc_trim()
         self._last_trim = 0.0
         self._t0: Optional[float] = None
         self._cpu0 = 0.0
@@ -125,18 +126,3 @@ class ResourceSampler:
             peak = self.peak_rss
         return {"cpu_percent": 100.0 * (cpu1 - self._cpu0) / wall, "peak_rss_mb": peak / 2**20, "rss_mb": [(round(t - self._t0, 2), round(r / 2**20, 2)) for t, _, r in self.samples]}
 
-
-def _malloc_trim():
-    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS, or no libc found)."""
-    try:
-        import ctypes
-        import ctypes.util
-
-        name = ctypes.util.find_library("c")
-        if not name:
-            return None
-        fn = ctypes.CDLL(name).malloc_trim
-        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-        return fn
-    except (OSError, AttributeError):
-        return None

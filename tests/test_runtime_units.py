@@ -275,3 +275,24 @@ def test_resource_sampler_keeps_a_bounded_window_and_trims_the_heap():
     assert len(rs.samples) == 5 and len(out["rss_mb"]) == 5
     assert out["peak_rss_mb"] > 1 and out["cpu_percent"] >= 0
     assert len(calls) >= 2 and set(calls) == {0}
+
+
+def test_malloc_arenas_are_capped_once_and_the_environment_wins(monkeypatch):
+    """The runtime caps glibc's malloc arenas before its threads start (memory of
+    many stations), once per process; a MALLOC_ARENA_MAX set by the user wins."""
+    from edge_mla.runtime import memory
+
+    monkeypatch.setattr(memory, "_done", False)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert memory.limit_arenas() is False and memory._done is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    calls = []
+
+    class Libc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(memory, "_libc", lambda: Libc())
+    assert memory.limit_arenas() is True and memory.limit_arenas() is False
+    assert calls == [(memory.M_ARENA_MAX, memory.RUNTIME_ARENAS)]
