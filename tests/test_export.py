@@ -290,8 +290,7 @@ def test_bare_int8_flag_means_on():
 
 
 # -- issue 8: the reliability output -------------------------------------------------
-RELIABILITY_INT8_MEAN_TOL = 0.1  # mean |r_fp32 - r_int8| on validation inputs (r in [0, 1])
-RELIABILITY_INT8_GATE_AGREE = 0.9  # fraction of inputs on the same side of the gate threshold
+RELIABILITY_INT8_GATE_AGREE = 0.9  # fraction of these inputs on the same side of the gate threshold (the export's own limit: 0.95 on its inputs)
 
 
 def test_engines_have_the_reliability_output_and_the_manifest_its_constants(exported):
@@ -335,12 +334,19 @@ def test_reliability_output_fp32_vs_int8_and_vs_the_numpy_reference(exported, ti
             ref = rel.modalities[mod].score(h.numpy(), model.head_logits(mod, h).numpy())
         np.testing.assert_allclose(r["fp32"], ref, atol=1e-3)
         assert np.all((r["int8"] >= 0) & (r["int8"] <= 1))
-        agrees = np.mean(np.abs(r["fp32"] - r["int8"])) <= RELIABILITY_INT8_MEAN_TOL and np.mean((r["fp32"] >= rel.threshold) == (r["int8"] >= rel.threshold)) >= RELIABILITY_INT8_GATE_AGREE
-        # Either the INT8 reliability agrees with FP32, or the export gate flagged the INT8
-        # engine for it (so --int8 auto keeps FP32). On this 40-step fixture model it does
-        # not agree (mean |dr| ~0.3: the Gaussian is fitted on FP32 features; issue 8).
-        flags = json.loads((exported.out / "report.json").read_text())["gate"]["engines"][mod]["int8"]["flags"]
-        assert agrees or any("reliability gate disagrees" in f for f in flags), (mod, flags)
+        # The export gate flags an INT8 engine exactly when its own measured gate
+        # agreement with FP32 (clean validation inputs) is below the limit, and then
+        # --int8 auto keeps FP32. On these 200 other inputs an agreement well below
+        # that limit must have been flagged too (the Gaussian is fitted on FP32
+        # features, so on this 40-step fixture model INT8 often drifts; issue 8).
+        from edge_mla.export.pipeline import RELIABILITY_GATE_AGREEMENT
+
+        g8 = json.loads((exported.out / "report.json").read_text())["gate"]["engines"][mod]["int8"]
+        flagged = any("reliability gate disagrees" in f for f in g8["flags"])
+        assert flagged == (g8["reliability_gate_agreement"] < RELIABILITY_GATE_AGREEMENT), (mod, g8)
+        ours = float(np.mean((r["fp32"] >= rel.threshold) == (r["int8"] >= rel.threshold)))
+        mean_diff = float(np.mean(np.abs(r["fp32"] - r["int8"])))
+        assert ours >= RELIABILITY_INT8_GATE_AGREE or flagged, (mod, ours, mean_diff, g8)
 
 
 def test_the_fusion_rule_follows_the_training_method(tiny_run, tmp_path):
