@@ -89,28 +89,26 @@ def calibrated_fused(args, run_dir: Path, split: str, method: str, seed: int) ->
     cache = run_dir / "calibrated.json"
     if cache.is_file():
         return json.loads(cache.read_text())["fused_calibrated"]
-    code = (
-        "import json, sys, numpy as np\n"
-        "from edge_mla.calib.select import stratified_indices\n"
-        "from edge_mla.checkpoint import load_checkpoint\n"
-        "from edge_mla.data import load_dataset\n"
-        "from edge_mla.evaluate import accuracy, collect\n"
-        "from edge_mla.fusion import fuse\n"
-        "from edge_mla.reliability import fit_temperature\n"
-        "from edge_mla.train.config import NATIVE_FUSION\n"
-        "run, data_dir, split, seed, n_val = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])\n"
-        "model, payload = load_checkpoint(run)\n"
-        "ds = load_dataset('avmnist', data_dir, seed=seed, split=split)\n"
-        "val = ds.val.subset(np.sort(stratified_indices(ds.val.labels, min(n_val, len(ds.val)), seed + 1)))\n"
-        "_, vz, vy = collect(model, val, ds.window)\n"
-        "_, tz, ty = collect(model, ds.test, ds.window)\n"
-        "t = {m: fit_temperature(vz[m], vy) for m in vz}\n"
-        "f, _ = fuse({m: tz[m] / t[m] for m in tz}, NATIVE_FUSION[payload['method']])\n"
-        "print(json.dumps({'fused_calibrated': accuracy(f, ty), 'temperature': t, 'val_pairs': len(vy)}))\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code, str(run_dir), args.data_dir, split, str(seed), str(args.val_limit)],
-                       check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    import numpy as np
+    import torch
+
+    from edge_mla.calib.select import stratified_indices
+    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.data import load_dataset
+    from edge_mla.evaluate import accuracy, collect
+    from edge_mla.fusion import fuse
+    from edge_mla.reliability import fit_temperature
+    from edge_mla.train.config import NATIVE_FUSION
+
+    torch.set_num_threads(args.threads)
+    model, payload = load_checkpoint(run_dir)
+    ds = load_dataset("avmnist", args.data_dir, seed=seed, split=split)
+    val = ds.val.subset(np.sort(stratified_indices(ds.val.labels, min(args.val_limit, len(ds.val)), seed + 1)))
+    _, vz, vy = collect(model, val, ds.window)
+    _, tz, ty = collect(model, ds.test, ds.window)
+    t = {m: fit_temperature(vz[m], vy) for m in vz}
+    fused, _ = fuse({m: tz[m] / t[m] for m in tz}, NATIVE_FUSION[payload["method"]])
+    out = {"fused_calibrated": accuracy(fused, ty), "temperature": t, "val_pairs": len(vy)}
     cache.write_text(json.dumps(out) + "\n")
     return out["fused_calibrated"]
 

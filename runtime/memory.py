@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import lru_cache
 from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ RUNTIME_ARENAS = 2
 _done = False
 
 
+@lru_cache(maxsize=1)
 def _libc():
+    """The C library, loaded once (None where it cannot be found)."""
     try:
         import ctypes
         import ctypes.util
