@@ -223,5 +223,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
+def exit_now(code: int) -> None:
+    """End a rank once its work is done and flushed, without the interpreter's
+    teardown: destroying torch's distributed objects at exit can abort the process
+    ("terminate called without an active exception", SIGABRT; seen on a rank that
+    finished first), which torchrun reports as a failed run after the run folder
+    was written."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover - started by torchrun
-    sys.exit(main())
+    exit_now(main())
