@@ -4,7 +4,7 @@ For every (split, method, seed): train a tiny run (skipped when it exists), fit 
 reliability candidate on its validation split (edge_mla.reliability_fit: train
 corruption families only), run the corruption suite once on a stratified subset of
 the test split and score the method's own rule without reliability and with each
-candidate. Optionally (--export) one FP32+INT8 export per split (seed 0) for the
+candidate, and the default signal under other fusion weightings (--weightings). Optionally (--export) one FP32+INT8 export per split (seed 0) for the
 INT8 AUROC, and (--latency) the extra batch-1 engine cost of the second output.
 Writes results.json (resumable per run) and prints markdown tables.
 
@@ -15,6 +15,7 @@ Writes results.json (resumable per run) and prints markdown tables.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.train_bench import cpu_model
+from edge_mla.reliability import DEFAULT_SIGNAL
 
 
 def train(args, split: str, method: str, seed: int) -> Path:
@@ -62,6 +64,9 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
     out = {"rule": rule, "fit_seconds": t_fit, "suite_seconds": time.perf_counter() - t0 - t_fit, "n_test": len(test.labels), "base": score_suite(data, rule, None)}
     for cand, rel in fitted.items():
         out[cand] = score_suite(data, rule, rel)
+    for power, floor in args.weightings:  # the default signal under other fusion weightings
+        rel = dataclasses.replace(fitted[DEFAULT_SIGNAL], power=power, floor=floor)
+        out[f"{DEFAULT_SIGNAL} w=r^{power:g} floor {floor:g}"] = score_suite(data, rule, rel)
     out["ece_test"] = full_test_ece(model, ds, next(iter(fitted.values())))
     return out
 
@@ -128,7 +133,7 @@ def table(results: dict, split: str, method: str) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cands:
         s = [r["scores"][c] for r in runs]
-        name = f"{s[0]['rule']} (no reliability)" if c == "base" else f"{s[0]['rule']} + {c}"
+        name = f"{s[0]['rule']} (no reliability)" if c == "base" else f"{s[0]['rule']} + {c}" + ("" if " w=" in c else f" (w=r^{s[0].get('power', 0):g} floor {s[0].get('floor', s[0].get('threshold')):g})")
         clean = [100 * x["clean"]["fused"] for x in s]
         ho = [x["summary"]["held_out"] for x in s]
         tr = [x["summary"]["train"] for x in s]
@@ -148,6 +153,16 @@ def table(results: dict, split: str, method: str) -> str:
     return f"**{method}, {split} split** ({len(runs)} seeds, {runs[0]['scores']['n_test']} test pairs each)\n\n" + "\n".join(rows) + "\n"
 
 
+def _weighting(text: str) -> tuple:
+    try:
+        power, floor = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected POWER:FLOOR, e.g. 3:0.1") from None
+    if not (0 <= power <= 16 and 0 <= floor <= 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: power must be in [0, 16] and floor in [0, 1]")
+    return power, floor
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="../shared/data")
@@ -164,6 +179,9 @@ def main() -> int:
     ap.add_argument("--export", action="store_true", help="one FP32+INT8 export per split (first seed): INT8 AUROC")
     ap.add_argument("--latency", action="store_true", help="extra batch-1 ms of the reliability output (first run)")
     ap.add_argument("--latency-repeats", type=int, default=200)
+    ap.add_argument("--weightings", nargs="*", type=_weighting, default=[(0.0, 0.5), (1.0, 0.1), (2.0, 0.1), (3.0, 0.25), (3.0, 0.5), (4.0, 0.1)], metavar="POWER:FLOOR",
+                    help="extra fusion weightings scored for the default signal, beside the default one "
+                         "(default: the old hard gate 0:0.5, and 1:0.1 2:0.1 3:0.25 3:0.5 4:0.1)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

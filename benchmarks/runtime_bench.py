@@ -183,7 +183,7 @@ def render(r: dict) -> str:
     L.append("### Resources (the runtime process alone)\n")
     wk = rt["workers"]
     L.append(f"- CPU: {rt['cpu_percent']:.0f}% of one core on average ({rt['cpu_percent'] / 2:.0f}% of the 2-core machine) for {s['fps']} fps {s['frame_size'][0]}x{s['frame_size'][1]} MJPG decode + image engine on every new frame + audio engine every 0.25 s on a 1 s window; peak RSS {rt['peak_rss_mb']:.0f} MB.")
-    L.append(f"- Work done: {wk['image'].get('frames', 0)} frames delivered, {wk['image']['results']} image engine runs, {wk['image']['dropped']} frames dropped (replaced before the worker took them), "
+    L.append(f"- Work done: {wk['image'].get('frames', 0)} frames delivered, {wk['image']['results']} image engine runs, {wk['image'].get('limited', 0)} frames passed over by the --rate cap, {wk['image']['dropped']} frames dropped (replaced before the worker took them), "
              f"{wk['audio']['results']} audio engine runs, {wk['audio']['dropped']} audio hops missed; {rt['decisions']} decisions + {rt['no_decisions']} no-decision in {rt['seconds']:.1f} s; fusion ticks overrun: {rt['fusion_overruns']}.")
     L.append("- Sensors: " + "; ".join(f"{k} {v['reconnects']} reconnects, {v['failures']} failed reads/opens, {v['overflows']} overflows" for k, v in rt["sensors"].items()) + ".\n")
     return "\n".join(L) + "\n"

@@ -3,7 +3,7 @@ N separate `edge-mla run`-style processes, and batched versus one call per stati
 
 Every station replays the same recorded session (video at --fps, 48 kHz audio) from
 files, in real time. For each N and each mode it reports: whether the stations kept
-up (frames the image worker ran / frames captured, decisions per second per station
+up (frames the image worker ran or passed over by the --rate cap / frames captured, decisions per second per station
 against --rate), process CPU % per station, total RSS, and decision latency
 (capture -> decision written) p50/p99 and that minus the engine time, per modality.
 
@@ -82,7 +82,7 @@ def measure(mode: str, n: int, engines: str, session: str, seconds: float, rate:
     for st in stations:
         w = st["workers"].get("image", {})
         if w.get("frames"):
-            kept.append(w["results"] / w["frames"])
+            kept.append((w["results"] + w.get("limited", 0)) / w["frames"])  # frames the --rate cap passed over were not lost to load
         for m, lat in st["latency"].items():
             if lat.get("n"):
                 e2e[m].append((lat["e2e_p50_ms"], lat["e2e_p99_ms"]))

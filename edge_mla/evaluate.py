@@ -118,7 +118,7 @@ def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
 
     y = data.labels
     mods = list(data.clean_z)
-    thr = rel.threshold if rel is not None else 0.5
+    weighting = rel.weighting if rel is not None else {}
     r_clean = {m: rel.modalities[m].score(data.clean_h[m], data.clean_z[m]) for m in mods if m in rel.modalities} if rel is not None else None
 
     def fused_acc(z: dict, r: Optional[dict], calibrated: bool = True) -> tuple[float, float]:
@@ -126,11 +126,12 @@ def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
 
         if rel is not None and calibrated:
             z = rel.calibrate(z)
-        f, _ = fuse(z, rule, reliability=r, threshold=thr)
-        abstain = float(np.mean(reliable_mask(list(z), len(y), None, r, thr)[1])) if r is not None else 0.0
+        f, _ = fuse(z, rule, reliability=r, **(weighting if r is not None else {}))
+        abstain = float(np.mean(reliable_mask(list(z), len(y), None, r, weighting["threshold"])[1])) if r is not None else 0.0
         return accuracy(f, y), abstain
 
-    out: dict = {"rule": rule, "signal": rel.signal if rel is not None else None, "threshold": thr if rel is not None else None}
+    out: dict = {"rule": rule, "signal": rel.signal if rel is not None else None, "threshold": rel.threshold if rel is not None else None,
+                 "power": rel.power if rel is not None else None, "floor": rel.floor if rel is not None else None}
     clean = {m: accuracy(data.clean_z[m], y) for m in mods}
     out["clean"] = {**clean, "fused_base": fused_acc(data.clean_z, None, calibrated=False)[0]}
     out["clean"]["fused"], out["clean"]["abstain"] = fused_acc(data.clean_z, r_clean) if rel is not None else (out["clean"]["fused_base"], 0.0)
@@ -151,7 +152,7 @@ def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
             r[c.modality] = rel.modalities[c.modality].score(ch, cz)
             row["fused"], row["abstain"] = fused_acc(z, r)
             row["auroc"] = auroc(r_clean[c.modality], r[c.modality])
-            row["unreliable"] = float(np.mean(r[c.modality] < thr))
+            row["unreliable"] = float(np.mean(r[c.modality] < rel.threshold))  # judged unreliable (the degraded state)
             kinds = ["held_out" if c.held_out else "train"]
             if c.held_out and clean[c.modality] - single[c.modality] > HARD_DROP:
                 kinds.append("held_out_hard")

@@ -3,11 +3,13 @@ evaluation, export checks and the runtime alike.
 
 Weights are computed per sample (the authors' code took one weight per batch, so a
 prediction depended on its batch-mates). A missing modality is left out of the sums.
-With per-modality ``reliability`` scores (the engines' second output, see
-``edge_mla.reliability``) a modality scoring below ``threshold`` is left out like a
-missing one: a live but broken sensor gets zero weight instead of out-voting the
-healthy one with a confidently wrong answer. Pure numpy so that the runtime never
-needs torch.
+With per-modality ``reliability`` scores r (the engines' second output, see
+``edge_mla.reliability``) each weight is multiplied by ``r ** power`` and
+renormalised, and a modality scoring below ``threshold`` is left out like a missing
+one: a live but broken sensor (r near 0) gets (near) zero weight instead of
+out-voting the healthy one with a confidently wrong answer, while a clean input the
+detector is unsure of still votes. ``power`` 0 is a hard gate. Pure numpy so that the
+runtime never needs torch.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def fusion_weights(
     available: Optional[Mapping[str, np.ndarray]] = None,
     reliability: Optional[Mapping[str, np.ndarray]] = None,
     threshold: float = 0.5,
+    power: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Per-sample weight of each modality, shape (N,) each, summing to 1 over the
     modalities available for that sample.
@@ -72,7 +75,10 @@ def fusion_weights(
     mean: equal weights; sum: weight 1 each (the late-fusion sum of logits).
     ``available`` maps a modality to a boolean (N,) mask; a masked-out modality
     gets weight 0 for that sample, and so does one whose ``reliability`` is below
-    ``threshold`` (unless all are: see ``reliable_mask``).
+    ``threshold`` (unless all are: see ``reliable_mask``). With ``reliability`` and
+    ``power`` > 0 the rule's weights are multiplied by r ** power (and, for entropy
+    and mean, renormalised): e.g. entropy weights 0.5 / 0.5 with r = 1.0 / 0.5 and
+    power 3 become 1 / 0.125, i.e. 0.889 / 0.111.
     """
     if rule not in FUSION_RULES:
         raise ValueError(f"unknown fusion rule {rule!r}; choose one of {', '.join(FUSION_RULES)}")
@@ -80,18 +86,26 @@ def fusion_weights(
     if not names:
         raise ValueError("fusion needs at least one modality")
     n = np.asarray(logits[names[0]]).shape[0]
-    ok, _ = reliable_mask(names, n, available, reliability, threshold)
+    ok, degraded = reliable_mask(names, n, available, reliability, threshold)
     mask = np.stack([ok[m] for m in names])  # (M, N)
+    soft = np.ones(mask.shape)
+    if reliability is not None and power > 0:
+        soft = np.stack([np.clip(np.asarray(reliability[m], np.float64).reshape(n), 0.0, 1.0) ** power if m in reliability else np.ones(n) for m in names])
+        # where every modality fell below the threshold the fallback votes alone, and
+        # a sample whose kept modalities all score 0 keeps the rule's own weights
+        flat = degraded | ~np.any(mask & (soft > 0), axis=0)
+        soft = np.where(flat[None, :], 1.0, soft)
     if rule == "sum":
-        w = mask.astype(np.float64)
+        w = mask * soft
     elif rule == "mean":
-        w = mask / np.maximum(mask.sum(axis=0, keepdims=True), 1)
+        num = mask * soft
+        w = num / np.maximum(num.sum(axis=0, keepdims=True), 1e-300)
     else:
         e = np.stack([entropy(np.asarray(logits[m], np.float64)) for m in names])  # (M, N)
         e = np.where(mask, e, -np.inf)
         emax = np.max(e, axis=0, keepdims=True)
         emax = np.where(np.isfinite(emax), emax, 0.0)
-        num = np.where(mask, np.exp(emax - np.where(mask, e, 0.0)), 0.0)
+        num = np.where(mask, np.exp(emax - np.where(mask, e, 0.0)), 0.0) * soft
         w = num / np.maximum(num.sum(axis=0, keepdims=True), 1e-300)
     return {m: w[i].astype(np.float32) for i, m in enumerate(names)}
 
@@ -102,8 +116,9 @@ def fuse(
     available: Optional[Mapping[str, np.ndarray]] = None,
     reliability: Optional[Mapping[str, np.ndarray]] = None,
     threshold: float = 0.5,
+    power: float = 0.0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fused logits (N, C) and the per-sample weights used."""
-    w = fusion_weights(logits, rule, available, reliability, threshold)
+    w = fusion_weights(logits, rule, available, reliability, threshold, power)
     fused = sum(w[m][:, None] * np.asarray(logits[m], np.float32) for m in logits)
     return np.asarray(fused, np.float32), w

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
-from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, RELIABILITY_NAME, FitData, Reliability, fit_modality
+from edge_mla.reliability import CANDIDATES, DEFAULT_FLOOR, DEFAULT_POWER, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, RELIABILITY_NAME, FitData, Reliability, fit_modality
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,12 @@ def load(run_dir: Path, signal: str) -> Optional[Reliability]:
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise EdgeMlaError(f"{path}: not an edge-mla reliability file (expected format {FORMAT})")
     block = d.get("candidates", {}).get(signal)
-    return Reliability.from_dict(block, str(path)) if block is not None else None
+    if block is None:
+        return None
+    rel = Reliability.from_dict(block, str(path))
+    if "power" not in block:  # cached before the weighting existed: it is not fitted, so today's applies
+        rel.power, rel.floor = DEFAULT_POWER, DEFAULT_FLOOR
+    return rel
 
 
 def load_or_fit(run_dir, model, ds, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0) -> Reliability:

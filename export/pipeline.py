@@ -514,7 +514,7 @@ def _fused_gate(p: _Plan, gate: dict, logits: dict, rel_out: dict, chosen: dict)
             fused, _ = fuse(logits[prec], rule)
             gate["fused"][prec] = float(np.mean(fused.argmax(1) == labels))
             if len(rel_out[prec]) == len(modalities):
-                fused, _ = fuse(logits[prec], rule, reliability={m: v["clean"] for m, v in rel_out[prec].items()}, threshold=p.rel.threshold)
+                fused, _ = fuse(logits[prec], rule, reliability={m: v["clean"] for m, v in rel_out[prec].items()}, **p.rel.weighting)
                 gate.setdefault("fused_reliable", {})[prec] = float(np.mean(fused.argmax(1) == labels))
     if rel_out["fp32"]:
         gate["reliability_auroc"] = {prec: {m: v["auroc"] for m, v in r.items()} for prec, r in rel_out.items() if r}

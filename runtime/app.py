@@ -11,7 +11,7 @@ Library API (the CLI, the profiler and the demo all use it)::
     report = run_for(RunConfig(engines="ENG", camera="clip.avi", mic="clip.wav"), duration=10)
     report.latency      # per modality: capture->output p50/p99, engine, overhead
     report.stages       # per result: capture, preprocess, engine, done, fused, output timestamps
-    report.workers      # engine runs, inputs dropped, errors per modality
+    report.workers      # engine runs, inputs dropped, passed over by --rate, errors per modality
     report.sensors      # state, reconnects, failures, overflows per sensor
     report.cpu_percent, report.peak_rss_mb, report.rss_mb  # resources (rss_mb over time)
 
@@ -145,16 +145,17 @@ class Runtime:
         self.output_error: Optional[str] = None
         self._emit_lock = threading.Lock()
 
-    def _check_reliability(self, cfg: RunConfig):
+    def _check_reliability(self, cfg: RunConfig, manifest=None):
         """The manifest's reliability block; an older engine folder without one runs
         on the recorded rule with a one-line warning, or is refused with
         --require-reliability. A corrupt block raises (one line naming the file)."""
-        rel = self.manifest.reliability()
-        if rel is None or any("reliability_output" not in self.manifest.data["engines"][m] for m in self.manifest.modalities):
-            where = self.manifest.root / "manifest.json"
+        manifest = manifest or self.manifest
+        rel = manifest.reliability()
+        if rel is None or any("reliability_output" not in manifest.data["engines"][m] for m in manifest.modalities):
+            where = manifest.root / "manifest.json"
             if cfg.require_reliability:
                 raise EdgeMlaError(f"{where}: no reliability output in this engine folder (exported before it existed, or with --reliability off); re-export it, or run without --require-reliability")
-            log.warning("%s: no reliability output; fusing by the recorded rule %r alone (degraded sensors are not detected; re-export to add it)", where, self.manifest.fusion_rule)
+            log.warning("%s: no reliability output; fusing by the recorded rule %r alone (degraded sensors are not detected; re-export to add it)", where, manifest.fusion_rule)
             return None
         return rel
 
@@ -193,7 +194,8 @@ class Runtime:
         decisions (directly when the fusion loop is not running)."""
         old = dict(self.engines)
         done = threading.Event()
-        self._pending_swap = (manifest, engines, checksum, done)
+        rel = self._check_reliability(self.cfg, manifest)  # the swapper's load has already parsed it
+        self._pending_swap = (manifest, engines, checksum, done, rel)
         fusion = getattr(self, "fusion", None)
         if fusion is None or not fusion._thread.is_alive() or not done.wait(timeout):
             self._switch_engines()
@@ -205,11 +207,16 @@ class Runtime:
             pending, self._pending_swap = self._pending_swap, None
             if pending is None:
                 return
-            manifest, engines, checksum, done = pending
+            manifest, engines, checksum, done, rel = pending
             for m, w in self.workers.items():
                 w.engine = engines[m]
             self.engines.update(engines)
-            self.manifest, self.engine_checksum = manifest, checksum
+            self.manifest, self.engine_checksum, self.reliability = manifest, checksum, rel
+            fusion = getattr(self, "fusion", None)
+            if fusion is not None:  # the new folder's rule and reliability constants from the next decision on
+                fusion.rule = manifest.fusion_rule
+                fusion.reliability_threshold = rel.threshold if rel is not None else None
+                fusion.weighting = rel.weighting if rel is not None else None
         done.set()
 
     def reload(self) -> None:
@@ -287,10 +294,11 @@ class Runtime:
                 o.close()
             raise
         rel_thr = self.reliability.threshold if self.reliability is not None else None
-        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, rel_thr, self.cfg.degraded_hold)
+        weighting = self.reliability.weighting if self.reliability is not None else None
+        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, rel_thr, self.cfg.degraded_hold, weighting)
         for m, node in self.nodes.items():
             k = node.kind
-            self.workers[m] = Worker(m, self.engines[m], node.source.take, node.preprocess, k.rate(self.cfg), self._stop, gate=k.gate(self.cfg), on_result=self.fusion.notify)
+            self.workers[m] = Worker(m, self.engines[m], node.source.take, node.preprocess, k.rate(self.cfg), self._stop, gate=k.gate(self.cfg), on_result=self.fusion.notify, limit=self.cfg.rate)
         self._threads = list(self.workers.values()) + [Watchdog(s, self._stop) for s in self.sources.values()] + [self.fusion]
         for t in self._threads:
             t.start()
@@ -345,7 +353,7 @@ class Runtime:
         seconds = now() - (self._t_start or now())
         workers = {}
         for m, w in self.workers.items():
-            workers[m] = {"results": w.results, "rate": w.results / max(seconds, 1e-9), "dropped": self._dropped(m, w), "errors": w.errors, "engine_ms_mean": 1000 * w.engine.seconds / max(w.engine.runs, 1)}
+            workers[m] = {"results": w.results, "rate": w.results / max(seconds, 1e-9), "dropped": self._dropped(m, w), "limited": w.limited, "errors": w.errors, "engine_ms_mean": 1000 * w.engine.seconds / max(w.engine.runs, 1)}
         for m, node in self.nodes.items():
             counters = workers.setdefault(m, {})
             counters.update(node.source.stats())

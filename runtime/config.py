@@ -33,7 +33,7 @@ class RunConfig:
     staleness: float = 1.0  # seconds: older results are left out of fusion
     duration: Optional[float] = None  # seconds; None: until stopped
     loop: bool = False  # loop video/WAV files
-    video_rate: Optional[float] = None  # video encoder runs per second; None: every new frame
+    video_rate: Optional[float] = None  # video encoder runs per second on a clock; None: frames as they arrive, at most `rate` per second
     hop: float = 0.25  # seconds between audio encoder runs (sliding window hop)
     mic_rate: int = 48000  # capture rate asked of the device (the null sink needs 48 kHz)
     camera_timeout: float = 2.0  # seconds without a new frame before the camera is "lost"

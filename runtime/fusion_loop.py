@@ -3,10 +3,12 @@
 Event-driven: a worker that publishes a result calls ``notify(modality)`` and the
 loop decides at once, so a decision follows capture by little more than the engine
 time. ``rate`` caps how often each modality's results may trigger a decision: a
-result that arrives sooner than 1/rate after the last one its modality triggered is
-not decided on its own (the next decision, from any modality, uses it). So a 30 fps
-camera triggers at most ``rate`` decisions per second and a slower microphone every
-one of its results. With no new result for 1/rate s the loop decides anyway (a
+result captured sooner than 1/rate after the last one its modality triggered is
+not decided on its own (the next decision, from any modality, uses it; up to
+``RATE_SLACK`` of a period early still counts). A camera's worker already runs at most
+``rate`` times per second on frames as they arrive (``Worker``'s ``limit``), so its
+every result triggers a decision at once, and a slower microphone every one of its
+results. With no new result for 1/rate s the loop decides anyway (a
 heartbeat), so a sensor that goes quiet still produces "no decision" records.
 
 Entropy weights come from ``edge_mla.fusion`` (the same function evaluation uses),
@@ -15,11 +17,13 @@ seconds is left out, so a camera that went dark stops voting within ``staleness`
 instead of repeating its last answer. With no fresh modality the output is an
 explicit "no decision", never a stale label.
 
-With engines that have a reliability output (and a ``reliability_threshold`` from
-the manifest), a fresh result judged unreliable is left out the same way; when
-every fresh modality is unreliable the output is "no decision" with the reason
-"all sensors degraded", never a confident guess. The loop also drives the
-``degraded`` sensor state (edge_mla.runtime.degraded).
+With engines that have a reliability output (and the manifest's reliability block),
+each fresh result's weight is scaled by its reliability as ``weighting`` says
+(``edge_mla.fusion``: r ** power, nothing below the floor); when no fresh modality
+reaches the floor the output is "no decision" with the reason "all sensors
+degraded", never a confident guess. A result below ``reliability_threshold`` is
+judged unreliable, which drives the ``degraded`` sensor state
+(edge_mla.runtime.degraded).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 
 from edge_mla.fusion import fuse, softmax
-from edge_mla.runtime.clock import now
+from edge_mla.runtime.clock import FlowLimiter, now
 from edge_mla.runtime.degraded import DEGRADED, DegradedTracker
 from edge_mla.runtime.graph import SENSOR_OF
 from edge_mla.runtime.workers import Result
@@ -47,13 +51,16 @@ def decide(
     sensors: Optional[Mapping[str, dict]] = None,
     rule: str = "entropy",
     reliability_threshold: Optional[float] = None,
+    weighting: Optional[Mapping[str, float]] = None,
 ) -> dict:
     """One decision from the latest results (pure: easy to test and to replay).
 
     Returns the output record without timestamps of the output stage: label,
     confidence, per-modality logits/weight/age/fresh/used (and reliability),
     modalities used, sensors. ``reliability_threshold`` None: reliability is
-    ignored (older engine folders)."""
+    ignored (older engine folders). ``weighting``: ``Reliability.weighting``; None
+    is a hard gate at ``reliability_threshold`` (folders exported before it)."""
+    weighting = dict(weighting) if weighting is not None else {"threshold": reliability_threshold, "power": 0.0}
     mods = {}
     logits, avail, rel = {}, {}, {}
     for m, r in results.items():
@@ -70,14 +77,14 @@ def decide(
         if reliability_threshold is not None and getattr(r, "reliability", None) is not None:
             rel[m] = np.array([r.reliability])
             mods[m]["reliability"] = round(float(r.reliability), 4)
-            mods[m]["used"] = fresh and r.reliability >= reliability_threshold
+            mods[m]["used"] = fresh and r.reliability >= weighting["threshold"]
     fresh_mods = [m for m in logits if avail[m][0]]
     used = [m for m in fresh_mods if mods[m]["used"]]
     out = {"decision": bool(used), "label": None, "confidence": None, "used": used, "modalities": mods, "sensors": {k: dict(v) for k, v in (sensors or {}).items()}}
     if not used:
         out["reason"] = "all sensors degraded" if fresh_mods else ("no fresh modality" if logits else "no result yet")
         return out
-    fused, w = fuse(logits, rule=rule, available=avail, reliability=rel or None, threshold=reliability_threshold if reliability_threshold is not None else 0.5)
+    fused, w = fuse(logits, rule=rule, available=avail, reliability=rel or None, **(weighting if rel else {}))
     for m in logits:
         mods[m]["weight"] = round(float(w[m][0]), 4)
     p = softmax(fused[0])
@@ -116,10 +123,12 @@ class FusionLoop:
         rule: str = "entropy",
         reliability_threshold: Optional[float] = None,
         degraded_hold: float = 1.0,
+        weighting: Optional[Mapping[str, float]] = None,
     ) -> None:
         self._latest, self._sensors, self.classes = latest, sensors, classes
         self.rate, self.staleness, self.rule = rate, staleness, rule
         self.reliability_threshold = reliability_threshold
+        self.weighting = weighting
         self.degraded = DegradedTracker(degraded_hold)
         self._emit = emit
         self._stop = stop
@@ -143,7 +152,7 @@ class FusionLoop:
 
     def _run(self) -> None:
         period = 1.0 / self.rate
-        last: dict = {}  # modality -> when its result last triggered a decision
+        caps: dict = {}  # modality -> FlowLimiter over the times its results triggered a decision
         while not self._stop.is_set():
             fresh = self._fresh.wait(period)
             if self._stop.is_set():
@@ -153,11 +162,12 @@ class FusionLoop:
                 with self._pending_lock:
                     pending, self._pending = self._pending, set()
                     self._fresh.clear()
-                due = [m for m in pending if t - last.get(m, -period) >= period]
+                latest = self._latest()
+                # the cap counts capture times, as the workers' limit does: a result
+                # the worker let through is never held here by engine or batch jitter
+                due = [m for m in pending if latest.get(m) is not None and caps.setdefault(m, FlowLimiter(self.rate)).admit(latest[m].t_capture)]
                 if not due:
                     continue  # rate cap: these results join the next decision
-                for m in due:
-                    last[m] = t
             else:
                 self.heartbeats += 1
             self.tick()
@@ -167,7 +177,7 @@ class FusionLoop:
     def tick(self) -> dict:
         t = now()
         results = self._latest()
-        rec = decide(results, self.classes, self.staleness, t, self._sensors(), self.rule, self.reliability_threshold)
+        rec = decide(results, self.classes, self.staleness, t, self._sensors(), self.rule, self.reliability_threshold, self.weighting)
         mark_degraded(rec, self.degraded, t, self.reliability_threshold)
         t_fused = now()
         if rec["decision"]:

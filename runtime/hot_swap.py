@@ -111,6 +111,8 @@ class EngineSwapper:
         t0 = now()
         try:
             manifest, engines = self._load()
+            checksum = folder_checksum(self.root)
+            self._apply(manifest, engines, checksum)  # refuses (before switching anything) what the runtime cannot run
         except EdgeMlaError as exc:
             self.swaps["refused"] += 1
             log.error("engine swap refused: %s; the running engines stay", exc)
@@ -119,8 +121,6 @@ class EngineSwapper:
             self.swaps["refused"] += 1
             log.error("engine swap refused: %s: %s; the running engines stay", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return False
-        checksum = folder_checksum(self.root)
-        self._apply(manifest, engines, checksum)
         self.last_seconds = now() - t0
         self.swaps["ok"] += 1
         log.info("engine swap: now running %s (checksum %s; loaded and checked in %.2fs)", self.root, checksum, self.last_seconds)
@@ -133,6 +133,7 @@ class EngineSwapper:
         missing = [m for m in self.modalities if m not in manifest.modalities]
         if missing:
             raise EdgeMlaError(f"{self.root}: the new folder has no {', '.join(missing)} engine")
+        manifest.reliability()  # a corrupt reliability block is refused here, before any switch
         return manifest, {m: self.open_engine(manifest, m) for m in self.modalities}
 
     def join(self, timeout: float = 5.0) -> None:

@@ -174,7 +174,7 @@ def format_summary(report) -> str:
         f"ran {r.seconds:.1f}s: {r.decisions} decisions, {r.no_decisions} no-decision, {r.lines} lines written",
     ]
     for m, w in r.workers.items():
-        lines.append(f"  {m}: {w['results']} engine runs ({w['rate']:.1f}/s), {w['dropped']} inputs dropped, {w['errors']} errors")
+        lines.append(f"  {m}: {w['results']} engine runs ({w['rate']:.1f}/s), {w['dropped']} inputs dropped, " + (f"{w['limited']} passed over by --rate, " if w.get("limited") else "") + f"{w['errors']} errors")
     for s, st in r.sensors.items():
         lines.append(f"  {s}: {st['state']}, {st['reconnects']} reconnects, {st['failures']} failures, {st['overflows']} overflows")
     for s, d in (getattr(r, "degraded", None) or {}).items():

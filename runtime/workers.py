@@ -1,10 +1,12 @@
 """Encoder workers: one thread per modality, each with its own engine, running on
 the newest data at its own pace.
 
-The video worker runs on every new frame (or at ``video_rate`` Hz), the audio
-worker on a sliding window every ``hop`` seconds. A worker never queues work: it
-takes whatever is newest when it is free, so a slow engine lowers its own rate
-instead of building a backlog. Each Result keeps the stage timestamps
+The video worker runs on new frames as they arrive, at most ``limit`` times per
+second (the decision rate: a frame the fusion would not decide on is not worth an
+engine call, and one that waited for the next decision would only add latency), or
+paced at ``video_rate`` Hz; the audio worker on a sliding window every ``hop``
+seconds. A worker never queues work: it takes whatever is newest when it is free, so
+a slow engine lowers its own rate instead of building a backlog. Each Result keeps the stage timestamps
 (capture -> preprocess -> engine -> done) that the latency report is built from.
 """
 
@@ -18,7 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from edge_mla.preprocess import image_to_tensor
-from edge_mla.runtime.clock import Pacer, now
+from edge_mla.runtime.clock import FlowLimiter, Pacer, now
 from edge_mla.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,12 @@ class Worker:
         stop: threading.Event,
         gate: Optional[Callable[[np.ndarray], bool]] = None,
         on_result: Optional[Callable[[str], None]] = None,
+        limit: Optional[float] = None,
     ) -> None:
         self.modality = modality
+        # limit: an unpaced worker runs on items captured at most this many times per
+        # second and passes over the ones in between (counted in ``limited``)
+        self._limiter = FlowLimiter(limit if not rate else None)
         # gate(x) False: the input carries no signal (a muted mic), so no result is
         # published and the last one ages out of fusion instead of voting garbage.
         self._gate = gate
@@ -101,6 +107,8 @@ class Worker:
                 if item is None:
                     continue
             last_seq = item.seq
+            if not self._limiter.admit(item.t_capture):
+                continue  # sooner than the rate: the next decision would not use it
             t_pre = now()
             try:
                 x = self._preprocess(item.data)
@@ -124,6 +132,11 @@ class Worker:
                 self._on_result(self.modality)
             if self.history is not None:
                 self.history.append(r)
+
+    @property
+    def limited(self) -> int:
+        """Items passed over by the rate limit (not a loss: see ``limit``)."""
+        return self._limiter.refused
 
     def join(self, timeout: float = 5.0) -> None:
         self._thread.join(timeout)

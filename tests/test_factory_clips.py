@@ -48,7 +48,8 @@ def test_camera_outage_writes_lost_and_back_clips(engines, session, tmp_path):
         assert rate == 48000 and abs(len(audio) / rate - meta["audio_seconds"]) < 0.01
         assert 1.5 <= meta["audio_seconds"] <= 3.5  # pre-roll + post-roll of mic audio
         recs = [json.loads(l) for l in (c / "decisions.jsonl").read_text().splitlines()]
-        assert 15 <= len(recs) <= 35 and all(r["engines"] == meta["engines"] for r in recs)
+        # ~2.5 s of decisions: up to --rate (10) a second from the camera plus one per mic hop (4)
+        assert 15 <= len(recs) <= 45 and all(r["engines"] == meta["engines"] for r in recs)
         assert meta["sensors"]["camera"] == ("lost" if meta["reason"] == "camera-lost" else "ok")
     classes = (root / "classes.txt").read_text().split()
     with open(root / "pairs.csv", newline="") as f:

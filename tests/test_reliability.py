@@ -45,6 +45,37 @@ def test_rule_weights_with_reliability_gate_match_hand_computation(rule, clean, 
     np.testing.assert_allclose(fused[2], A[2], atol=1e-7)
 
 
+@pytest.mark.parametrize("rule", ["entropy", "mean", "sum"])
+def test_soft_weighting_multiplies_the_rule_weights_by_r_to_the_power(rule):
+    """power 3, floor 0.1: r = 1.0 / 0.5 scales the rule's weights by 1 / 0.125; a
+    modality below the floor drops out; all below it: the most reliable alone."""
+    z = {"a": np.array([[1.0, 0.0]] * 3), "b": np.array([[1.0, 0.0]] * 3)}  # equal entropies: the rule's own weights are equal
+    r = {"a": np.array([1.0, 1.0, 0.05]), "b": np.array([0.5, 0.09, 0.08])}
+    w = fusion_weights(z, rule, reliability=r, threshold=0.1, power=3.0)
+    if rule == "sum":
+        assert (w["a"][0], w["b"][0]) == pytest.approx((1.0, 0.125))
+    else:  # renormalised: 1 / 1.125 and 0.125 / 1.125
+        assert (w["a"][0], w["b"][0]) == pytest.approx((0.888889, 0.111111), abs=1e-6)
+    assert (w["a"][1], w["b"][1]) == pytest.approx((1.0, 0.0))  # b below the floor
+    assert (w["a"][2], w["b"][2]) == pytest.approx((0.0, 1.0))  # both below: b (0.08) is the more reliable
+    hard = fusion_weights(z, rule, reliability=r, threshold=0.1, power=0.0)  # power 0: the hard gate
+    assert (hard["a"][0], hard["b"][0]) == pytest.approx((1.0, 1.0) if rule == "sum" else (0.5, 0.5))
+
+
+def test_reliability_block_without_weighting_keeps_its_hard_gate_and_corrupt_weighting_is_one_line():
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.reliability import DEFAULT_FLOOR, DEFAULT_POWER, ModalityReliability, Reliability
+
+    mod = ModalityReliability(1.5, ("msp",), [2.0], -1.0).to_dict()
+    old = Reliability.from_dict({"signal": "msp", "threshold": 0.4, "modalities": {"a": mod}}, "m.json")
+    assert old.weighting == {"threshold": 0.4, "power": 0.0}  # exported before the weighting: a hard gate
+    new = Reliability.from_dict(Reliability("msp", 0.5, {"a": ModalityReliability.from_dict(mod, "x")}).to_dict(), "m.json")
+    assert new.weighting == {"threshold": DEFAULT_FLOOR, "power": DEFAULT_POWER} and new.threshold == 0.5
+    for bad in ({"power": -1}, {"power": "3"}, {"floor": 1.5}, {"power": True}):
+        with pytest.raises(EdgeMlaError, match=r"m\.json: corrupt reliability constants \((power|floor)"):
+            Reliability.from_dict({"signal": "msp", "threshold": 0.5, "modalities": {"a": mod}, **bad}, "m.json")
+
+
 def test_entropy_hand_weight_value():
     # 0.5 / (0.5 + 0.5699) = 0.4673: the figure the parametrised test relies on
     w = fusion_weights({"a": A[:1], "b": B[:1]}, "entropy")

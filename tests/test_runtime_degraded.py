@@ -48,6 +48,26 @@ def test_decide_leaves_out_an_unreliable_modality_and_says_all_sensors_degraded(
     assert out["reason"] == "no fresh modality"  # stale, not degraded
 
 
+def test_decide_weighs_a_doubtful_modality_down_and_still_judges_it_unreliable():
+    """With the manifest's weighting (power 3, floor 0.1) a result at r = 0.3 still
+    votes, at (0.3 / 0.9) ** 3 of the other's entropy weight, and counts as unreliable
+    for the degraded state (threshold 0.5); one at r = 0.05 is left out."""
+    from edge_mla.runtime.degraded import DegradedTracker
+    from edge_mla.runtime.fusion_loop import decide, mark_degraded
+
+    weighting = {"threshold": 0.1, "power": 3.0}
+    res = {"image": _result("image", _onehot(3, 4.0), 10.0, 0.9), "audio": _result("audio", _onehot(5, 4.0), 10.0, 0.3)}
+    out = decide(res, CLASSES, 1.0, 10.2, {"camera": {"state": "ok"}, "mic": {"state": "ok"}}, "entropy", 0.5, weighting)
+    ratio = (0.3 / 0.9) ** 3  # equal entropies: the weights are in the ratio of r ** 3
+    assert out["used"] == ["image", "audio"] and out["label"] == "3"
+    assert out["modalities"]["audio"]["weight"] == pytest.approx(ratio / (1 + ratio), abs=1e-4)
+    tr = DegradedTracker(hold=0.0)
+    mark_degraded(out, tr, 10.2, 0.5)
+    assert out["sensors"]["mic"]["state"] == "degraded"
+    res["audio"] = _result("audio", _onehot(5, 4.0), 10.0, 0.05)
+    assert decide(res, CLASSES, 1.0, 10.2, None, "entropy", 0.5, weighting)["used"] == ["image"]
+
+
 def test_degraded_tracker_needs_the_hold_time_both_ways():
     from edge_mla.runtime.degraded import DegradedTracker
 

@@ -35,7 +35,7 @@ def register(subparsers, common) -> None:
     p.add_argument("--staleness", type=float, default=1.0, help="seconds after which a modality's result is left out (default 1.0)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C / SIGTERM)")
     p.add_argument("--loop", action="store_true", help="loop video/WAV files")
-    p.add_argument("--video-rate", type=float, help="run the image engine at most this many times per second (default: every new frame)")
+    p.add_argument("--video-rate", type=float, help="run the image engine on a clock at this many Hz (default: on frames as they arrive, at most --rate times per second)")
     p.add_argument("--hop", type=float, default=0.25, help="seconds between audio engine runs on the sliding window (default 0.25)")
     p.add_argument("--mic-rate", type=int, default=48000, help="capture rate asked of the mic (default 48000; resampled to the engine rate)")
     p.add_argument("--camera-timeout", type=float, default=2.0, help="seconds without a frame before the camera is marked lost (default 2)")

@@ -39,7 +39,7 @@ def image_preprocess(source, spec: "EngineSpec", cfg: "RunConfig") -> Callable[[
 
 
 def video_rate(cfg: "RunConfig") -> Optional[float]:
-    """--video-rate, or None: every new frame."""
+    """--video-rate, or None: frames as they arrive (the worker limits them to --rate)."""
     return cfg.video_rate
 
 
