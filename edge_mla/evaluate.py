@@ -223,7 +223,7 @@ def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full
 
 def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str = "test", corrupt: bool = True, signal: Optional[str] = None, refit: bool = False, limit: int = 0, suite: bool = False) -> dict:
     """The eval figures of a run folder; ``suite`` adds the corruption suite with
-    reliability gating (fits RUN_DIR/reliability.json when missing)."""
+    reliability weighting (fits RUN_DIR/reliability.json when missing)."""
     from edge_mla.checkpoint import load_checkpoint
     from edge_mla.data import load_dataset
     from edge_mla.manifest import load_run_config

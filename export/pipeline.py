@@ -503,7 +503,7 @@ def _choose_precisions(p: _Plan, gate: dict) -> dict:
 
 
 def _fused_gate(p: _Plan, gate: dict, logits: dict, rel_out: dict, chosen: dict) -> None:
-    """4b. Fused accuracy per precision (and with the reliability gate), and of the
+    """4b. Fused accuracy per precision (and with the reliability weighting), and of the
     engines actually shipped; a fused loss beyond the tolerance is a warning."""
     from edge_mla.fusion import fuse
 

@@ -35,6 +35,17 @@ def publish(loop, latest, m, seq):
     loop.notify(m)
 
 
+def first_use_delay(recs, modality: str) -> dict:
+    """seq -> seconds from a result's publication to the first decision that used it
+    (the feeder stamps capture = done = publication)."""
+    out: dict = {}
+    for t, rec, timing in recs:
+        r = timing["results"][modality]
+        if r is not None and r.seq not in out:
+            out[r.seq] = t - r.t_done
+    return out
+
+
 def test_decides_right_after_each_result_and_caps_a_fast_camera():
     def feed(loop, latest, stop):
         seq = 0
@@ -56,11 +67,7 @@ def test_each_result_of_a_slower_modality_triggers_one_decision_at_once():
             publish(loop, latest, "audio", seq)
 
     loop, recs = run_loop(rate=10, feed=feed, seconds=2.1)
-    first_use: dict = {}
-    for t, rec, timing in recs:
-        r = timing["results"]["audio"]
-        if r is not None and r.seq not in first_use:
-            first_use[r.seq] = t - r.t_capture
+    first_use = first_use_delay(recs, "audio")
     assert len(first_use) >= 7
     # a fixed 10 Hz tick would use each result 0-100 ms after it arrived (median ~50)
     assert np.median(list(first_use.values())) < 0.025
@@ -128,10 +135,6 @@ def test_results_paced_at_the_rate_each_trigger_their_own_decision():
             publish(loop, latest, "image", seq)
 
     loop, recs = run_loop(rate=10, feed=feed, seconds=2.05)
-    first_use: dict = {}
-    for t, rec, timing in recs:
-        r = timing["results"]["image"]
-        if r is not None and r.seq not in first_use:
-            first_use[r.seq] = t - r.t_done
+    first_use = first_use_delay(recs, "image")
     assert len(first_use) >= 17
     assert np.mean(np.array(list(first_use.values())) < 0.02) >= 0.9

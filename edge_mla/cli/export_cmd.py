@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if fused:
         print(f"fused ({res.gate.get('rule', 'entropy')}) accuracy: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in fused.items()))
     if res.gate.get("fused_reliable"):
-        print("fused with reliability gating: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in res.gate["fused_reliable"].items()))
+        print("fused with reliability weighting: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in res.gate["fused_reliable"].items()))
     for prec, a in res.gate.get("reliability_auroc", {}).items():
         print(f"reliability AUROC clean vs held-out corruptions ({prec}): " + ", ".join(f"{m} {v:.3f}" for m, v in a.items()))
     for w in res.warnings:
