@@ -298,10 +298,13 @@ def test_engines_have_the_reliability_output_and_the_manifest_its_constants(expo
 
     man = load_manifest(exported.out)
     rel = man.reliability()
-    from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL
+    from edge_mla.reliability import CANDIDATES, DEFAULT_FLOOR, DEFAULT_POWER, DEFAULT_SIGNAL
 
     assert rel is not None and rel.signal == DEFAULT_SIGNAL and 0 < rel.threshold < 1
     block = man.data["fusion"]
+    # the fusion weighting the runtime will use is recorded, not implied by the code version
+    assert (block["reliability"]["power"], block["reliability"]["floor"]) == (DEFAULT_POWER, DEFAULT_FLOOR)
+    assert rel.weighting == {"threshold": DEFAULT_FLOOR, "power": DEFAULT_POWER}
     assert block["rule"] == "entropy" and block["method"] == "mla"
     assert set(block["reliability"]["auroc"]) == {"fp32", "int8"}
     for mod in ("image", "audio"):
