@@ -34,6 +34,11 @@ def entropy(logits: np.ndarray) -> np.ndarray:
     return -np.sum(np.exp(logp) * logp, axis=-1)
 
 
+def _stacked(names: list, n: int, reliability: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(M, N) reliability per modality and sample; a modality without scores counts as 1."""
+    return np.stack([np.asarray(reliability[m], np.float64).reshape(n) if m in reliability else np.ones(n) for m in names])
+
+
 def reliable_mask(
     names: list,
     n: int,
@@ -49,7 +54,7 @@ def reliable_mask(
     avail = {m: np.ones(n, bool) if available is None or m not in available else np.asarray(available[m], bool) for m in names}
     if reliability is None:
         return avail, np.zeros(n, bool)
-    r = np.stack([np.asarray(reliability[m], np.float64).reshape(n) if m in reliability else np.ones(n) for m in names])  # (M, N)
+    r = _stacked(names, n, reliability)
     av = np.stack([avail[m] for m in names])
     ok = av & (r >= threshold)
     degraded = av.any(axis=0) & ~ok.any(axis=0)
@@ -90,7 +95,7 @@ def fusion_weights(
     mask = np.stack([ok[m] for m in names])  # (M, N)
     soft = np.ones(mask.shape)
     if reliability is not None and power > 0:
-        soft = np.stack([np.clip(np.asarray(reliability[m], np.float64).reshape(n), 0.0, 1.0) ** power if m in reliability else np.ones(n) for m in names])
+        soft = np.clip(_stacked(names, n, reliability), 0.0, 1.0) ** power
         # where every modality fell below the threshold the fallback votes alone, and
         # a sample whose kept modalities all score 0 keeps the rule's own weights
         flat = degraded | ~np.any(mask & (soft > 0), axis=0)

@@ -19,7 +19,7 @@ A modality with ``r < threshold`` is judged unreliable (its sensor reported
 ``degraded`` when that lasts). Fusion weighs each modality by its rule's own weight
 times ``r ** power`` and leaves out one below ``floor`` (``fusion_weights``): a
 corrupted input (r near 0) drops out, a clean input the detector merely doubts
-(r 0.2-0.5, about 3% of clean test audio) still votes instead of being cut off.
+(r 0.2-0.5; 4-5% of clean official test audio) still votes instead of being cut off.
 Engine folders exported before the weighting existed carry neither constant and keep
 the hard gate they were exported with (power 0, floor = threshold).
 """
@@ -50,7 +50,7 @@ CANDIDATES = {
 DEFAULT_SIGNAL = "mahalanobis"
 DEFAULT_THRESHOLD = 0.5  # the logistic map is class-balanced: below 0.5, likelier corrupted than clean
 # Soft weighting, chosen by benchmarks/reliability_bench.py --weightings (BENCHMARKS.md
-# section 8): over power 1-6 and floor 0.1-0.5, power 3 / floor 0.1 kept clean fused
+# section 8): over power 0-4 and floor 0.1-0.5, power 3 / floor 0.1 kept clean fused
 # accuracy at the plain rule's and had the lowest worst held-out regret on both
 # splits; a hard gate at 0.5 (the old rule) cost 2 clean points on the official split.
 DEFAULT_POWER = 3.0

@@ -189,13 +189,13 @@ class Runtime:
         warm_up(engine, len(self.classes))
         return engine
 
-    def apply_swap(self, manifest, engines: dict, checksum: str, timeout: float = 2.0) -> None:
-        """Hand checked engines to the fusion thread, which switches them between two
-        decisions (directly when the fusion loop is not running)."""
+    def apply_swap(self, manifest, engines: dict, checksum: str, reliability=None, timeout: float = 2.0) -> None:
+        """Hand checked engines (and the folder's checked reliability constants) to the
+        fusion thread, which switches them between two decisions (directly when the
+        fusion loop is not running)."""
         old = dict(self.engines)
         done = threading.Event()
-        rel = self._check_reliability(self.cfg, manifest)  # the swapper's load has already parsed it
-        self._pending_swap = (manifest, engines, checksum, done, rel)
+        self._pending_swap = (manifest, engines, checksum, done, reliability)
         fusion = getattr(self, "fusion", None)
         if fusion is None or not fusion._thread.is_alive() or not done.wait(timeout):
             self._switch_engines()
@@ -214,9 +214,7 @@ class Runtime:
             self.manifest, self.engine_checksum, self.reliability = manifest, checksum, rel
             fusion = getattr(self, "fusion", None)
             if fusion is not None:  # the new folder's rule and reliability constants from the next decision on
-                fusion.rule = manifest.fusion_rule
-                fusion.reliability_threshold = rel.threshold if rel is not None else None
-                fusion.weighting = rel.weighting if rel is not None else None
+                fusion.use(manifest.fusion_rule, rel)
         done.set()
 
     def reload(self) -> None:
@@ -293,9 +291,8 @@ class Runtime:
             for o in self.outputs:
                 o.close()
             raise
-        rel_thr = self.reliability.threshold if self.reliability is not None else None
-        weighting = self.reliability.weighting if self.reliability is not None else None
-        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, self.manifest.fusion_rule, rel_thr, self.cfg.degraded_hold, weighting)
+        self.fusion = FusionLoop(self._latest, self.sensors, self.classes, self.cfg.rate, self.cfg.staleness, self._emit, self._stop, degraded_hold=self.cfg.degraded_hold)
+        self.fusion.use(self.manifest.fusion_rule, self.reliability)
         for m, node in self.nodes.items():
             k = node.kind
             self.workers[m] = Worker(m, self.engines[m], node.source.take, node.preprocess, k.rate(self.cfg), self._stop, gate=k.gate(self.cfg), on_result=self.fusion.notify, limit=self.cfg.rate)

@@ -141,6 +141,14 @@ class FusionLoop:
         self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="fusion", daemon=True)
 
+    def use(self, rule: str, reliability) -> None:
+        """Fuse by ``rule`` with ``reliability`` (an edge_mla.reliability.Reliability,
+        or None for a folder without one) from the next decision on: at start and
+        after an engine swap."""
+        self.rule = rule
+        self.reliability_threshold = reliability.threshold if reliability is not None else None
+        self.weighting = reliability.weighting if reliability is not None else None
+
     def start(self) -> None:
         self._thread.start()
 
@@ -170,13 +178,15 @@ class FusionLoop:
                     continue  # rate cap: these results join the next decision
             else:
                 self.heartbeats += 1
-            self.tick()
+                latest = None
+            self.tick(latest)
             if now() - t > period:
                 self.overruns += 1  # deciding took longer than the rate allows
 
-    def tick(self) -> dict:
+    def tick(self, results: Optional[dict] = None) -> dict:
+        """Decide on ``results`` (default: the latest) and emit the record."""
         t = now()
-        results = self._latest()
+        results = self._latest() if results is None else results
         rec = decide(results, self.classes, self.staleness, t, self._sensors(), self.rule, self.reliability_threshold, self.weighting)
         mark_degraded(rec, self.degraded, t, self.reliability_threshold)
         t_fused = now()

@@ -62,17 +62,22 @@ def warm_up(engine, num_classes: int) -> None:
 
 
 class EngineSwapper:
-    """Thread that prepares swaps; ``open_engine(manifest, modality)`` (the runtime's,
-    or a MultiRuntime's that shares engines between stations) returns a checked,
-    warmed-up engine, and ``apply(manifest, engines, checksum)`` (the runtime's)
-    performs the switch between two decisions."""
+    """Thread that prepares swaps; ``check(manifest)`` (the runtime's) returns what
+    the runtime needs from the new folder besides its engines (its reliability
+    constants) or raises EdgeMlaError to refuse it, before any engine opens;
+    ``open_engine(manifest, modality)`` (the runtime's, or a MultiRuntime's that
+    shares engines between stations) returns a checked, warmed-up engine, and
+    ``apply(manifest, engines, checksum, checked)`` (the runtime's) performs the
+    switch between two decisions."""
 
-    def __init__(self, root: Path, modalities: list, classes: list, open_engine: Callable, apply: Callable, stop: threading.Event, watch: bool = False, period: float = 1.0) -> None:
+    def __init__(self, root: Path, modalities: list, classes: list, open_engine: Callable, apply: Callable, stop: threading.Event, watch: bool = False, period: float = 1.0,
+                 check: Optional[Callable] = None) -> None:
         self.root = Path(root)
         self.modalities = list(modalities)
         self.classes = list(classes)
         self.open_engine = open_engine
         self._apply = apply
+        self._check = check
         self._stop = stop
         self.watch, self.period = watch, period
         self._requested = threading.Event()
@@ -110,9 +115,7 @@ class EngineSwapper:
         """Load, check and switch; False (one log line) when the folder is refused."""
         t0 = now()
         try:
-            manifest, engines = self._load()
-            checksum = folder_checksum(self.root)
-            self._apply(manifest, engines, checksum)  # refuses (before switching anything) what the runtime cannot run
+            manifest, engines, checked = self._load()
         except EdgeMlaError as exc:
             self.swaps["refused"] += 1
             log.error("engine swap refused: %s; the running engines stay", exc)
@@ -121,6 +124,8 @@ class EngineSwapper:
             self.swaps["refused"] += 1
             log.error("engine swap refused: %s: %s; the running engines stay", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return False
+        checksum = folder_checksum(self.root)
+        self._apply(manifest, engines, checksum, checked)
         self.last_seconds = now() - t0
         self.swaps["ok"] += 1
         log.info("engine swap: now running %s (checksum %s; loaded and checked in %.2fs)", self.root, checksum, self.last_seconds)
@@ -133,8 +138,8 @@ class EngineSwapper:
         missing = [m for m in self.modalities if m not in manifest.modalities]
         if missing:
             raise EdgeMlaError(f"{self.root}: the new folder has no {', '.join(missing)} engine")
-        manifest.reliability()  # a corrupt reliability block is refused here, before any switch
-        return manifest, {m: self.open_engine(manifest, m) for m in self.modalities}
+        checked = self._check(manifest) if self._check is not None else None
+        return manifest, {m: self.open_engine(manifest, m) for m in self.modalities}, checked
 
     def join(self, timeout: float = 5.0) -> None:
         if self._thread.ident is not None:

@@ -172,3 +172,20 @@ def test_stations_sharing_engines_swap_to_shared_engines(engines, session, tmp_p
         report = multi.join()
     assert all(rt.floor.swapper.swaps == {"ok": 1, "refused": 0} for rt in multi.runtimes.values())
     assert report.stations["line1"].decisions > 0 and report.stations["line2"].decisions > 0
+
+
+def test_a_folder_with_a_corrupt_reliability_block_is_refused_before_its_engines_open(engines, session, tmp_path, caplog):
+    from edge_mla.runtime import Runtime
+    from edge_mla.runtime.replay.recorder import session_config
+
+    folder = shutil.copytree(engines, tmp_path / "eng")
+    rt = Runtime(session_config(session, engines=folder, json_stdout=False, rate=10), outputs=[])
+    opened = []
+    rt.floor.swapper.open_engine = lambda manifest, m: opened.append(m)  # must not be reached
+    m = json.loads((folder / "manifest.json").read_text())
+    m["fusion"]["reliability"] = {"signal": "mahalanobis", "modalities": {}}
+    (folder / "manifest.json").write_text(json.dumps(m))
+    assert rt.floor.swapper.swap_now() is False
+    assert opened == [] and rt.floor.swapper.swaps == {"ok": 0, "refused": 1}
+    refusals = [r.getMessage() for r in caplog.records if "engine swap refused" in r.getMessage()]
+    assert len(refusals) == 1 and "manifest.json: corrupt reliability constants" in refusals[0]
