@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.train_bench import cpu_model
-from edge_mla.reliability import DEFAULT_SIGNAL
+from edge_mla.reliability import DEFAULT_SIGNAL, default_weighting
 
 
 def train(args, split: str, method: str, seed: int) -> Path:
@@ -49,38 +49,173 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
     from edge_mla.data import load_dataset
     from edge_mla.evaluate import collect_suite, score_suite
     from edge_mla.reliability_fit import fit_candidates, fit_data, save
-    from edge_mla.train.config import NATIVE_FUSION
+    from edge_mla.train.config import fusion_rule_of
 
     torch.set_num_threads(1)
     model, payload = load_checkpoint(run)
+    rule = fusion_rule_of(payload["method"])
     ds = load_dataset("avmnist", args.data_dir, seed=seed, split=split)
     t0 = time.perf_counter()
-    fitted = fit_candidates(fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val), len(ds.classes))
+    fitted = fit_candidates(fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val), len(ds.classes), rule)
     save(run, fitted)
     t_fit = time.perf_counter() - t0
     test = ds.test.subset(np.sort(stratified_indices(ds.test.labels, min(args.test_limit, len(ds.test)), seed)))
     data = collect_suite(model, test, ds.window, ds.sample_rate, suite(), seed=seed)
-    rule = NATIVE_FUSION[payload["method"]]
     out = {"rule": rule, "fit_seconds": t_fit, "suite_seconds": time.perf_counter() - t0 - t_fit, "n_test": len(test.labels), "base": score_suite(data, rule, None)}
     for cand, rel in fitted.items():
         out[cand] = score_suite(data, rule, rel)
     for power, floor in args.weightings:  # the default signal under other fusion weightings
+        if (power, floor) == default_weighting(rule):
+            continue  # that is the default row
         rel = dataclasses.replace(fitted[DEFAULT_SIGNAL], power=power, floor=floor)
         out[f"{DEFAULT_SIGNAL} w=r^{power:g} floor {floor:g}"] = score_suite(data, rule, rel)
-    out["ece_test"] = full_test_ece(model, ds, next(iter(fitted.values())))
+    weightings = [default_weighting(rule)] + [w for w in args.weightings if w != default_weighting(rule)]
+    out["val_weightings"] = validation_weightings(model, ds, seed, args.fit_val, fitted[DEFAULT_SIGNAL], rule, weightings)
+    out["ece_test"] = full_test_ece(model, ds, fitted[DEFAULT_SIGNAL], seed, args.fit_val)
     return out
 
 
-def full_test_ece(model, ds, rel) -> dict:
+def _val_pairs(ds, seed: int, n: int):
+    """The validation pairs the reliability constants were fitted on (reliability_fit.fit_data)."""
+    from edge_mla.calib.select import stratified_indices
+
+    return ds.val if n >= len(ds.val) else ds.val.subset(np.sort(stratified_indices(ds.val.labels, n, seed + 1)))
+
+
+def validation_weightings(model, ds, seed: int, n_val: int, rel, rule: str, weightings: list) -> dict:
+    """Each weighting scored on validation only: clean fused accuracy (and the
+    calibrated plain rule's) and the worst regret over the *train* corruption
+    families, the figures a weighting can be chosen by without the test split."""
+    from edge_mla.corruptions import suite
+    from edge_mla.evaluate import collect_suite, score_suite
+
+    data = collect_suite(model, _val_pairs(ds, seed, n_val), ds.window, ds.sample_rate, suite(held_out=False), seed=seed + 7)
+    out = {}
+    for power, floor in weightings:
+        sc = score_suite(data, rule, dataclasses.replace(rel, power=power, floor=floor))
+        out[f"{power:g}:{floor:g}"] = {"clean": sc["clean"]["fused"], "clean_calibrated": sc["clean"]["fused_calibrated"],
+                                       "train_worst_regret": sc["summary"]["train"]["worst_regret"]}
+    return out
+
+
+def select_weighting(results: dict, split: str, method: str, tolerance: float = 0.5) -> str:
+    """The weighting validation alone would pick, over the seeds: the lowest mean
+    worst train-family regret among those whose mean clean validation accuracy is
+    within ``tolerance`` points of the calibrated plain rule's (ties: lower power)."""
+    runs = [r["scores"]["val_weightings"] for r in results["runs"].values() if r["split"] == split and r["method"] == method and "val_weightings" in r["scores"]]
+    if not runs:
+        return ""
+    keys = [k for k in runs[0] if all(k in r for r in runs)]
+    rows = []
+    for k in keys:
+        clean = 100 * statistics.mean(r[k]["clean"] - r[k]["clean_calibrated"] for r in runs)
+        worst = statistics.mean(r[k]["train_worst_regret"] for r in runs)
+        rows.append((k, clean, worst))
+    ok = [r for r in rows if r[1] >= -tolerance] or [max(rows, key=lambda r: r[1])]
+    pick = min(ok, key=lambda r: (round(r[2], 6), float(r[0].split(":")[0])))
+    lines = [f"Weightings on validation only, {method}, {split} ({len(runs)} seeds; train families; clean vs the calibrated plain rule):", "",
+             "| power:floor | clean fused vs plain, points | worst train-family regret |", "| --- | --- | --- |"]
+    lines += [f"| {'**' + k + '** (picked)' if k == pick[0] else k} | {c:+.2f} | {w:.2f} |" for k, c, w in rows]
+    return "\n".join(lines) + "\n"
+
+
+def full_test_ece(model, ds, rel, seed: int, n_val: int) -> dict:
     """ECE of each modality on the whole clean test split, raw and with the fitted
     temperature (the same for every candidate). The suite's subset is too small for
     it: on 500 pairs a perfectly calibrated encoder still scores ~0.03-0.06 from
-    sampling noise alone."""
-    from edge_mla.evaluate import collect
-    from edge_mla.reliability import ece
+    sampling noise alone.
 
-    _, z, y = collect(model, ds.test, ds.window)
-    return {m: {"raw": ece(z[m], y), "calibrated": ece(z[m], y, rel.modalities[m].temperature), "n": int(len(y))} for m in z if m in rel.modalities}
+    ``bound`` is the ECE under the temperature that minimises it *on the test split
+    itself* (a grid over T, using the test labels): no temperature fitted anywhere
+    can do better, so where ``bound`` misses a target, temperature scaling cannot
+    meet it on that split (e.g. a voice the validation split never had).
+    ``distance_aware`` is a candidate beyond one temperature per modality: T grows
+    with the sample's Mahalanobis distance, log T = a + b * log1p(d2 / D), (a, b)
+    fitted on the clean validation pairs' NLL (measured here, not exported)."""
+    from edge_mla.evaluate import collect
+    from edge_mla.reliability import ece, fit_temperature, min_mahalanobis
+
+    h, z, y = collect(model, ds.test, ds.window)
+    vh, vz, vy = collect(model, _val_pairs(ds, seed, n_val), ds.window)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(50.0), 121))
+    out = {}
+    for m in z:
+        mr = rel.modalities.get(m)
+        if mr is None:
+            continue
+        per_t = [ece(z[m], y, t) for t in grid]
+        best = int(np.argmin(per_t))
+        out[m] = {"raw": ece(z[m], y), "calibrated": ece(z[m], y, mr.temperature), "n": int(len(y)), "temperature": mr.temperature,
+                  "bound": per_t[best], "bound_temperature": float(grid[best])}
+        if mr.means is not None:
+            def dist(hh):
+                return np.log1p(min_mahalanobis(hh, mr.means, mr.precision) / mr.means.shape[1])
+
+            vd, td = dist(vh[m]), dist(h[m])
+            # for a fixed b, exp(a) is an ordinary temperature of z / exp(b * d)
+            fits = []
+            for b in np.linspace(0.0, 5.0, 26):
+                t0 = fit_temperature(vz[m] / np.exp(b * vd)[:, None], vy)
+                lz = vz[m] / (t0 * np.exp(b * vd)[:, None])
+                lz = lz - lz.max(1, keepdims=True)
+                nll = float(np.mean(np.log(np.exp(lz).sum(1)) - lz[np.arange(len(vy)), vy]))
+                fits.append((nll, float(b), t0))
+            _, b, t0 = min(fits)
+            out[m]["distance_aware"] = ece(z[m] / np.exp(b * td)[:, None], y, t0)
+            out[m]["distance_aware_b"] = b
+    return out
+
+
+def backfill(args, results: dict, res_path: Path) -> None:
+    """Runs scored before the validation weightings and the ECE bound existed get
+    them now, from the run's cached constants (no refit: the figures beside them
+    stay comparable)."""
+    import torch
+
+    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.data import load_dataset
+    from edge_mla.reliability_fit import load
+    from edge_mla.train.config import fusion_rule_of
+
+    torch.set_num_threads(1)
+    for key, entry in results["runs"].items():
+        if entry["split"] not in args.splits or entry["method"] not in args.methods or entry["seed"] not in args.seeds:
+            continue
+        sc = entry["scores"]
+        need_ece = not sc.get("ece_test") or not all("distance_aware" in v for v in sc["ece_test"].values())
+        if not need_ece and "val_weightings" in sc:
+            continue
+        run = Path(args.out) / key
+        model, payload = load_checkpoint(run)
+        rule = fusion_rule_of(payload["method"])
+        rel = load(run, DEFAULT_SIGNAL, rule)
+        if rel is None:
+            continue
+        print(f"backfilling {key}", flush=True)
+        ds = load_dataset("avmnist", args.data_dir, seed=entry["seed"], split=entry["split"])
+        if "val_weightings" not in sc:
+            weightings = [default_weighting(rule)] + [w for w in args.weightings if w != default_weighting(rule)]
+            sc["val_weightings"] = validation_weightings(model, ds, entry["seed"], args.fit_val, rel, rule, weightings)
+        if need_ece:
+            sc["ece_test"] = full_test_ece(model, ds, rel, entry["seed"], args.fit_val)
+        res_path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def ece_table(results: dict, split: str, method: str) -> str:
+    """Per modality: ECE raw, with the validation-fitted temperature, and the bound
+    (the best any single temperature reaches on the test split itself)."""
+    runs = [r for r in results["runs"].values() if r["split"] == split and r["method"] == method and r["scores"].get("ece_test")]
+    runs = [r for r in runs if all("distance_aware" in v for v in r["scores"]["ece_test"].values())]
+    if not runs:
+        return ""
+    rows = [f"ECE on the whole clean test split, {method}, {split} ({len(runs)} seeds, {runs[0]['scores']['ece_test']['image']['n']} pairs):", "",
+            "| modality | raw | T fitted on validation | T | distance-aware T (validation) | bound: best T on the test split itself | that T |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m in ("image", "audio"):
+        e = [r["scores"]["ece_test"][m] for r in runs]
+        rows.append(f"| {m} | {_ms([x['raw'] for x in e])} | {_ms([x['calibrated'] for x in e])} | {_ms([x['temperature'] for x in e])} | "
+                    f"{_ms([x['distance_aware'] for x in e])} | {_ms([x['bound'] for x in e])} | {_ms([x['bound_temperature'] for x in e])} |")
+    return "\n".join(rows) + "\n"
 
 
 def export_auroc(args, run: Path) -> dict:
@@ -104,7 +239,7 @@ def extra_latency(args, run: Path) -> dict:
     from edge_mla.reliability_fit import load
 
     model, _ = load_checkpoint(run)
-    rel = load(run, DEFAULT_SIGNAL)
+    rel = load(run, DEFAULT_SIGNAL, "entropy")  # the weighting plays no part in engine latency
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for m in model.modalities:
@@ -128,7 +263,7 @@ def table(results: dict, split: str, method: str) -> str:
     runs = [r for k, r in results["runs"].items() if r["split"] == split and r["method"] == method]
     if not runs:
         return ""
-    cands = ["base"] + [c for c in runs[0]["scores"] if c not in ("base", "rule", "fit_seconds", "suite_seconds", "n_test", "ece_test")]
+    cands = ["base"] + [c for c in runs[0]["scores"] if c not in ("base", "rule", "fit_seconds", "suite_seconds", "n_test", "ece_test", "val_weightings")]
     rows = ["| fusion | clean fused % | image % | audio % | held-out regret mean | held-out regret worst | train-family regret worst | ECE image (raw → T) | ECE audio (raw → T) | AUROC held-out image / audio | AUROC held-out, hard | clean abstain % |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cands:
@@ -179,9 +314,9 @@ def main() -> int:
     ap.add_argument("--export", action="store_true", help="one FP32+INT8 export per split (first seed): INT8 AUROC")
     ap.add_argument("--latency", action="store_true", help="extra batch-1 ms of the reliability output (first run)")
     ap.add_argument("--latency-repeats", type=int, default=200)
-    ap.add_argument("--weightings", nargs="*", type=_weighting, default=[(0.0, 0.5), (1.0, 0.1), (2.0, 0.1), (3.0, 0.25), (3.0, 0.5), (4.0, 0.1)], metavar="POWER:FLOOR",
-                    help="extra fusion weightings scored for the default signal, beside the default one "
-                         "(default: the old hard gate 0:0.5, and 1:0.1 2:0.1 3:0.25 3:0.5 4:0.1)")
+    ap.add_argument("--weightings", nargs="*", type=_weighting, default=[(0.0, 0.5), (1.0, 0.1), (1.5, 0.1), (2.0, 0.1), (3.0, 0.1), (3.0, 0.25), (3.0, 0.5), (4.0, 0.1)],
+                    metavar="POWER:FLOOR", help="extra fusion weightings scored for the default signal, beside the rule's own "
+                    "(edge_mla.reliability.WEIGHTINGS; default: the old hard gate 0:0.5, and 1:0.1 1.5:0.1 2:0.1 3:0.1 3:0.25 3:0.5 4:0.1)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,12 +336,15 @@ def main() -> int:
             if args.export and f"{split}/{method}" not in results["export"]:
                 results["export"][f"{split}/{method}"] = export_auroc(args, Path(args.out) / split / f"{method}-s{args.seeds[0]}")
                 res_path.write_text(json.dumps(results, indent=1) + "\n")
+    backfill(args, results, res_path)
     if args.latency and not results["latency"]:
         results["latency"] = extra_latency(args, Path(args.out) / args.splits[0] / f"{args.methods[0]}-s{args.seeds[0]}")
         res_path.write_text(json.dumps(results, indent=1) + "\n")
     for split in args.splits:
         for method in args.methods:
             print(table(results, split, method))
+            print(ece_table(results, split, method))
+            print(select_weighting(results, split, method))
     print("export (INT8 AUROC, held-out families at severity 3):", json.dumps(results["export"], indent=1))
     print("extra latency:", json.dumps(results["latency"], indent=1))
     return 0

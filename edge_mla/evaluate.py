@@ -229,7 +229,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str =
     from edge_mla.manifest import load_run_config
     from edge_mla.reliability import DEFAULT_SIGNAL
     from edge_mla.reliability_fit import load_or_fit
-    from edge_mla.train.config import NATIVE_FUSION
+    from edge_mla.train.config import fusion_rule_of
 
     if limit < 0:
         raise EdgeMlaError(f"--limit must be >= 0 (got {limit})")
@@ -242,10 +242,10 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str =
         from edge_mla.calib.select import stratified_indices
 
         split = split.subset(np.sort(stratified_indices(split.labels, limit, conf.seed)))
+    rule = fusion_rule_of(payload.get("method"))
     rel = None
     if suite and corrupt and len(model.modalities) > 1:
-        rel = load_or_fit(run_dir, model, ds, signal or DEFAULT_SIGNAL, refit, conf.seed)
-    rule = NATIVE_FUSION.get(payload.get("method"), "entropy")
+        rel = load_or_fit(run_dir, model, ds, rule, signal or DEFAULT_SIGNAL, refit, conf.seed)
     res = evaluate(model, split, ds.window, corrupt=corrupt, reliability=rel, rule=rule, sample_rate=ds.sample_rate, seed=conf.seed)
     res.update({"split": split_name, "method": payload.get("method"), "epoch": payload.get("epoch"), "dataset": ds.name})
     return res

@@ -17,7 +17,8 @@ Candidates are one signal or a pair; each is mapped to a probability
 the *train* corruption families (``edge_mla.corruptions``), never the held-out ones.
 A modality with ``r < threshold`` is judged unreliable (its sensor reported
 ``degraded`` when that lasts). Fusion weighs each modality by its rule's own weight
-times ``r ** power`` and leaves out one below ``floor`` (``fusion_weights``): a
+times ``r ** power`` and leaves out one below ``floor`` (``fusion_weights``; the
+pair depends on the rule, ``WEIGHTINGS``): a
 corrupted input (r near 0) drops out, a clean input the detector merely doubts
 (r 0.2-0.5; 4-5% of clean official test audio) still votes instead of being cut off.
 Engine folders exported before the weighting existed carry neither constant and keep
@@ -49,12 +50,30 @@ CANDIDATES = {
 # families (one seed: audio crackle AUROC 0.78), msp and energy miss most corruptions.
 DEFAULT_SIGNAL = "mahalanobis"
 DEFAULT_THRESHOLD = 0.5  # the logistic map is class-balanced: below 0.5, likelier corrupted than clean
-# Soft weighting, chosen by benchmarks/reliability_bench.py --weightings (BENCHMARKS.md
-# section 8): over power 0-4 and floor 0.1-0.5, power 3 / floor 0.1 kept clean fused
-# accuracy at the plain rule's and had the lowest worst held-out regret on both
-# splits; a hard gate at 0.5 (the old rule) cost 2 clean points on the official split.
-DEFAULT_POWER = 3.0
-DEFAULT_FLOOR = 0.1
+# Soft weighting per fusion rule: (power, floor). Fusion multiplies the rule's own
+# weight by r ** power and leaves out a modality below floor. Chosen by
+# benchmarks/reliability_bench.py --weightings (BENCHMARKS.md section 8):
+#   entropy (MLA): power 3 / floor 0.1 kept clean fused accuracy at the plain rule's
+#     and had the lowest worst held-out regret on both splits (a hard gate at 0.5, the
+#     old rule, cost 2 clean points);
+#   sum (joint, OGM-GE, MMPareto): power 1.5 / floor 0.1, the lowest worst
+#     train-family regret on validation with clean validation accuracy within 0.5
+#     points of the plain sum. The sum's halves are complementary partial logits (54%
+#     and 70% alone, 95% summed), so power 3 took too much from a clean half the
+#     detector doubts (-2.7 clean points);
+#   mean (unimodal): entropy's, not benchmarked on its own.
+WEIGHTINGS = {"entropy": (3.0, 0.1), "sum": (1.5, 0.1), "mean": (3.0, 0.1)}
+
+
+def default_weighting(rule: str) -> tuple:
+    """(power, floor) for a fusion rule: the weighting is policy, not fitted, so it
+    follows the rule a run is fused with rather than any cached value."""
+    try:
+        return WEIGHTINGS[rule]
+    except KeyError:
+        raise ValueError(f"no reliability weighting for fusion rule {rule!r}; known: {', '.join(WEIGHTINGS)}") from None
+
+
 RELIABILITY_NAME = "reliability.json"  # in a run folder
 FORMAT = "edge-mla-reliability/1"
 
@@ -205,8 +224,8 @@ class Reliability:
     threshold: float
     modalities: dict = field(default_factory=dict)  # modality -> ModalityReliability
     auroc: dict = field(default_factory=dict)  # measured figures carried along (optional)
-    power: float = DEFAULT_POWER  # fusion weight multiplier r ** power; 0: a hard gate at floor
-    floor: float = DEFAULT_FLOOR  # below it a modality is left out of the fusion
+    power: float = WEIGHTINGS["entropy"][0]  # fusion weight multiplier r ** power; 0: a hard gate at floor
+    floor: float = WEIGHTINGS["entropy"][1]  # below it a modality is left out of the fusion
 
     def to_dict(self) -> dict:
         return {"signal": self.signal, "threshold": self.threshold, "power": self.power, "floor": self.floor,

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
-from edge_mla.reliability import CANDIDATES, DEFAULT_FLOOR, DEFAULT_POWER, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, RELIABILITY_NAME, FitData, Reliability, fit_modality
+from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, RELIABILITY_NAME, FitData, Reliability, default_weighting, fit_modality
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,12 @@ def fit_data(model, ds, seed: int = 0, train_limit: int = 4000, val_limit: int =
     return {m: FitData(th[m], ty, vh[m], vz[m], vy, np.concatenate(bad_h[m]), np.concatenate(bad_z[m])) for m in vh}
 
 
-def fit_candidates(data: dict, num_classes: int, candidates=tuple(CANDIDATES), threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """candidate -> Reliability, sharing the temperature and Gaussian per modality."""
+def fit_candidates(data: dict, num_classes: int, rule: str, candidates=tuple(CANDIDATES), threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """candidate -> Reliability, sharing the temperature and Gaussian per modality;
+    each carries the weighting of ``rule`` (the fusion rule of the run's method)."""
     pre = {m: {} for m in data}
-    return {c: Reliability(c, threshold, {m: fit_modality(d, c, num_classes, pre[m]) for m, d in data.items()}) for c in candidates}
+    power, floor = default_weighting(rule)
+    return {c: Reliability(c, threshold, {m: fit_modality(d, c, num_classes, pre[m]) for m, d in data.items()}, power=power, floor=floor) for c in candidates}
 
 
 def save(run_dir: Path, fitted: dict) -> Path:
@@ -63,8 +65,10 @@ def save(run_dir: Path, fitted: dict) -> Path:
     return path
 
 
-def load(run_dir: Path, signal: str) -> Optional[Reliability]:
-    """The cached constants for ``signal``, or None when the run has none yet."""
+def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
+    """The cached constants for ``signal``, or None when the run has none yet. The
+    weighting is today's for ``rule``: the cache holds what was fitted, and the
+    weighting is not (a cache written before it changed keeps no stale value)."""
     path = Path(run_dir) / RELIABILITY_NAME
     if not path.is_file():
         return None
@@ -78,20 +82,19 @@ def load(run_dir: Path, signal: str) -> Optional[Reliability]:
     if block is None:
         return None
     rel = Reliability.from_dict(block, str(path))
-    if "power" not in block:  # cached before the weighting existed: it is not fitted, so today's applies
-        rel.power, rel.floor = DEFAULT_POWER, DEFAULT_FLOOR
+    rel.power, rel.floor = default_weighting(rule)
     return rel
 
 
-def load_or_fit(run_dir, model, ds, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0) -> Reliability:
-    """The run's reliability constants for ``signal``, fitting (and caching) every
-    candidate when the run has none or ``refit``."""
+def load_or_fit(run_dir, model, ds, rule: str, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0) -> Reliability:
+    """The run's reliability constants for ``signal``, weighted for fusion ``rule``,
+    fitting (and caching) every candidate when the run has none or ``refit``."""
     if signal not in CANDIDATES:
         raise EdgeMlaError(f"--signal {signal!r}: choose one of {', '.join(CANDIDATES)}")
-    rel = None if refit else load(Path(run_dir), signal)
+    rel = None if refit else load(Path(run_dir), signal, rule)
     if rel is None:
         log.info("fitting reliability constants (%s) on the validation split", ", ".join(CANDIDATES))
-        fitted = fit_candidates(fit_data(model, ds, seed), len(ds.classes))
+        fitted = fit_candidates(fit_data(model, ds, seed), len(ds.classes), rule)
         save(Path(run_dir), fitted)
         rel = fitted[signal]
     return rel

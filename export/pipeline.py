@@ -249,7 +249,9 @@ def export_run(cfg: ExportConfig) -> ExportResult:
         from edge_mla.reliability import DEFAULT_SIGNAL
         from edge_mla.reliability_fit import load_or_fit
 
-        rel = load_or_fit(run_dir, model, ds, DEFAULT_SIGNAL if cfg.reliability == "auto" else cfg.reliability, seed=spec["seed"])
+        from edge_mla.train.config import fusion_rule_of
+
+        rel = load_or_fit(run_dir, model, ds, fusion_rule_of(payload.get("method")), DEFAULT_SIGNAL if cfg.reliability == "auto" else cfg.reliability, seed=spec["seed"])
 
     with staged_folder(cfg.out) as tmp, _quiet_libraries():
         result = _export_into(cfg, tmp, model, payload, modalities, ds, spec, calib, rel)
@@ -301,7 +303,7 @@ def _plan(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities: list, 
     """Resolve the settings every step needs (and log the INT8 weight range once)."""
     from edge_mla.calib.select import stratified_indices
     from edge_mla.export.quantize import resolve_reduce_range
-    from edge_mla.train.config import NATIVE_FUSION
+    from edge_mla.train.config import fusion_rule_of
 
     val = ds.val
     n_eval = len(val) if cfg.eval_limit <= 0 else min(cfg.eval_limit, len(val))
@@ -312,7 +314,7 @@ def _plan(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities: list, 
     if do_int8 and cfg.reduce_range == "auto":
         log.info("INT8 weights: %s", "7-bit (reduce_range: this CPU has no VNNI, full 8-bit saturates int16 accumulation)" if reduce_range else "8-bit")
     symmetric = cfg.activations == "symmetric" or (cfg.activations == "auto" and cfg.engine == "trt")
-    return _Plan(cfg, tmp, model, payload, modalities, ds, spec, calib, rel, NATIVE_FUSION.get(payload.get("method"), "entropy"), int(n_eval), eval_idx, val.labels[eval_idx], par_idx, do_int8, reduce_range, symmetric)
+    return _Plan(cfg, tmp, model, payload, modalities, ds, spec, calib, rel, fusion_rule_of(payload.get("method")), int(n_eval), eval_idx, val.labels[eval_idx], par_idx, do_int8, reduce_range, symmetric)
 
 
 def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities: list, ds, spec: dict, calib, rel=None) -> ExportResult:

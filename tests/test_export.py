@@ -298,13 +298,14 @@ def test_engines_have_the_reliability_output_and_the_manifest_its_constants(expo
 
     man = load_manifest(exported.out)
     rel = man.reliability()
-    from edge_mla.reliability import CANDIDATES, DEFAULT_FLOOR, DEFAULT_POWER, DEFAULT_SIGNAL
+    from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL, default_weighting
 
     assert rel is not None and rel.signal == DEFAULT_SIGNAL and 0 < rel.threshold < 1
     block = man.data["fusion"]
     # the fusion weighting the runtime will use is recorded, not implied by the code version
-    assert (block["reliability"]["power"], block["reliability"]["floor"]) == (DEFAULT_POWER, DEFAULT_FLOOR)
-    assert rel.weighting == {"threshold": DEFAULT_FLOOR, "power": DEFAULT_POWER}
+    power, floor = default_weighting("entropy")  # the MLA fixture's rule
+    assert (block["reliability"]["power"], block["reliability"]["floor"]) == (power, floor)
+    assert rel.weighting == {"threshold": floor, "power": power}
     assert block["rule"] == "entropy" and block["method"] == "mla"
     assert set(block["reliability"]["auroc"]) == {"fp32", "int8"}
     for mod in ("image", "audio"):
@@ -352,12 +353,17 @@ def test_reliability_output_fp32_vs_int8_and_vs_the_numpy_reference(exported, ti
         assert ours >= RELIABILITY_INT8_GATE_AGREE or flagged, (mod, ours, mean_diff, g8)
 
 
-def test_the_fusion_rule_follows_the_training_method(tiny_run, tmp_path):
+def test_the_fusion_rule_follows_the_training_method(tiny_run, exported, tmp_path):
+    """A joint model is fused with its sum rule, and its manifest carries the sum
+    rule's reliability weighting (not MLA's entropy one)."""
+    import shutil
+
     import torch
 
     from edge_mla.checkpoint import load_checkpoint, save_checkpoint
     from edge_mla.export.pipeline import ExportConfig, export_run
     from edge_mla.models import ModelConfig, build_model
+    from edge_mla.reliability import RELIABILITY_NAME, default_weighting
     from export_fixtures import QUICK
 
     model, payload = load_checkpoint(tiny_run)
@@ -368,9 +374,13 @@ def test_the_fusion_rule_follows_the_training_method(tiny_run, tmp_path):
     run.mkdir()
     save_checkpoint(run / "checkpoint.pt", joint, payload["classes"], "joint", 1)
     (run / "config.json").write_text((tiny_run / "config.json").read_text())
-    res = export_run(ExportConfig(run_dir=run, out=tmp_path / "eng", reliability="off", **QUICK))
-    assert res.manifest["fusion"] == {"rule": "sum", "method": "joint"}
+    # the same encoders: the MLA run's fitted constants (cached by the `exported` fixture) apply
+    shutil.copy(tiny_run / RELIABILITY_NAME, run / RELIABILITY_NAME)
+    res = export_run(ExportConfig(run_dir=run, out=tmp_path / "eng", **QUICK))
+    assert res.manifest["fusion"]["rule"] == "sum" and res.manifest["fusion"]["method"] == "joint"
     assert res.gate["rule"] == "sum"
     from edge_mla.manifest import load_manifest
 
-    assert load_manifest(tmp_path / "eng").reliability() is None
+    rel = load_manifest(tmp_path / "eng").reliability()
+    power, floor = default_weighting("sum")
+    assert (rel.power, rel.floor) == (power, floor) and (power, floor) != default_weighting("entropy")

@@ -64,16 +64,46 @@ def test_soft_weighting_multiplies_the_rule_weights_by_r_to_the_power(rule):
 
 def test_reliability_block_without_weighting_keeps_its_hard_gate_and_corrupt_weighting_is_one_line():
     from edge_mla.errors import EdgeMlaError
-    from edge_mla.reliability import DEFAULT_FLOOR, DEFAULT_POWER, ModalityReliability, Reliability
+    from edge_mla.reliability import WEIGHTINGS, ModalityReliability, Reliability
 
     mod = ModalityReliability(1.5, ("msp",), [2.0], -1.0).to_dict()
     old = Reliability.from_dict({"signal": "msp", "threshold": 0.4, "modalities": {"a": mod}}, "m.json")
     assert old.weighting == {"threshold": 0.4, "power": 0.0}  # exported before the weighting: a hard gate
     new = Reliability.from_dict(Reliability("msp", 0.5, {"a": ModalityReliability.from_dict(mod, "x")}).to_dict(), "m.json")
-    assert new.weighting == {"threshold": DEFAULT_FLOOR, "power": DEFAULT_POWER} and new.threshold == 0.5
+    power, floor = WEIGHTINGS["entropy"]
+    assert new.weighting == {"threshold": floor, "power": power} and new.threshold == 0.5
     for bad in ({"power": -1}, {"power": "3"}, {"floor": 1.5}, {"power": True}):
         with pytest.raises(EdgeMlaError, match=r"m\.json: corrupt reliability constants \((power|floor)"):
             Reliability.from_dict({"signal": "msp", "threshold": 0.5, "modalities": {"a": mod}, **bad}, "m.json")
+
+
+def test_every_fusion_rule_has_a_weighting_and_a_cached_block_takes_its_rules(tmp_path):
+    """The weighting is policy that follows the run's rule, not a fitted constant: a
+    run folder's cache written under another weighting (or none) is read with
+    today's for the rule the run is fused with."""
+    from edge_mla.fusion import FUSION_RULES
+    from edge_mla.reliability import WEIGHTINGS, ModalityReliability, default_weighting
+    from edge_mla.reliability_fit import fit_candidates, load, save
+
+    assert set(WEIGHTINGS) == set(FUSION_RULES)
+    with pytest.raises(ValueError, match="no reliability weighting for fusion rule 'median'"):
+        default_weighting("median")
+    mod = ModalityReliability(1.5, ("msp",), [2.0], -1.0)
+    stale = Reliability("msp", 0.5, {"a": mod}, power=7.0, floor=0.3)
+    save(tmp_path, {"msp": stale})
+    for rule in FUSION_RULES:
+        rel = load(tmp_path, "msp", rule)
+        assert (rel.power, rel.floor) == default_weighting(rule) and rel.modalities["a"].coef == [2.0]
+    assert load(tmp_path, "energy", "sum") is None  # not cached: the caller fits
+    # a fit carries its rule's weighting (sum: gentler, its halves are complementary)
+    from edge_mla.reliability import FitData
+
+    rng = np.random.default_rng(0)
+    h, y = rng.normal(size=(40, 3)), np.arange(40) % 2
+    z = np.stack([h[:, 0], -h[:, 0]], 1)
+    data = {"a": FitData(h, y, h, z, y, h * 9, z * 9)}
+    fitted = fit_candidates(data, 2, "sum", candidates=("msp",))
+    assert (fitted["msp"].power, fitted["msp"].floor) == default_weighting("sum") != default_weighting("entropy")
 
 
 def test_entropy_hand_weight_value():

@@ -21,6 +21,14 @@ DEVICES = ("auto", "cpu", "cuda")
 # selection): MLA fuses by entropy; late fusion sums the concat head's parts
 # (MMPareto predicts with its multimodal concat head, so its rule is also the sum).
 NATIVE_FUSION = {"mla": "entropy", "joint": "sum", "ogm_ge": "sum", "unimodal": "mean", "mmpareto": "sum"}
+
+
+def fusion_rule_of(method: Optional[str]) -> str:
+    """The rule a checkpoint of ``method`` is fused with (entropy for a checkpoint
+    that names no method: MLA's, the default)."""
+    return NATIVE_FUSION.get(method, "entropy")
+
+
 HEAD_KIND = {"mla": "shared", "joint": "concat", "ogm_ge": "concat", "unimodal": "separate", "mmpareto": "concat_aux"}
 # Named recipes: the fields a recipe sets unless a flag or the config file sets them.
 # "default" is what `edge-mla train` does with no flags (BENCHMARKS.md section 12 measured
