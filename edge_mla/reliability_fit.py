@@ -23,6 +23,10 @@ from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, 
 log = logging.getLogger(__name__)
 
 
+FIT_TRAIN_PAIRS = 4000  # clean training pairs for the Gaussian
+FIT_VAL_PAIRS = 2000  # validation pairs for the temperature and the logistic map
+
+
 def _stratified(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     if n >= len(labels):
         return np.arange(len(labels))
@@ -31,13 +35,19 @@ def _stratified(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(stratified_indices(labels, n, seed))
 
 
-def fit_data(model, ds, seed: int = 0, train_limit: int = 4000, val_limit: int = 2000) -> dict:
+def fit_val_indices(labels: np.ndarray, seed: int, n: int = FIT_VAL_PAIRS) -> np.ndarray:
+    """The validation pairs the maps are fitted on (the export refits the INT8
+    engine's map on the same ones)."""
+    return _stratified(labels, n, seed + 1)
+
+
+def fit_data(model, ds, seed: int = 0, train_limit: int = FIT_TRAIN_PAIRS, val_limit: int = FIT_VAL_PAIRS) -> dict:
     """modality -> FitData from a PairedDataset."""
     from edge_mla.corruptions import suite
     from edge_mla.evaluate import collect
 
     train = ds.train.subset(_stratified(ds.train.labels, train_limit, seed))
-    val = ds.val.subset(_stratified(ds.val.labels, val_limit, seed + 1))
+    val = ds.val.subset(fit_val_indices(ds.val.labels, seed, val_limit))
     th, _, ty = collect(model, train, ds.window)
     vh, vz, vy = collect(model, val, ds.window)
     bad_h: dict = {m: [] for m in vh}

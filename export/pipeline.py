@@ -31,6 +31,9 @@ from edge_mla.validate import numbers, writable_location
 log = logging.getLogger(__name__)
 
 INT8_MODES = ("off", "on", "auto")
+# The INT8 engine's reliability map: refit on its own outputs (export.reliability_int8)
+# or the FP32 constants as they are (for comparison; the level drifts).
+INT8_RELIABILITY = ("refit", "fp32")
 # An INT8 engine must put clean validation inputs on the same side of the reliability
 # gate as its FP32 twin this often, or the gate flags it (and --int8 auto keeps FP32).
 RELIABILITY_GATE_AGREEMENT = 0.95
@@ -86,6 +89,7 @@ class ExportConfig:
     dla_core: Optional[int] = None
     trt_cache_version: int = 8601
     reliability: str = "auto"  # auto (the default signal), off, or a signal name (edge_mla.reliability.CANDIDATES)
+    int8_reliability: str = "refit"  # one of INT8_RELIABILITY
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -112,6 +116,8 @@ class ExportConfig:
 
         if self.reliability not in ("auto", "off", *CANDIDATES):
             raise EdgeMlaError(f"--reliability {self.reliability!r}: choose auto, off or one of {', '.join(CANDIDATES)}")
+        if self.int8_reliability not in INT8_RELIABILITY:
+            raise EdgeMlaError(f"--int8-reliability {self.int8_reliability!r}: choose one of {', '.join(INT8_RELIABILITY)}")
 
 
 @dataclass
@@ -425,6 +431,7 @@ def _int8_step(p: _Plan, mod: str, fp: _Fp32, bar) -> tuple:
     qres = quantize_int8(fp.path, q, reader, cfg.calib_method, p.reduce_range, symmetric_activations=symmetric)
     cache = tmp / f"{mod}.calib.cache"
     write_trt_cache(cache, qres.trt_scales, cfg.trt_cache_version)
+    recal = _refit_int8_reliability(p, mod, fp, q) if fp.mrel is not None and cfg.int8_reliability == "refit" else None
     s8 = ort_eval.session(q, threads=0)
     par8 = ort_eval.parity(fp.ref, ort_eval.run_logits(s8, fp.xp))
     log.info("%s int8 vs PyTorch: max |diff| %.3g, top-1 agreement %.1f%% (%d QDQ nodes, %d float nodes kept)", mod, par8.max_abs_diff, 100 * par8.top1_agreement, qres.qdq_nodes, len(qres.excluded_nodes))
@@ -434,8 +441,27 @@ def _int8_step(p: _Plan, mod: str, fp: _Fp32, bar) -> tuple:
         "weights": "int8 symmetric per-channel" + (" (7-bit range)" if p.reduce_range else ""), "reduce_range": p.reduce_range, "calibration": {"method": cfg.calib_method, "samples": calib.size(mod), "source": calib.source},
         "calib_cache": cache.name, "float_nodes": qres.excluded_nodes, "parity": par8.to_dict(),
     }
+    if recal is not None:
+        variant["reliability_map"] = recal
     bar.update()
     return variant, s8
+
+
+def _refit_int8_reliability(p: _Plan, mod: str, fp: _Fp32, q: Path) -> Optional[dict]:
+    """2b. Platt-refit the INT8 engine's reliability map on its own outputs: the
+    validation pairs the FP32 map was fitted on, clean against the train corruption
+    families (export.reliability_int8)."""
+    from edge_mla.corruptions import suite
+    from edge_mla.export.reliability_int8 import recalibrate
+    from edge_mla.reliability_fit import fit_val_indices
+
+    x = _inputs(p.ds.val, fit_val_indices(p.ds.val.labels, p.spec["seed"]), mod, p.model.cfg.window)
+    rng = np.random.default_rng(p.spec["seed"] + 100)
+    bad = [c.apply(x, rng, p.ds.sample_rate) for c in suite(held_out=False, modalities=(mod,))]
+    rec = recalibrate(q, fp.info.reliability_name, x, bad, p.rel.threshold)
+    if rec is not None:
+        rec["fitted_on"] = "validation: clean vs the train corruption families"
+    return rec
 
 
 def _gate_step(p: _Plan, mod: str, mrel, variants: dict, sessions: dict, logits: dict, rel_out: dict, bar) -> dict:

@@ -49,6 +49,11 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--trt-cache-version", type=int, default=8601,
                    help="TensorRT version in the calibration cache header, e.g. 8601 (8.6.1), 100300 (10.3.0); build_engines.sh re-stamps it on the device (default 8601)")
     p.add_argument("--reliability", default="auto", help="second engine output: auto (the default signal), off, or msp, energy, mahalanobis, energy+mahalanobis; constants fitted on the validation split (cached in RUN_DIR/reliability.json) (default auto)")
+    from edge_mla.export.pipeline import INT8_RELIABILITY
+
+    p.add_argument("--int8-reliability", default=INT8_RELIABILITY[0], choices=INT8_RELIABILITY,
+                   help="the INT8 engines' reliability map: refit = Platt-refit on the INT8 engine's own outputs (clean validation vs the train corruption families), "
+                        "so quantization noise does not make a clean sensor look degraded; fp32 = the FP32 constants as they are (default refit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         calib_data=args.calib_data, engine=args.engine, modalities=args.modalities, tolerance=args.tolerance, force=args.force,
         dataset=args.dataset, data_dir=args.data_dir, eval_limit=args.eval_limit, latency_repeats=args.latency_repeats,
         reduce_range=args.reduce_range, activations=args.int8_activations, opset=args.opset, exporter=args.exporter, max_batch=args.max_batch, workspace_mb=args.workspace_mb,
-        dla_core=args.dla_core, trt_cache_version=args.trt_cache_version, reliability=args.reliability, progress=not args.no_progress,
+        dla_core=args.dla_core, trt_cache_version=args.trt_cache_version, reliability=args.reliability, int8_reliability=args.int8_reliability, progress=not args.no_progress,
     )
     res = export_run(cfg)  # SIGTERM -> KeyboardInterrupt (cli.main): the temporary folder is removed
     print(res.table)
