@@ -98,12 +98,19 @@ def recalibrate(path: Path, output_name: str, clean: np.ndarray, corrupted: list
     clean validation inputs, ``corrupted`` the same inputs under each train
     corruption family. Returns what the manifest records, or None (with a warning)
     when the graph has no Sigmoid to refit."""
+    if not len(clean) or not corrupted:
+        log.warning("%s: no validation inputs to refit its INT8 reliability map on; it keeps the FP32 one", path.name)
+        return None
     logits = reliability_logits(path, output_name, [clean, *corrupted])
     if logits is None:
         log.warning("%s: the reliability output is not a Sigmoid's; its INT8 map is not refitted", path.name)
         return None
     lc, lb = logits[0], np.concatenate(logits[1:])
     scale, shift = fit_map(lc, lb)
+    if not (np.isfinite(scale) and np.isfinite(shift) and scale > 0):
+        # a map that would reverse the ranking (or is undefined) is worse than the drift
+        log.warning("%s: the refitted INT8 reliability map is not increasing (scale %.3g); it keeps the FP32 one", path.name, scale)
+        return None
     before = float(np.mean(lc < _logit(threshold)))
     after = float(np.mean(scale * lc + shift < _logit(threshold)))
     apply_map(path, output_name, scale, shift)

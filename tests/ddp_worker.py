@@ -52,7 +52,7 @@ def main(out: str, method: str) -> None:
         "world": world.size,
     }
     torch.save(state, f"{out}/rank{world.rank}.pt")
-    destroy()
+    destroy(barrier=True)
 
 
 if __name__ == "__main__":

@@ -83,3 +83,19 @@ def test_a_graph_whose_output_is_not_a_sigmoid_is_left_alone(tmp_path):
     assert path.read_bytes() == data
     with pytest.raises(ValueError, match="not produced by a Sigmoid"):
         apply_map(path, "reliability", 1.0, 0.0)
+
+
+def test_a_map_that_would_reverse_the_ranking_or_no_data_leaves_the_engine_alone(tmp_path):
+    """Inputs whose 'corrupted' copies score higher than the clean ones would fit a
+    decreasing map; the engine keeps its FP32 map instead (and with no data, too)."""
+    from edge_mla.export.reliability_int8 import recalibrate
+
+    path = _graph(tmp_path / "e.onnx")
+    data = path.read_bytes()
+    rng = np.random.default_rng(2)
+    clean = rng.normal(size=(100, 2)).astype(np.float32) + np.float32([-2, 2])  # logit about -5.5
+    bad = [rng.normal(size=(100, 2)).astype(np.float32) + np.float32([2, -2])]  # logit about +6.5
+    assert recalibrate(path, "reliability", clean, bad, 0.5) is None
+    assert recalibrate(path, "reliability", clean[:0], bad, 0.5) is None
+    assert recalibrate(path, "reliability", clean, [], 0.5) is None
+    assert path.read_bytes() == data

@@ -145,11 +145,13 @@ def rank_guard(cfg: TrainConfig, world: World) -> Iterator[None]:
     if cfg.out is None and world.is_main:
         cfg.out = str(default_run_dir(cfg))
     previous = signal.signal(signal.SIGTERM, _sigterm)
+    finished = False
     try:
         yield
+        finished = True
     finally:
         signal.signal(signal.SIGTERM, previous)
-        destroy()
+        destroy(barrier=finished)  # a rank that failed must not wait for the others
 
 
 def _check(cfg: TrainConfig) -> Path:
