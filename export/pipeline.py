@@ -254,7 +254,6 @@ def export_run(cfg: ExportConfig) -> ExportResult:
     if cfg.reliability != "off":
         from edge_mla.reliability import DEFAULT_SIGNAL
         from edge_mla.reliability_fit import load_or_fit
-
         from edge_mla.train.config import fusion_rule_of
 
         rel = load_or_fit(run_dir, model, ds, fusion_rule_of(payload.get("method")), DEFAULT_SIGNAL if cfg.reliability == "auto" else cfg.reliability, seed=spec["seed"])
@@ -431,7 +430,10 @@ def _int8_step(p: _Plan, mod: str, fp: _Fp32, bar) -> tuple:
     qres = quantize_int8(fp.path, q, reader, cfg.calib_method, p.reduce_range, symmetric_activations=symmetric)
     cache = tmp / f"{mod}.calib.cache"
     write_trt_cache(cache, qres.trt_scales, cfg.trt_cache_version)
-    recal = _refit_int8_reliability(p, mod, fp, q) if fp.mrel is not None and cfg.int8_reliability == "refit" else None
+    recal = None
+    if fp.mrel is not None and cfg.int8_reliability == "refit":
+        bar.set_description_str(f"{mod}: INT8 reliability map")
+        recal = _refit_int8_reliability(p, mod, fp, q)
     s8 = ort_eval.session(q, threads=0)
     par8 = ort_eval.parity(fp.ref, ort_eval.run_logits(s8, fp.xp))
     log.info("%s int8 vs PyTorch: max |diff| %.3g, top-1 agreement %.1f%% (%d QDQ nodes, %d float nodes kept)", mod, par8.max_abs_diff, 100 * par8.top1_agreement, qres.qdq_nodes, len(qres.excluded_nodes))
