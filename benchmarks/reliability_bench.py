@@ -64,15 +64,19 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
     out = {"rule": rule, "fit_seconds": t_fit, "suite_seconds": time.perf_counter() - t0 - t_fit, "n_test": len(test.labels), "base": score_suite(data, rule, None)}
     for cand, rel in fitted.items():
         out[cand] = score_suite(data, rule, rel)
-    for power, floor in args.weightings:  # the default signal under other fusion weightings
-        if (power, floor) == default_weighting(rule):
-            continue  # that is the default row
+    own, *others = _weightings(args, rule)
+    for power, floor in others:  # the default signal under other fusion weightings (its own is the candidate row)
         rel = dataclasses.replace(fitted[DEFAULT_SIGNAL], power=power, floor=floor)
         out[f"{DEFAULT_SIGNAL} w=r^{power:g} floor {floor:g}"] = score_suite(data, rule, rel)
-    weightings = [default_weighting(rule)] + [w for w in args.weightings if w != default_weighting(rule)]
-    out["val_weightings"] = validation_weightings(model, ds, seed, args.fit_val, fitted[DEFAULT_SIGNAL], rule, weightings)
+    out["val_weightings"] = validation_weightings(model, ds, seed, args.fit_val, fitted[DEFAULT_SIGNAL], rule, [own, *others])
     out["ece_test"] = full_test_ece(model, ds, fitted[DEFAULT_SIGNAL], seed, args.fit_val)
     return out
+
+
+def _weightings(args, rule: str) -> list:
+    """The rule's own (power, floor) first, then the other --weightings."""
+    own = default_weighting(rule)
+    return [own] + [w for w in args.weightings if w != own]
 
 
 def _val_pairs(ds, seed: int, n: int):
@@ -133,7 +137,7 @@ def full_test_ece(model, ds, rel, seed: int, n_val: int) -> dict:
     with the sample's Mahalanobis distance, log T = a + b * log1p(d2 / D), (a, b)
     fitted on the clean validation pairs' NLL (measured here, not exported)."""
     from edge_mla.evaluate import collect
-    from edge_mla.reliability import ece, fit_temperature, min_mahalanobis
+    from edge_mla.reliability import ece, fit_temperature, log_softmax, min_mahalanobis
 
     h, z, y = collect(model, ds.test, ds.window)
     vh, vz, vy = collect(model, _val_pairs(ds, seed, n_val), ds.window)
@@ -155,10 +159,9 @@ def full_test_ece(model, ds, rel, seed: int, n_val: int) -> dict:
             # for a fixed b, exp(a) is an ordinary temperature of z / exp(b * d)
             fits = []
             for b in np.linspace(0.0, 5.0, 26):
-                t0 = fit_temperature(vz[m] / np.exp(b * vd)[:, None], vy)
-                lz = vz[m] / (t0 * np.exp(b * vd)[:, None])
-                lz = lz - lz.max(1, keepdims=True)
-                nll = float(np.mean(np.log(np.exp(lz).sum(1)) - lz[np.arange(len(vy)), vy]))
+                scaled = vz[m] / np.exp(b * vd)[:, None]
+                t0 = fit_temperature(scaled, vy)
+                nll = -float(np.mean(log_softmax(scaled / t0)[np.arange(len(vy)), vy]))
                 fits.append((nll, float(b), t0))
             _, b, t0 = min(fits)
             out[m]["distance_aware"] = ece(z[m] / np.exp(b * td)[:, None], y, t0)
@@ -194,8 +197,7 @@ def backfill(args, results: dict, res_path: Path) -> None:
         print(f"backfilling {key}", flush=True)
         ds = load_dataset("avmnist", args.data_dir, seed=entry["seed"], split=entry["split"])
         if "val_weightings" not in sc:
-            weightings = [default_weighting(rule)] + [w for w in args.weightings if w != default_weighting(rule)]
-            sc["val_weightings"] = validation_weightings(model, ds, entry["seed"], args.fit_val, rel, rule, weightings)
+            sc["val_weightings"] = validation_weightings(model, ds, entry["seed"], args.fit_val, rel, rule, _weightings(args, rule))
         if need_ece:
             sc["ece_test"] = full_test_ece(model, ds, rel, entry["seed"], args.fit_val)
         res_path.write_text(json.dumps(results, indent=1) + "\n")
@@ -207,7 +209,9 @@ def export_table(results: dict) -> str:
     rows = ["| export | map | AUROC image FP32 / INT8 | AUROC audio FP32 / INT8 | INT8 gate agreement image / audio | fused (calibrated) FP32 / INT8 | + weighting FP32 / INT8 |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for key, modes in results["export"].items():
-        for mode, e in modes.items() if "refit" in modes else ():
+        if "refit" not in modes:  # an export scored before the INT8 map existed: one flat entry
+            continue
+        for mode, e in modes.items():
             a, f, fr, g = e["reliability_auroc"], e["fused"], e["fused_reliable"], e["gate_agreement"]
             rows.append(f"| {key} | {mode} | {a['fp32']['image']:.3f} / {a['int8']['image']:.3f} | {a['fp32']['audio']:.3f} / {a['int8']['audio']:.3f} | "
                         f"{g['image']:.3f} / {g['audio']:.3f} | {100 * f['fp32']:.1f} / {100 * f['int8']:.1f} | {100 * fr['fp32']:.1f} / {100 * fr['int8']:.1f} |")
