@@ -44,19 +44,21 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
     import torch
 
     from edge_mla.calib.select import stratified_indices
-    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from edge_mla.corruptions import suite
     from edge_mla.data import load_dataset
     from edge_mla.evaluate import collect_suite, score_suite
     from edge_mla.reliability_fit import fit_candidates, fit_data, save
-    from edge_mla.train.config import fusion_rule_of
+    from edge_mla.train.config import TrainConfig, fusion_rule_of
 
     torch.set_num_threads(1)
     model, payload = load_checkpoint(run)
     rule = fusion_rule_of(payload["method"])
     ds = load_dataset("avmnist", args.data_dir, seed=seed, split=split)
     t0 = time.perf_counter()
-    fitted = fit_candidates(fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val), len(ds.classes), rule)
+    augment = TrainConfig.audio_augment_of(payload, str(run / CHECKPOINT_NAME))
+    data = fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val, augment=augment)
+    fitted = fit_candidates(data, len(ds.classes), rule)
     save(run, fitted)
     t_fit = time.perf_counter() - t0
     test = ds.test.subset(np.sort(stratified_indices(ds.test.labels, min(args.test_limit, len(ds.test)), seed)))

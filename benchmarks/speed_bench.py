@@ -49,7 +49,7 @@ def main() -> int:
         model = build_model(ModelConfig(preset=args.preset, head=HEAD_KIND[method])).train()
         setups[name] = (model, make_method(model, cfg))
     rng = np.random.default_rng(0)
-    batches = list(iterate_batches(ds.train.subset(np.arange(args.batch_size * (args.batches + 2))), args.batch_size, ds.window, shuffle=True, rng=rng, augment=True))
+    batches = list(iterate_batches(ds.train.subset(np.arange(args.batch_size * (args.batches + 2))), args.batch_size, ds.window, shuffle=True, rng=rng, augment=cfg.audio_augment()))
     rates: dict = {n: [] for n in setups}
     for _ in range(args.rounds):
         for name, (model, method) in setups.items():

@@ -5,6 +5,7 @@ the runtime runs."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -28,11 +29,13 @@ def _legacy_corrupt(case: Optional[str], img: np.ndarray, aud: np.ndarray, rng: 
     return img, aud
 
 
-def collect(model, split: PairedSplit, window: int, batch_size: int = 256, corrupt=None, seed: int = 0, modalities: Optional[list] = None, sample_rate: int = 8000) -> tuple[dict, dict, np.ndarray]:
+def collect(model, split: PairedSplit, window: int, batch_size: int = 256, corrupt=None, seed: int = 0, modalities: Optional[list] = None,
+            sample_rate: int = 8000, augment=None) -> tuple[dict, dict, np.ndarray]:
     """(features h per modality (N, D), logits z per modality (N, C), labels).
 
     ``corrupt``: one of CORRUPTIONS (the three legacy cases) or an
-    ``edge_mla.corruptions.Corruption``; ``modalities`` limits which encoders run.
+    ``edge_mla.corruptions.Corruption``; ``modalities`` limits which encoders run;
+    ``augment`` (an AudioAugment, seeded by ``seed``) perturbs the audio as training did.
     The model runs on its own device (a GPU while training there); the arrays
     returned are always host numpy."""
     import torch
@@ -48,7 +51,8 @@ def collect(model, split: PairedSplit, window: int, batch_size: int = 256, corru
     labels = []
     model.eval()
     with torch.no_grad():
-        for img, aud, y in iterate_batches(split, batch_size, window):
+        aug_rng = np.random.default_rng([seed, 2]) if augment is not None else None
+        for img, aud, y in iterate_batches(split, batch_size, window, rng=aug_rng, augment=augment):
             if isinstance(corrupt, str) or corrupt is None:
                 img, aud = _legacy_corrupt(corrupt, img, aud, rng)
             elif corrupt.modality == "image":
@@ -224,12 +228,12 @@ def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full
 def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str = "test", corrupt: bool = True, signal: Optional[str] = None, refit: bool = False, limit: int = 0, suite: bool = False) -> dict:
     """The eval figures of a run folder; ``suite`` adds the corruption suite with
     reliability weighting (fits RUN_DIR/reliability.json when missing)."""
-    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from edge_mla.data import load_dataset
     from edge_mla.manifest import load_run_config
     from edge_mla.reliability import DEFAULT_SIGNAL
     from edge_mla.reliability_fit import load_or_fit
-    from edge_mla.train.config import fusion_rule_of
+    from edge_mla.train.config import TrainConfig, fusion_rule_of
 
     if limit < 0:
         raise EdgeMlaError(f"--limit must be >= 0 (got {limit})")
@@ -245,7 +249,8 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str =
     rule = fusion_rule_of(payload.get("method"))
     rel = None
     if suite and corrupt and len(model.modalities) > 1:
-        rel = load_or_fit(run_dir, model, ds, rule, signal or DEFAULT_SIGNAL, refit, conf.seed)
+        augment = TrainConfig.audio_augment_of(payload, os.path.join(run_dir, CHECKPOINT_NAME))
+        rel = load_or_fit(run_dir, model, ds, rule, signal or DEFAULT_SIGNAL, refit, conf.seed, augment)
     res = evaluate(model, split, ds.window, corrupt=corrupt, reliability=rel, rule=rule, sample_rate=ds.sample_rate, seed=conf.seed)
     res.update({"split": split_name, "method": payload.get("method"), "epoch": payload.get("epoch"), "dataset": ds.name})
     return res

@@ -221,7 +221,8 @@ def test_train_rejects_bad_pairs_csv_and_writes_nothing(capsys, tmp_path, pairs_
 
 TRAIN_NUMBERS = [("--epochs", "0"), ("--lr", "nan"), ("--lr", "inf"), ("--lr", "-0.1"), ("--momentum", "1.5"), ("--momentum", "nan"),
                  ("--weight-decay", "nan"), ("--batch-size", "-1"), ("--seed", "-1"), ("--limit", "0"), ("--val-limit", "0"),
-                 ("--owm-alpha", "nan"), ("--owm-alpha", "0"), ("--ogm-alpha", "inf"), ("--threads", "-1")]
+                 ("--owm-alpha", "nan"), ("--owm-alpha", "0"), ("--ogm-alpha", "inf"), ("--threads", "-1"),
+                 ("--aug-speed", "0.9"), ("--aug-speed", "nan")]
 
 
 @pytest.mark.parametrize("flag,value", TRAIN_NUMBERS, ids=[f"{f}={v}" for f, v in TRAIN_NUMBERS])
@@ -233,7 +234,9 @@ def test_train_rejects_bad_numbers(capsys, tmp_path, flag, value):
 
 TRAIN_CONFIG_MISTAKES = {"seed-a-string": ({"seed": "zero"}, "seed"), "epochs-fractional": ({"epochs": 2.5}, "epochs"), "lr-null": ({"lr": None}, "lr"),
                          "augment-a-string": ({"augment": "yes"}, "augment"), "order-an-int": ({"modality_order": 3}, "modality_order"),
-                         "method-a-list": ({"method": ["mla"]}, "method"), "unknown-key": ({"epochz": 3}, "epochz")}
+                         "method-a-list": ({"method": ["mla"]}, "method"), "unknown-key": ({"epochz": 3}, "epochz"),
+                         "gain-one-number": ({"aug_gain_db": 6}, "aug-gain-db"), "gain-three": ({"aug_gain_db": [-6, 0, 6]}, "aug-gain-db"),
+                         "gain-too-loud": ({"aug_gain_db": [0, 90]}, "aug-gain-db"), "gain-a-string": ({"aug_gain_db": ["-6", "6"]}, "aug-gain-db")}
 
 
 @pytest.mark.parametrize("mistake", list(TRAIN_CONFIG_MISTAKES))
@@ -244,6 +247,13 @@ def test_train_rejects_bad_config_file(capsys, tmp_path, mistake):
     rc, _, err = cli(capsys, "train", "--config", conf, "--out", tmp_path / "run")
     assert_one_error_line("train", rc, err, str(conf), needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my.json"]
+
+
+@pytest.mark.parametrize("low,high,needle", [("6", "-24", "LOW must not exceed HIGH"), ("nan", "0", "nan"), ("-90", "0", "-90")])
+def test_train_rejects_bad_gain_range(capsys, tmp_path, low, high, needle):
+    rc, _, err = cli(capsys, "train", "--dataset", "demo", "--out", tmp_path / "run", "--aug-gain-db", low, high)
+    assert_one_error_line("train", rc, err, "--aug-gain-db", needle)
+    assert not any(tmp_path.iterdir())
 
 
 def test_train_out_under_a_file(capsys, tmp_path):

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from edge_mla.cli.main import main
+from edge_mla.train.config import TrainConfig
 
 
 def cli(*args):
@@ -16,7 +17,8 @@ def cli(*args):
 def test_help_lists_every_knob():
     r = cli("train", "--help")
     assert r.returncode == 0
-    for flag in ("--method", "--preset", "--dataset", "--data-dir", "--epochs", "--batch-size", "--seed", "--limit", "--out", "--config", "--head-grad", "--split"):
+    for flag in ("--method", "--preset", "--dataset", "--data-dir", "--epochs", "--batch-size", "--seed", "--limit", "--out", "--config", "--head-grad", "--split",
+                 "--aug-gain-db", "--aug-speed", "--no-augment"):
         assert flag in r.stdout, flag
 
 
@@ -35,6 +37,19 @@ def test_bad_input_gives_one_clear_line(args, message, capsys):
     assert code == 2
     assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_augment_flags_map_onto_the_config():
+    from edge_mla.cli.main import build_parser
+    from edge_mla.cli.train_cmd import config_from_args
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(["train", *argv]))
+
+    assert cfg("--aug-gain-db", "-12", "3", "--aug-speed", "0.05").audio_augment().gain_db == (-12.0, 3.0)
+    assert cfg("--aug-gain-db", "0", "0", "--aug-speed", "0").audio_augment().speed == 0.0
+    assert cfg("--no-augment").audio_augment() is None
+    assert cfg().audio_augment().gain_db == TrainConfig().aug_gain_db  # the default is the config's
 
 
 def test_unknown_choice_is_rejected_by_argparse():

@@ -54,7 +54,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--device", choices=DEVICES, help="where to train: auto = cuda when torch.cuda.is_available() else cpu; "
                    f"cuda fails with one line when there is none (default {d['device'].default})")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
-    p.add_argument("--no-augment", dest="augment", action="store_const", const=False, help="centre audio clips instead of random placement")
+    p.add_argument("--aug-gain-db", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                   help="training audio: a random gain drawn uniformly in dB between LOW and HIGH, for microphones and "
+                   f"speakers at other levels (default {' '.join(f'{v:g}' for v in d['aug_gain_db'].default)}; 0 0 turns it off)")
+    p.add_argument("--aug-speed", type=float, help="training audio: a random speed factor in [1-S, 1+S], which moves pitch and "
+                   f"formants as another voice would (default {d['aug_speed'].default:g}; 0 turns it off)")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const=False, help="no training audio augmentation: clips centred, no gain or speed change")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
     p.add_argument("--out", help="run folder (default runs/DATASET-METHOD-PRESET-sSEED-TIME)")
     p.add_argument("--force", action="store_const", const=True, help="overwrite a non-empty run folder")

@@ -13,7 +13,10 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from edge_mla.data.augment import AudioAugment
 from edge_mla.preprocess import fit_window
+
+PLACEMENT_ONLY = AudioAugment()
 
 
 @dataclass
@@ -31,15 +34,15 @@ class PairedSplit:
     def subset(self, idx: np.ndarray) -> "PairedSplit":
         return PairedSplit(self.images, self.clips, self.image_index[idx], self.clip_index[idx], self.labels[idx], self.clip_groups)
 
-    def audio_batch(self, idx: np.ndarray, window: int, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    def audio_batch(self, idx: np.ndarray, window: int, rng: Optional[np.random.Generator] = None,
+                    augment: Optional[AudioAugment] = None) -> np.ndarray:
+        """(len(idx), window) float32 PCM. Without ``rng`` every clip is centred (evaluation);
+        with it each clip is perturbed by ``augment`` (default: a random placement only)."""
+        aug = augment or PLACEMENT_ONLY
         out = np.empty((len(idx), window), np.float32)
         for row, i in enumerate(idx):
             clip = self.clips[self.clip_index[i]]
-            off = None
-            if rng is not None:
-                slack = window - clip.shape[0]
-                off = int(rng.integers(0, slack + 1)) if slack > 0 else -int(rng.integers(0, -slack + 1))
-            out[row] = fit_window(clip, window, off)
+            out[row] = fit_window(clip, window) if rng is None else aug.window(clip, window, rng)
         return out
 
     def image_batch(self, idx: np.ndarray) -> np.ndarray:
@@ -70,10 +73,11 @@ def iterate_batches(
     window: int,
     shuffle: bool = False,
     rng: Optional[np.random.Generator] = None,
-    augment: bool = False,
+    augment: Optional[AudioAugment] = None,
     drop_last: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (images, audio, labels) numpy batches."""
+    """Yield (images, audio, labels) numpy batches; ``augment`` (drawn from ``rng``)
+    perturbs the audio, None centres every clip."""
     n = len(split)
     order = rng.permutation(n) if shuffle and rng is not None else np.arange(n)
     stop = n - (n % batch_size) if drop_last else n
@@ -81,7 +85,7 @@ def iterate_batches(
         idx = order[s : s + batch_size]
         if len(idx) == 0:
             break
-        yield split.image_batch(idx), split.audio_batch(idx, window, rng if augment else None), split.labels[idx]
+        yield split.image_batch(idx), split.audio_batch(idx, window, rng if augment is not None else None, augment), split.labels[idx]
 
 
 def pair_by_label(

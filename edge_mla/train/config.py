@@ -56,7 +56,9 @@ NUMERIC = {
     "ogm_end": dict(lo=0, integer=True, optional=True),
     "threads": dict(lo=0, hi=1024, integer=True),
     "nproc": dict(lo=1, hi=1024, integer=True),
+    "aug_speed": dict(lo=0, hi=0.5),
 }
+AUG_GAIN_DB_RANGE = (-60.0, 40.0)  # a gain outside it drowns speech in the log floor or clips it flat
 
 
 @dataclass
@@ -85,7 +87,11 @@ class TrainConfig:
     ogm_end: Optional[int] = None  # ... until this one (None: all)
     mmpareto_gamma: float = 1.5  # MMPareto's final gradient scale (authors: 1.5)
     nproc: int = 1  # training processes (torch.distributed); batch_size is the global batch
-    augment: bool = True  # random placement of the clip in the audio window
+    augment: bool = True  # training-time audio augmentation: random placement, plus the two below
+    # Level and voice augmentation (edge_mla.data.augment; BENCHMARKS.md section 8 measured
+    # it: audio on held-out speakers 27% -> 80%): a gain uniform in dB in this range ...
+    aug_gain_db: tuple = (-24.0, 6.0)
+    aug_speed: float = 0.1  # ... and a speed factor in [1 - s, 1 + s]
     threads: int = 0  # torch threads; 0 = all cores
     device: str = "auto"  # one of DEVICES
     progress: bool = True
@@ -96,6 +102,8 @@ class TrainConfig:
         if not isinstance(mo, (list, tuple)) or not all(isinstance(m, str) for m in mo) or sorted(mo) != ["audio", "image"]:
             raise EdgeMlaError(f"modality_order must list audio and image once each (got {self.modality_order!r})")
         self.modality_order = tuple(self.modality_order)
+        if isinstance(self.aug_gain_db, list):
+            self.aug_gain_db = tuple(self.aug_gain_db)
         self.validate()
 
     def validate(self) -> None:
@@ -123,6 +131,13 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, Path)):
                 raise EdgeMlaError(f"{flag(name)} must be a path (got {v!r})")
+        g = self.aug_gain_db
+        if not isinstance(g, tuple) or len(g) != 2:
+            raise EdgeMlaError(f"--aug-gain-db takes two numbers, LOW HIGH in dB (got {g!r})")
+        lo, hi = (number(v, "aug_gain_db", lo=AUG_GAIN_DB_RANGE[0], hi=AUG_GAIN_DB_RANGE[1]) for v in g)
+        if lo > hi:
+            raise EdgeMlaError(f"--aug-gain-db LOW HIGH: LOW must not exceed HIGH (got {lo:g} {hi:g})")
+        self.aug_gain_db = (float(lo), float(hi))
         if self.batch_size % self.nproc:
             raise EdgeMlaError(f"--batch-size {self.batch_size} is the global batch and must be a multiple of --nproc {self.nproc}")
         if self.owm_alpha != "auto":
@@ -141,9 +156,34 @@ class TrainConfig:
     def head_kind(self) -> str:
         return HEAD_KIND[self.method]
 
+    def audio_augment(self):
+        """The training-time audio perturbation (an AudioAugment), or None with augment off."""
+        from edge_mla.data.augment import AudioAugment
+
+        return AudioAugment(True, self.aug_gain_db, float(self.aug_speed)) if self.augment else None
+
+    @staticmethod
+    def audio_augment_of(payload: dict, where: str):
+        """The audio perturbation a checkpoint was trained with, from the config the
+        trainer saved in it (one from before gain and speed existed was trained with
+        placement only); None (centred clips) for a checkpoint with no saved config,
+        whose training is unknown. ``where`` names the file in the one-line error
+        for a malformed value."""
+        saved = (payload.get("extra") or {}).get("config") if isinstance(payload.get("extra"), dict) else None
+        if not isinstance(saved, dict):
+            return None
+        keys = {k: saved[k] for k in ("augment", "aug_gain_db", "aug_speed") if k in saved}
+        keys.setdefault("aug_gain_db", (0.0, 0.0))
+        keys.setdefault("aug_speed", 0.0)
+        try:
+            return TrainConfig(**keys).audio_augment()
+        except EdgeMlaError as exc:
+            raise EdgeMlaError(f"{where}: training config {exc}") from None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["modality_order"] = list(self.modality_order)
+        d["aug_gain_db"] = list(self.aug_gain_db)
         return d
 
     @classmethod

@@ -139,18 +139,19 @@ def _bind_gpu(local_rank: int) -> None:
 
 
 def shard_batches(split, batch_size: int, window: int, rng: np.random.Generator, world: World,
-                  aug_rng: Optional[np.random.Generator] = None) -> Iterator[tuple]:
+                  aug_rng: Optional[np.random.Generator] = None, augment=None) -> Iterator[tuple]:
     """This rank's part of each global batch: one permutation shared by all ranks (same
     seeded ``rng``), cut into global batches of ``batch_size``, rank r taking rows
     r, r + size, ... of each. The last ``len(split) % size`` pairs of the permutation
     are dropped so every rank gets the same number of rows in every batch (steps stay
-    in lockstep) and no pair is seen by two ranks."""
+    in lockstep) and no pair is seen by two ranks. ``augment`` (an AudioAugment, drawn
+    from this rank's ``aug_rng``) perturbs the audio; without ``aug_rng`` clips are centred."""
     n = len(split)
     order = rng.permutation(n)
     order = order[: n - n % world.size]
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size][world.rank :: world.size]
-        yield split.image_batch(idx), split.audio_batch(idx, window, aug_rng), split.labels[idx]
+        yield split.image_batch(idx), split.audio_batch(idx, window, aug_rng, augment), split.labels[idx]
 
 
 def destroy(barrier: bool = False) -> None:

@@ -155,9 +155,9 @@ def _train_into(cfg: TrainConfig, out: Optional[Path], world: World, device: "to
         t0 = time.perf_counter()
         sums: dict = {}
         if world.active:
-            batches = shard_batches(train_split, cfg.batch_size, ds.window, rng, world, aug_rng)
+            batches = shard_batches(train_split, cfg.batch_size, ds.window, rng, world, aug_rng, cfg.audio_augment())
         else:
-            batches = iterate_batches(train_split, cfg.batch_size, ds.window, shuffle=True, rng=rng, augment=cfg.augment)
+            batches = iterate_batches(train_split, cfg.batch_size, ds.window, shuffle=True, rng=rng, augment=cfg.audio_augment())
         show = cfg.progress and world.is_main
         bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=None if show else True, leave=False) if tqdm else batches
         for b, (img, aud, y) in enumerate(bar):
