@@ -28,6 +28,15 @@ bash benchmarks/profile_bench.sh bench-out/export-bench-asym/tiny-percentile ben
 
 # Issue 8: fault-aware fusion: reliability candidates x corruption suite, INT8 AUROC, extra engine cost.
 $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability --splits official speaker --seeds 0 1 2 --methods mla --limit 4000 --epochs 3 --test-limit 500 --fit-train 1500 --fit-val 600 --export --latency
+# Issue 8, level and voice augmentation (the training default): FSDD speaker levels and
+# audio accuracy under gain, then the harness at the issue's size for every method.
+for sp in official speaker; do
+  $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-aug2-$sp --splits $sp --seeds 0 1 2 --methods mla joint ogm_ge \
+      --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --export
+  $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-aug2mmp-$sp --splits $sp --seeds 0 1 2 --methods mmpareto \
+      --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000
+done
+$PY -m benchmarks.level_bench --data-dir "$DATA" --runs bench-out/reliability-aug2-speaker/speaker/mla-s0 bench-out/reliability-aug2-speaker/speaker/mla-s1 bench-out/reliability-aug2-speaker/speaker/mla-s2
 
 # Issue 9: OpenVINO's runtime vs ONNX Runtime on the same ONNX files (OpenVINO is not a
 # project dependency), and stations in one process vs separate processes, batched vs not.

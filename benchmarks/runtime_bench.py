@@ -42,12 +42,12 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def make_engines(out: Path) -> Path:
+def make_engines(out: Path, epochs: int) -> Path:
     exe = ROOT / ".venv" / "bin" / "edge-mla"
     run = out / "train-run"
     eng = out / "engines"
     if not (eng / "manifest.json").is_file():
-        subprocess.run([str(exe), "train", "--method", "mla", "--preset", "tiny", "--dataset", "demo", "--epochs", "2", "--no-progress", "--out", str(run), "--force"], check=True)
+        subprocess.run([str(exe), "train", "--method", "mla", "--preset", "tiny", "--dataset", "demo", "--epochs", str(epochs), "--no-progress", "--out", str(run), "--force"], check=True)
         subprocess.run([str(exe), "export", str(run), "--out", str(eng), "--int8", "on", "--dataset", "demo", "--no-progress", "--force"], check=True)
     return eng
 
@@ -70,6 +70,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engines", help="engine folder (default: train + export the tiny demo model into OUT)")
     ap.add_argument("--out", default="bench-out/runtime")
+    ap.add_argument("--train-epochs", type=int, default=4, help="epochs of the tiny demo model trained when --engines is not given "
+                    "(2 before level and voice augmentation; with it 2 leave the audio encoder at 40%%)")
     ap.add_argument("--session", help="reuse a session folder recorded by an earlier run (default: record OUT/session)")
     ap.add_argument("--segments", type=int, default=30)
     ap.add_argument("--segment-seconds", type=float, default=4.0)
@@ -86,7 +88,7 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    engines = Path(args.engines) if args.engines else make_engines(out)
+    engines = Path(args.engines) if args.engines else make_engines(out, args.train_epochs)
     w, h = (int(v) for v in args.frame_size.split("x"))
     script = (degraded_script if args.degraded else default_script)(args.segments, args.segment_seconds)
     script.frame_size, script.fps = (w, h), args.fps
