@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from edge_mla.data.pairs import PairedSplit, iterate_batches
 from edge_mla.errors import EdgeMlaError
 from edge_mla.fusion import fuse
+
+if TYPE_CHECKING:
+    from edge_mla.data.augment import AudioAugment
 
 CORRUPTIONS = ("image_black", "audio_silence", "audio_noise")
 HARD_DROP = 0.20  # a corruption is "hard" for the AUROC when it costs the encoder alone more than this
@@ -30,7 +33,7 @@ def _legacy_corrupt(case: Optional[str], img: np.ndarray, aud: np.ndarray, rng: 
 
 
 def collect(model, split: PairedSplit, window: int, batch_size: int = 256, corrupt=None, seed: int = 0, modalities: Optional[list] = None,
-            sample_rate: int = 8000, augment=None) -> tuple[dict, dict, np.ndarray]:
+            sample_rate: int = 8000, augment: Optional[AudioAugment] = None) -> tuple[dict, dict, np.ndarray]:
     """(features h per modality (N, D), logits z per modality (N, C), labels).
 
     ``corrupt``: one of CORRUPTIONS (the three legacy cases) or an

@@ -13,12 +13,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
 from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, RELIABILITY_NAME, FitData, Reliability, default_weighting, fit_modality
+
+if TYPE_CHECKING:
+    from edge_mla.data.augment import AudioAugment
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ def fit_val_indices(labels: np.ndarray, seed: int, n: int = FIT_VAL_PAIRS) -> np
     return _stratified(labels, n, seed + 1)
 
 
-def fit_data(model, ds, seed: int = 0, train_limit: int = FIT_TRAIN_PAIRS, val_limit: int = FIT_VAL_PAIRS, augment=None) -> dict:
+def fit_data(model, ds, seed: int = 0, train_limit: int = FIT_TRAIN_PAIRS, val_limit: int = FIT_VAL_PAIRS,
+             augment: Optional[AudioAugment] = None) -> dict:
     """modality -> FitData from a PairedDataset.
 
     ``augment`` (the AudioAugment the run was trained with) perturbs the training
@@ -103,7 +107,8 @@ def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
     return rel
 
 
-def load_or_fit(run_dir, model, ds, rule: str, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0, augment=None) -> Reliability:
+def load_or_fit(run_dir, model, ds, rule: str, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0,
+                augment: Optional[AudioAugment] = None) -> Reliability:
     """The run's reliability constants for ``signal``, weighted for fusion ``rule``,
     fitting (and caching) every candidate when the run has none or ``refit``
     (``augment``: the run's training audio perturbation, see ``fit_data``)."""

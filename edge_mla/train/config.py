@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from edge_mla.errors import EdgeMlaError
 from edge_mla.validate import flag, number, numbers
+
+if TYPE_CHECKING:
+    from edge_mla.data.augment import AudioAugment
 
 METHODS = ("mla", "joint", "unimodal", "ogm_ge", "mmpareto")
 HEAD_GRADS = ("owm", "owm_norm", "none")
@@ -156,14 +159,14 @@ class TrainConfig:
     def head_kind(self) -> str:
         return HEAD_KIND[self.method]
 
-    def audio_augment(self):
+    def audio_augment(self) -> Optional[AudioAugment]:
         """The training-time audio perturbation (an AudioAugment), or None with augment off."""
         from edge_mla.data.augment import AudioAugment
 
         return AudioAugment(True, self.aug_gain_db, float(self.aug_speed)) if self.augment else None
 
     @staticmethod
-    def audio_augment_of(payload: dict, where: str):
+    def audio_augment_of(payload: dict, where: str) -> Optional[AudioAugment]:
         """The audio perturbation a checkpoint was trained with, from the config the
         trainer saved in it (one from before gain and speed existed was trained with
         placement only); None (centred clips) for a checkpoint with no saved config,

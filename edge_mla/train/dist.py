@@ -33,6 +33,8 @@ from edge_mla.errors import EdgeMlaError
 if TYPE_CHECKING:  # torch is imported where it is used
     import torch
 
+    from edge_mla.data.augment import AudioAugment
+
 log = logging.getLogger(__name__)
 
 
@@ -139,7 +141,7 @@ def _bind_gpu(local_rank: int) -> None:
 
 
 def shard_batches(split, batch_size: int, window: int, rng: np.random.Generator, world: World,
-                  aug_rng: Optional[np.random.Generator] = None, augment=None) -> Iterator[tuple]:
+                  aug_rng: Optional[np.random.Generator] = None, augment: Optional[AudioAugment] = None) -> Iterator[tuple]:
     """This rank's part of each global batch: one permutation shared by all ranks (same
     seeded ``rng``), cut into global batches of ``batch_size``, rank r taking rows
     r, r + size, ... of each. The last ``len(split) % size`` pairs of the permutation
