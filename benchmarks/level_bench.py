@@ -37,16 +37,12 @@ def speaker_levels(data_dir: str) -> dict:
     return out
 
 
-class _Gain:
-    """A corruption-shaped gain, so ``evaluate.collect`` applies it to the audio batch."""
+def _gain(db: float):
+    """A gain as a Corruption, so ``evaluate.collect`` applies it to the audio batch."""
+    from edge_mla.corruptions import Corruption
 
-    modality = "audio"
-
-    def __init__(self, db: float) -> None:
-        self.factor = np.float32(10.0 ** (db / 20.0))
-
-    def apply(self, x: np.ndarray, rng, sample_rate: int) -> np.ndarray:
-        return np.clip(x * self.factor, -1.0, 1.0)
+    factor = np.float32(10.0 ** (db / 20.0))
+    return Corruption("audio_gain", "audio", False, 0, lambda x, rng, sr: np.clip(x * factor, -1.0, 1.0))
 
 
 def audio_under_gain(run: str, data_dir: str, gains: list, limit: int) -> dict:
@@ -69,7 +65,7 @@ def audio_under_gain(run: str, data_dir: str, gains: list, limit: int) -> dict:
         split = split.subset(np.sort(stratified_indices(split.labels, min(limit, len(split)), conf.seed)))
         out[name] = {}
         for db in gains:
-            _, z, y = collect(model, split, ds.window, corrupt=_Gain(db), modalities=["audio"], sample_rate=ds.sample_rate)
+            _, z, y = collect(model, split, ds.window, corrupt=_gain(db), modalities=["audio"], sample_rate=ds.sample_rate)
             out[name][db] = float(np.mean(z["audio"].argmax(1) == y))
     return out
 

@@ -5,7 +5,6 @@ the runtime runs."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
@@ -231,12 +230,12 @@ def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full
 def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str = "test", corrupt: bool = True, signal: Optional[str] = None, refit: bool = False, limit: int = 0, suite: bool = False) -> dict:
     """The eval figures of a run folder; ``suite`` adds the corruption suite with
     reliability weighting (fits RUN_DIR/reliability.json when missing)."""
-    from edge_mla.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from edge_mla.checkpoint import load_checkpoint
     from edge_mla.data import load_dataset
     from edge_mla.manifest import load_run_config
     from edge_mla.reliability import DEFAULT_SIGNAL
     from edge_mla.reliability_fit import load_or_fit
-    from edge_mla.train.config import TrainConfig, fusion_rule_of
+    from edge_mla.train.config import fusion_rule_of
 
     if limit < 0:
         raise EdgeMlaError(f"--limit must be >= 0 (got {limit})")
@@ -252,8 +251,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str =
     rule = fusion_rule_of(payload.get("method"))
     rel = None
     if suite and corrupt and len(model.modalities) > 1:
-        augment = TrainConfig.audio_augment_of(payload, os.path.join(run_dir, CHECKPOINT_NAME))
-        rel = load_or_fit(run_dir, model, ds, rule, signal or DEFAULT_SIGNAL, refit, conf.seed, augment)
+        rel = load_or_fit(run_dir, model, payload, ds, rule, signal or DEFAULT_SIGNAL, refit, conf.seed)
     res = evaluate(model, split, ds.window, corrupt=corrupt, reliability=rel, rule=rule, sample_rate=ds.sample_rate, seed=conf.seed)
     res.update({"split": split_name, "method": payload.get("method"), "epoch": payload.get("epoch"), "dataset": ds.name})
     return res

@@ -107,16 +107,20 @@ def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
     return rel
 
 
-def load_or_fit(run_dir, model, ds, rule: str, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0,
-                augment: Optional[AudioAugment] = None) -> Reliability:
+def load_or_fit(run_dir, model, payload: dict, ds, rule: str, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0) -> Reliability:
     """The run's reliability constants for ``signal``, weighted for fusion ``rule``,
-    fitting (and caching) every candidate when the run has none or ``refit``
-    (``augment``: the run's training audio perturbation, see ``fit_data``)."""
+    fitting (and caching) every candidate when the run has none or ``refit``, on
+    training audio drawn as the checkpoint ``payload`` says the run was trained
+    (see ``fit_data``)."""
     if signal not in CANDIDATES:
         raise EdgeMlaError(f"--signal {signal!r}: choose one of {', '.join(CANDIDATES)}")
     rel = None if refit else load(Path(run_dir), signal, rule)
     if rel is None:
         log.info("fitting reliability constants (%s) on the validation split", ", ".join(CANDIDATES))
+        from edge_mla.checkpoint import CHECKPOINT_NAME
+        from edge_mla.train.config import TrainConfig
+
+        augment = TrainConfig.audio_augment_of(payload, str(Path(run_dir) / CHECKPOINT_NAME))
         fitted = fit_candidates(fit_data(model, ds, seed, augment=augment), len(ds.classes), rule)
         save(Path(run_dir), fitted)
         rel = fitted[signal]

@@ -224,7 +224,7 @@ def _set_metadata(path: Path, facts: dict) -> None:
 
 def export_run(cfg: ExportConfig) -> ExportResult:
     """Export ``cfg.run_dir`` into ``cfg.out``; see the module docstring."""
-    from edge_mla.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from edge_mla.checkpoint import load_checkpoint
     from edge_mla.export.rundata import dataset_spec, load_for_model
 
     run_dir = cfg.run_dir
@@ -254,11 +254,10 @@ def export_run(cfg: ExportConfig) -> ExportResult:
     if cfg.reliability != "off":
         from edge_mla.reliability import DEFAULT_SIGNAL
         from edge_mla.reliability_fit import load_or_fit
-        from edge_mla.train.config import TrainConfig, fusion_rule_of
+        from edge_mla.train.config import fusion_rule_of
 
-        augment = TrainConfig.audio_augment_of(payload, str(Path(run_dir) / CHECKPOINT_NAME))
-        rel = load_or_fit(run_dir, model, ds, fusion_rule_of(payload.get("method")), DEFAULT_SIGNAL if cfg.reliability == "auto" else cfg.reliability,
-                          seed=spec["seed"], augment=augment)
+        rel = load_or_fit(run_dir, model, payload, ds, fusion_rule_of(payload.get("method")),
+                          DEFAULT_SIGNAL if cfg.reliability == "auto" else cfg.reliability, seed=spec["seed"])
 
     with staged_folder(cfg.out) as tmp, _quiet_libraries():
         result = _export_into(cfg, tmp, model, payload, modalities, ds, spec, calib, rel)

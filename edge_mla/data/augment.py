@@ -37,7 +37,7 @@ class AudioAugment:
         if self.speed > 0 and x.shape[0] > 1:
             x = change_speed(x, float(rng.uniform(1.0 - self.speed, 1.0 + self.speed)))
         lo, hi = self.gain_db
-        if hi > lo or lo != 0.0:
+        if (lo, hi) != (0.0, 0.0):
             x = x * np.float32(10.0 ** (float(rng.uniform(lo, hi)) / 20.0))
         off: Optional[int] = None
         if self.placement:

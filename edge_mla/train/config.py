@@ -105,8 +105,6 @@ class TrainConfig:
         if not isinstance(mo, (list, tuple)) or not all(isinstance(m, str) for m in mo) or sorted(mo) != ["audio", "image"]:
             raise EdgeMlaError(f"modality_order must list audio and image once each (got {self.modality_order!r})")
         self.modality_order = tuple(self.modality_order)
-        if isinstance(self.aug_gain_db, list):
-            self.aug_gain_db = tuple(self.aug_gain_db)
         self.validate()
 
     def validate(self) -> None:
@@ -135,7 +133,7 @@ class TrainConfig:
             if v is not None and not isinstance(v, (str, Path)):
                 raise EdgeMlaError(f"{flag(name)} must be a path (got {v!r})")
         g = self.aug_gain_db
-        if not isinstance(g, tuple) or len(g) != 2:
+        if not isinstance(g, (list, tuple)) or len(g) != 2:
             raise EdgeMlaError(f"--aug-gain-db takes two numbers, LOW HIGH in dB (got {g!r})")
         lo, hi = (number(v, "aug_gain_db", lo=AUG_GAIN_DB_RANGE[0], hi=AUG_GAIN_DB_RANGE[1]) for v in g)
         if lo > hi:
