@@ -137,9 +137,12 @@ def full_test_ece(model, ds, rel, seed: int, n_val: int) -> dict:
     meet it on that split (e.g. a voice the validation split never had).
     ``distance_aware`` is a candidate beyond one temperature per modality: T grows
     with the sample's Mahalanobis distance, log T = a + b * log1p(d2 / D), (a, b)
-    fitted on the clean validation pairs' NLL (measured here, not exported)."""
+    fitted on the clean validation pairs' NLL (measured here, not exported).
+    ``floor`` / ``p_raw`` / ``p_calibrated`` (``edge_mla.reliability.ece_floor``): the
+    ECE a calibrated encoder would score on this split's *distinct* inputs (10,000
+    pairs hold 300 or 500 recordings), and how likely noise alone reaches each figure."""
     from edge_mla.evaluate import collect
-    from edge_mla.reliability import ece, fit_temperature, log_softmax, min_mahalanobis
+    from edge_mla.reliability import ece, ece_floor, fit_temperature, log_softmax, min_mahalanobis
 
     h, z, y = collect(model, ds.test, ds.window)
     vh, vz, vy = collect(model, _val_pairs(ds, seed, n_val), ds.window)
@@ -151,8 +154,11 @@ def full_test_ece(model, ds, rel, seed: int, n_val: int) -> dict:
             continue
         per_t = [ece(z[m], y, t) for t in grid]
         best = int(np.argmin(per_t))
-        out[m] = {"raw": ece(z[m], y), "calibrated": ece(z[m], y, mr.temperature), "n": int(len(y)), "temperature": mr.temperature,
-                  "bound": per_t[best], "bound_temperature": float(grid[best])}
+        groups = {"image": ds.test.image_index, "audio": ds.test.clip_index}[m]
+        raw, cal = ece_floor(z[m], y, 1.0, groups, seed=seed), ece_floor(z[m], y, mr.temperature, groups, seed=seed)
+        out[m] = {"raw": raw["ece"], "calibrated": cal["ece"], "n": int(len(y)), "temperature": mr.temperature,
+                  "bound": per_t[best], "bound_temperature": float(grid[best]),
+                  "distinct": cal["distinct"], "floor": cal["floor"], "floor_p90": cal["floor_p90"], "p_raw": raw["p"], "p_calibrated": cal["p"]}
         if mr.means is not None:
             def dist(hh):
                 return np.log1p(min_mahalanobis(hh, mr.means, mr.precision) / mr.means.shape[1])
@@ -187,7 +193,7 @@ def backfill(args, results: dict, res_path: Path) -> None:
         if entry["split"] not in args.splits or entry["method"] not in args.methods or entry["seed"] not in args.seeds:
             continue
         sc = entry["scores"]
-        need_ece = not sc.get("ece_test") or not all("distance_aware" in v for v in sc["ece_test"].values())
+        need_ece = not sc.get("ece_test") or not all("distance_aware" in v and "floor" in v for v in sc["ece_test"].values())
         if not need_ece and "val_weightings" in sc:
             continue
         run = Path(args.out) / key
@@ -224,16 +230,17 @@ def ece_table(results: dict, split: str, method: str) -> str:
     """Per modality: ECE raw, with the validation-fitted temperature, and the bound
     (the best any single temperature reaches on the test split itself)."""
     runs = [r for r in results["runs"].values() if r["split"] == split and r["method"] == method and r["scores"].get("ece_test")]
-    runs = [r for r in runs if all("distance_aware" in v for v in r["scores"]["ece_test"].values())]
+    runs = [r for r in runs if all("distance_aware" in v and "floor" in v for v in r["scores"]["ece_test"].values())]
     if not runs:
         return ""
     rows = [f"ECE on the whole clean test split, {method}, {split} ({len(runs)} seeds, {runs[0]['scores']['ece_test']['image']['n']} pairs):", "",
-            "| modality | raw | T fitted on validation | T | distance-aware T (validation) | bound: best T on the test split itself | that T |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+            "| modality | distinct inputs | raw (p) | T fitted on validation (p) | T | distance-aware T (validation) | bound: best T on the test split itself | that T | floor: a calibrated encoder (p90) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in ("image", "audio"):
         e = [r["scores"]["ece_test"][m] for r in runs]
-        rows.append(f"| {m} | {_ms([x['raw'] for x in e])} | {_ms([x['calibrated'] for x in e])} | {_ms([x['temperature'] for x in e])} | "
-                    f"{_ms([x['distance_aware'] for x in e])} | {_ms([x['bound'] for x in e])} | {_ms([x['bound_temperature'] for x in e])} |")
+        rows.append(f"| {m} | {e[0]['distinct']} | {_ms([x['raw'] for x in e])} ({_ms([x['p_raw'] for x in e])}) | {_ms([x['calibrated'] for x in e])} ({_ms([x['p_calibrated'] for x in e])}) | "
+                    f"{_ms([x['temperature'] for x in e])} | {_ms([x['distance_aware'] for x in e])} | {_ms([x['bound'] for x in e])} | {_ms([x['bound_temperature'] for x in e])} | "
+                    f"{_ms([x['floor'] for x in e])} ({_ms([x['floor_p90'] for x in e])}) |")
     return "\n".join(rows) + "\n"
 
 

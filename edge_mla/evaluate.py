@@ -97,11 +97,12 @@ class SuiteData:
     clean_h: dict
     clean_z: dict
     corrupted: dict = field(default_factory=dict)  # name -> (Corruption, h, z)
+    groups: dict = field(default_factory=dict)  # modality -> (N,) id of the distinct input behind each row (ECE noise floor)
 
 
 def collect_suite(model, split: PairedSplit, window: int, sample_rate: int, corruptions: list, batch_size: int = 256, seed: int = 0) -> SuiteData:
     h, z, y = collect(model, split, window, batch_size)
-    data = SuiteData(y, h, z)
+    data = SuiteData(y, h, z, groups={"image": split.image_index, "audio": split.clip_index})
     for i, c in enumerate(corruptions):
         if c.modality not in z:
             continue
@@ -120,7 +121,7 @@ def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
     exported with those constants decides: the rule on temperature-calibrated logits,
     gated by reliability; ``fused_base``/``regret_base`` are the plain rule on raw
     logits (before this), and the clean ``fused_calibrated`` is calibration alone."""
-    from edge_mla.reliability import auroc, ece
+    from edge_mla.reliability import auroc, ece, ece_floor
 
     y = data.labels
     mods = list(data.clean_z)
@@ -144,7 +145,13 @@ def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
     if rel is not None:
         out["clean"]["fused_calibrated"] = fused_acc(data.clean_z, None)[0]
     if rel is not None:
-        out["ece"] = {m: {"raw": ece(data.clean_z[m], y), "calibrated": ece(data.clean_z[m], y, rel.modalities[m].temperature), "temperature": rel.modalities[m].temperature} for m in mods if m in rel.modalities}
+        out["ece"] = {}
+        for m in mods:
+            if m in rel.modalities:
+                t = rel.modalities[m].temperature
+                fl = ece_floor(data.clean_z[m], y, t, data.groups.get(m))
+                out["ece"][m] = {"raw": ece(data.clean_z[m], y), "calibrated": fl["ece"], "temperature": t,
+                                 "floor": fl["floor"], "floor_p90": fl["floor_p90"], "p": fl["p"], "distinct": fl["distinct"]}
     rows: dict = {}
     scores: dict = {}  # modality -> {"held_out"/"train"/"held_out_hard": [r arrays]}
     for name, (c, ch, cz) in data.corrupted.items():

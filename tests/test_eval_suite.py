@@ -46,6 +46,8 @@ def test_ece_and_auroc_blocks(eval_json):
     for m in ("image", "audio"):
         e = res["ece"][m]
         assert 0.0 <= e["raw"] <= 1.0 and 0.0 <= e["calibrated"] <= 1.0 and e["temperature"] > 0
+        # the noise floor: what a calibrated encoder would score on this many distinct inputs
+        assert 0.0 < e["floor"] <= e["floor_p90"] < 1.0 and 0.0 <= e["p"] <= 1.0 and 0 < e["distinct"] <= res["n"]
         assert {"held_out", "train"} <= set(res["reliability"]["auroc"][m])
     from edge_mla.reliability import DEFAULT_SIGNAL
 

@@ -13,7 +13,7 @@ from edge_mla import corruptions
 from edge_mla.errors import EdgeMlaError
 from edge_mla.fusion import fuse, fusion_weights, reliable_mask
 from edge_mla.reliability import (
-    Reliability, auroc, ece, feature_matrix, fit_gaussian, fit_logistic, fit_temperature, min_mahalanobis,
+    Reliability, auroc, ece, ece_floor, feature_matrix, fit_gaussian, fit_logistic, fit_temperature, min_mahalanobis,
 )
 
 # a: uniform over 2 classes, entropy ln 2; b: p = (3/4, 1/4), entropy -(3/4 ln 3/4 + 1/4 ln 1/4)
@@ -159,6 +159,25 @@ def test_logistic_separates_and_features_are_signed_in_distribution_high():
     z = np.array([[10.0, 0, 0], [0.1, 0, 0]])
     f = feature_matrix(("msp", "energy"), None, z, 1.0)
     assert f[0, 0] > f[1, 0] and f[0, 1] > f[1, 1]  # confident -> higher msp and energy
+
+
+def test_ece_floor_tells_noise_from_miscalibration():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(600, 10)) * 2.5
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = (rng.random(600)[:, None] > np.cumsum(p, 1)).sum(1)  # labels drawn from the model's own probabilities
+    fl = ece_floor(z, y)
+    assert fl["ece"] == pytest.approx(ece(z, y)) and fl["distinct"] == 600
+    assert 0.0 < fl["floor"] <= fl["floor_p90"] and fl["p"] > 0.05  # calibrated: its ECE is noise
+    over = ece_floor(z, y, temperature=0.3)  # sharpened: over-confident
+    assert over["ece"] > 3 * over["floor_p90"] and over["p"] == 0.0
+    # the same 100 recordings each paired 6 times: 100 distinct inputs, a higher floor
+    # than 600 distinct ones with the same confidences
+    rep = np.repeat(np.arange(100), 6)
+    dup = ece_floor(z[rep], y[rep], groups=rep)
+    assert dup["distinct"] == 100 and dup["floor"] > 1.5 * ece_floor(z[rep], y[rep])["floor"]
+    assert dup["floor"] == pytest.approx(ece_floor(z[:100], y[:100])["floor"], rel=0.35)
 
 
 def test_auroc_and_ece_on_known_cases():

@@ -63,7 +63,9 @@ def format_table(res: dict) -> str:
         for part, s in res["corruption_summary"].items():
             lines.append(f"  {part} corruptions: regret mean {s['mean_regret']:.1f} / worst {s['worst_regret']:.1f} points ({s['worst']}); without reliability {s['mean_regret_base']:.1f} / {s['worst_regret_base']:.1f}")
         lines.append("  reliability AUROC clean vs corrupted: " + "; ".join(f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in a.items()) for m, a in rel["auroc"].items()))
-        lines.append("  ECE: " + "; ".join(f"{m} {e['raw']:.3f} raw, {e['calibrated']:.3f} at T={e['temperature']:.2f}" for m, e in res["ece"].items()))
+        lines.append("  ECE: " + "; ".join(f"{m} {e['raw']:.3f} raw, {e['calibrated']:.3f} at T={e['temperature']:.2f}"
+                                         + (f" (a calibrated encoder scores {e['floor']:.3f} on these {e['distinct']} inputs)" if "floor" in e else "")
+                                         for m, e in res["ece"].items()))
     return "\n".join(lines)
 
 
