@@ -37,6 +37,11 @@ for sp in official speaker; do
       --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000
 done
 $PY -m benchmarks.level_bench --data-dir "$DATA" --runs bench-out/reliability-aug2-speaker/speaker/mla-s0 bench-out/reliability-aug2-speaker/speaker/mla-s1 bench-out/reliability-aug2-speaker/speaker/mla-s2
+# Feature-space distances beside the shipped Gaussian, on the same MLA runs (audio AUROC).
+for sp in official speaker; do
+  $PY -m benchmarks.feature_space_bench --data-dir "$DATA" --out bench-out/feature-space-$sp.json \
+      --runs bench-out/reliability-aug2-$sp/$sp/mla-s0 bench-out/reliability-aug2-$sp/$sp/mla-s1 bench-out/reliability-aug2-$sp/$sp/mla-s2
+done
 
 # Issue 9: OpenVINO's runtime vs ONNX Runtime on the same ONNX files (OpenVINO is not a
 # project dependency), and stations in one process vs separate processes, batched vs not.
