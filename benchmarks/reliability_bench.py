@@ -57,7 +57,7 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
     ds = load_dataset("avmnist", args.data_dir, seed=seed, split=split)
     t0 = time.perf_counter()
     augment = TrainConfig.audio_augment_of(payload, str(run / CHECKPOINT_NAME))
-    data = fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val, augment=augment)
+    data = fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val, augment=augment, temperature_on_augmented=args.temperature_on_augmented)
     fitted = fit_candidates(data, len(ds.classes), rule)
     save(run, fitted)
     t_fit = time.perf_counter() - t0
@@ -348,6 +348,8 @@ def main() -> int:
     ap.add_argument("--fit-train", type=int, default=1500, help="clean training pairs for the Gaussian")
     ap.add_argument("--fit-val", type=int, default=600, help="validation pairs for the temperature and the logistic map")
     ap.add_argument("--test-limit", type=int, default=500)
+    ap.add_argument("--temperature-on-augmented", action="store_true", help="fit the temperature on clean and augmented validation "
+                    "together (reliability_fit.fit_data; a measured candidate, not the default)")
     ap.add_argument("--export", action="store_true", help="one FP32+INT8 export per split (first seed): INT8 AUROC")
     ap.add_argument("--latency", action="store_true", help="extra batch-1 ms of the reliability output (first run)")
     ap.add_argument("--latency-repeats", type=int, default=200)

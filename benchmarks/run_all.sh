@@ -37,6 +37,13 @@ for sp in official speaker; do
       --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000
 done
 $PY -m benchmarks.level_bench --data-dir "$DATA" --runs bench-out/reliability-aug2-speaker/speaker/mla-s0 bench-out/reliability-aug2-speaker/speaker/mla-s1 bench-out/reliability-aug2-speaker/speaker/mla-s2
+# The temperature fitted on clean + augmented validation (a candidate, not the default), same MLA
+# runs copied into bench-out/reliability-aug3-SPLIT/SPLIT/ (checkpoint.pt, config.json) so they refit.
+for sp in official speaker; do
+  for s in 0 1 2; do mkdir -p bench-out/reliability-aug3-$sp/$sp/mla-s$s; cp bench-out/reliability-aug2-$sp/$sp/mla-s$s/{checkpoint.pt,config.json} bench-out/reliability-aug3-$sp/$sp/mla-s$s/; done
+  $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-aug3-$sp --splits $sp --seeds 0 1 2 --methods mla --temperature-on-augmented \
+      --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --export
+done
 # Feature-space distances beside the shipped Gaussian, on the same MLA runs (audio AUROC).
 for sp in official speaker; do
   $PY -m benchmarks.feature_space_bench --data-dir "$DATA" --out bench-out/feature-space-$sp.json \

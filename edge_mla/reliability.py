@@ -272,7 +272,14 @@ def _number(d: Mapping, key: str, default: float, lo: float, hi: float, where: s
 class FitData:
     """What fitting one modality needs: clean training features/labels (Gaussian),
     clean validation logits/labels (temperature), validation features and logits
-    under the train corruption families (logistic map)."""
+    under the train corruption families (logistic map).
+
+    ``aug_z``/``aug_y``: the same validation inputs drawn through the run's training
+    perturbation (level and voice, audio only), or None (the default fit). When
+    present the temperature is fitted on clean and perturbed validation together:
+    calibrated on the validation recordings alone, the audio temperature fits that
+    split's one voice, and on held-out speakers it leaves the test voice's ECE worse
+    than no temperature at all (0.08 against 0.05 raw, BENCHMARKS.md section 8)."""
 
     train_h: np.ndarray
     train_y: np.ndarray
@@ -281,6 +288,14 @@ class FitData:
     val_y: np.ndarray
     bad_h: np.ndarray
     bad_z: np.ndarray
+    aug_z: Optional[np.ndarray] = None
+    aug_y: Optional[np.ndarray] = None
+
+    def calibration_set(self) -> tuple:
+        """(logits, labels) the temperature is fitted on."""
+        if self.aug_z is None:
+            return self.val_z, self.val_y
+        return np.concatenate([self.val_z, self.aug_z]), np.concatenate([self.val_y, self.aug_y])
 
 
 def fit_modality(data: FitData, candidate: str, num_classes: int, pre: Optional[dict] = None) -> ModalityReliability:
@@ -290,7 +305,7 @@ def fit_modality(data: FitData, candidate: str, num_classes: int, pre: Optional[
         raise ValueError(f"unknown reliability signal {candidate!r}; choose one of {', '.join(CANDIDATES)}")
     pre = pre if pre is not None else {}
     if "t" not in pre:
-        pre["t"] = fit_temperature(data.val_z, data.val_y)
+        pre["t"] = fit_temperature(*data.calibration_set())
     feats = CANDIDATES[candidate]
     means = precision = None
     if "mahalanobis" in feats:

@@ -88,12 +88,8 @@ def test_a_checkpoint_names_the_augment_it_was_trained_with():
             TrainConfig.audio_augment_of({"extra": {"config": bad}}, "ck.pt")
 
 
-def test_collect_draws_the_training_perturbation_reproducibly():
-    """The reliability Gaussian is fitted on training audio as training saw it:
-    seeded, so a refit gives the same constants."""
+def _level_model():
     import torch
-
-    from edge_mla.evaluate import collect
 
     class Level(torch.nn.Module):  # a stand-in encoder whose feature is the input level
         modalities = ["audio"]
@@ -104,12 +100,44 @@ def test_collect_draws_the_training_perturbation_reproducibly():
         def head_logits(self, m, h):
             return h
 
+    return Level()
+
+
+def _tone_split() -> PairedSplit:
     clip = (_tone(400.0, 3000) * 32767).astype(np.int16)
-    split = PairedSplit(np.zeros((1, 1, 4, 4), np.float32), [clip], np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64, np.int64))
+    return PairedSplit(np.zeros((1, 1, 4, 4), np.float32), [clip], np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64, np.int64))
+
+
+def test_collect_draws_the_training_perturbation_reproducibly():
+    """The reliability Gaussian is fitted on training audio as training saw it:
+    seeded, so a refit gives the same constants."""
+    from edge_mla.evaluate import collect
+
+    split = _tone_split()
     aug = AudioAugment(gain_db=(-24.0, 6.0))
-    plain, _, _ = collect(Level(), split, 8000, modalities=["audio"])
-    a, _, _ = collect(Level(), split, 8000, modalities=["audio"], augment=aug, seed=5)
-    b, _, _ = collect(Level(), split, 8000, modalities=["audio"], augment=aug, seed=5)
+    plain, _, _ = collect(_level_model(), split, 8000, modalities=["audio"])
+    a, _, _ = collect(_level_model(), split, 8000, modalities=["audio"], augment=aug, seed=5)
+    b, _, _ = collect(_level_model(), split, 8000, modalities=["audio"], augment=aug, seed=5)
     np.testing.assert_array_equal(a["audio"], b["audio"])
     db = 20 * np.log10(a["audio"][:, 0] / plain["audio"][:, 0])
     assert db.min() >= -24.01 and db.max() <= 6.01 and db.std() > 5
+
+
+def test_fit_data_can_draw_validation_audio_through_the_augmentation_for_the_temperature():
+    from types import SimpleNamespace
+
+    from edge_mla.reliability_fit import fit_data
+
+    split = _tone_split()
+    ds = SimpleNamespace(train=split, val=split, window=8000, sample_rate=8000)
+    plain = fit_data(_level_model(), ds, seed=3)["audio"]
+    assert plain.aug_z is None and plain.calibration_set()[0] is plain.val_z  # training unknown: clean validation only
+    default = fit_data(_level_model(), ds, seed=3, augment=AudioAugment(gain_db=(-24.0, 6.0)))["audio"]
+    assert default.aug_z is None  # the default temperature: clean validation (BENCHMARKS.md section 8)
+    data = fit_data(_level_model(), ds, seed=3, augment=AudioAugment(gain_db=(-24.0, 6.0)), temperature_on_augmented=True)["audio"]
+    assert data.aug_z.shape == data.val_z.shape and data.aug_y.tolist() == data.val_y.tolist()
+    db = 20 * np.log10(data.aug_z[:, 0] / data.val_z[:, 0])
+    assert db.min() >= -24.01 and db.max() <= 6.01 and db.std() > 5  # the training gains, on the validation clips
+    np.testing.assert_array_equal(data.val_z, plain.val_z)  # the clean half is unchanged
+    again = fit_data(_level_model(), ds, seed=3, augment=AudioAugment(gain_db=(-24.0, 6.0)), temperature_on_augmented=True)["audio"]
+    np.testing.assert_array_equal(again.aug_z, data.aug_z)  # seeded: a refit gives the same temperature

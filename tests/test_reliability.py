@@ -106,6 +106,26 @@ def test_every_fusion_rule_has_a_weighting_and_a_cached_block_takes_its_rules(tm
     assert (fitted["msp"].power, fitted["msp"].floor) == default_weighting("sum") != default_weighting("entropy")
 
 
+def test_temperature_is_fitted_on_clean_and_perturbed_validation_together():
+    from edge_mla.reliability import FitData, fit_modality
+
+    rng = np.random.default_rng(1)
+    y = np.arange(400) % 4
+    z = np.eye(4)[y] * 6.0 + rng.normal(size=(400, 4))  # confident and right: wants a small T
+    wrong = np.eye(4)[(y + 1) % 4] * 6.0 + rng.normal(size=(400, 4))  # confident and wrong half the time
+    aug_z = np.where((np.arange(400) % 2 == 0)[:, None], z, wrong)
+    h = rng.normal(size=(400, 3))
+    clean = FitData(h, y, h, z, y, h * 9, z * 9)
+    both = FitData(h, y, h, z, y, h * 9, z * 9, aug_z, y)
+    zc, yc = both.calibration_set()
+    assert zc.shape == (800, 4) and yc.tolist() == y.tolist() * 2
+    assert clean.calibration_set()[0] is z
+    t_clean = fit_modality(clean, "msp", 4).temperature
+    t_both = fit_modality(both, "msp", 4).temperature
+    assert t_clean == pytest.approx(fit_temperature(z, y)) and t_both == pytest.approx(fit_temperature(zc, yc))
+    assert t_both > 2 * t_clean  # the perturbed half is often wrong: a softer temperature
+
+
 def test_entropy_hand_weight_value():
     # 0.5 / (0.5 + 0.5699) = 0.4673: the figure the parametrised test relies on
     w = fusion_weights({"a": A[:1], "b": B[:1]}, "entropy")
