@@ -274,8 +274,9 @@ class FitData:
     clean validation logits/labels (temperature), validation features and logits
     under the train corruption families (logistic map).
 
-    ``aug_z``/``aug_y``: the same validation inputs drawn through the run's training
-    perturbation (level and voice, audio only), or None (the default fit). When
+    ``aug_z``: the same validation inputs (so the same labels, ``val_y``) drawn
+    through the run's training perturbation (level and voice, audio only), or None
+    (the default fit). When
     present the temperature is fitted on clean and perturbed validation together:
     calibrated on the validation recordings alone, the audio temperature fits that
     split's one voice, and on held-out speakers it leaves the test voice's ECE worse
@@ -289,13 +290,12 @@ class FitData:
     bad_h: np.ndarray
     bad_z: np.ndarray
     aug_z: Optional[np.ndarray] = None
-    aug_y: Optional[np.ndarray] = None
 
     def calibration_set(self) -> tuple:
         """(logits, labels) the temperature is fitted on."""
         if self.aug_z is None:
             return self.val_z, self.val_y
-        return np.concatenate([self.val_z, self.aug_z]), np.concatenate([self.val_y, self.aug_y])
+        return np.concatenate([self.val_z, self.aug_z]), np.concatenate([self.val_y, self.val_y])
 
 
 def fit_modality(data: FitData, candidate: str, num_classes: int, pre: Optional[dict] = None) -> ModalityReliability:
@@ -349,11 +349,15 @@ def _binned_ece(conf: np.ndarray, correct: np.ndarray, bins: int) -> np.ndarray:
     return np.sum(np.abs(corr_sum - conf_sum[None]), axis=1) / n
 
 
+def _confidence(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple:
+    """(max softmax(logits / T), 1.0 where its class is the label else 0.0)."""
+    p = np.exp(log_softmax(np.asarray(logits, np.float64) / temperature))
+    return p.max(1), (p.argmax(1) == labels).astype(np.float64)
+
+
 def ece(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0, bins: int = 15) -> float:
     """Expected calibration error of softmax(logits / T), equal-width confidence bins."""
-    p = np.exp(log_softmax(np.asarray(logits, np.float64) / temperature))
-    conf, pred = p.max(1), p.argmax(1)
-    return float(_binned_ece(conf, (pred == labels).astype(np.float64), bins)[0])
+    return float(_binned_ece(*_confidence(logits, labels, temperature), bins)[0])
 
 
 def ece_floor(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0, groups: Optional[np.ndarray] = None,
@@ -371,9 +375,8 @@ def ece_floor(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0, 
     FSDD's test splits hold 300 (official) and 500 (held-out speaker) recordings,
     where the floor is 0.02-0.04 for a confident audio encoder and 0.05-0.07 for a
     less confident one (BENCHMARKS.md section 8): about the size of the 0.03 target."""
-    p = np.exp(log_softmax(np.asarray(logits, np.float64) / temperature))
-    conf, pred = p.max(1), p.argmax(1)
-    observed = float(_binned_ece(conf, (pred == labels).astype(np.float64), bins)[0])
+    conf, correct = _confidence(logits, labels, temperature)
+    observed = float(_binned_ece(conf, correct, bins)[0])
     if groups is None:
         groups = np.arange(len(conf))
     if len(groups) != len(conf):

@@ -71,7 +71,7 @@ def fit_data(model, ds, seed: int = 0, train_limit: int = FIT_TRAIN_PAIRS, val_l
     vh, vz, vy = collect(model, val, ds.window)
     aug_z: dict = {}
     if temperature_on_augmented and augment is not None and "audio" in vz:  # the perturbation is the microphone's: the image stays clean
-        _, az, ay = collect(model, val, ds.window, seed=seed + 50, augment=augment, modalities=["audio"])
+        _, az, _ = collect(model, val, ds.window, seed=seed + 50, augment=augment, modalities=["audio"])
         aug_z["audio"] = az["audio"]
     bad_h: dict = {m: [] for m in vh}
     bad_z: dict = {m: [] for m in vh}
@@ -79,8 +79,7 @@ def fit_data(model, ds, seed: int = 0, train_limit: int = FIT_TRAIN_PAIRS, val_l
         ch, cz, _ = collect(model, val, ds.window, corrupt=c, seed=seed + 100 + i, modalities=[c.modality], sample_rate=ds.sample_rate)
         bad_h[c.modality].append(ch[c.modality])
         bad_z[c.modality].append(cz[c.modality])
-    return {m: FitData(th[m], ty, vh[m], vz[m], vy, np.concatenate(bad_h[m]), np.concatenate(bad_z[m]),
-                       aug_z.get(m), ay if m in aug_z else None) for m in vh}
+    return {m: FitData(th[m], ty, vh[m], vz[m], vy, np.concatenate(bad_h[m]), np.concatenate(bad_z[m]), aug_z.get(m)) for m in vh}
 
 
 def fit_candidates(data: dict, num_classes: int, rule: str, candidates=tuple(CANDIDATES), threshold: float = DEFAULT_THRESHOLD) -> dict:

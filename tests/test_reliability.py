@@ -116,7 +116,7 @@ def test_temperature_is_fitted_on_clean_and_perturbed_validation_together():
     aug_z = np.where((np.arange(400) % 2 == 0)[:, None], z, wrong)
     h = rng.normal(size=(400, 3))
     clean = FitData(h, y, h, z, y, h * 9, z * 9)
-    both = FitData(h, y, h, z, y, h * 9, z * 9, aug_z, y)
+    both = FitData(h, y, h, z, y, h * 9, z * 9, aug_z)
     zc, yc = both.calibration_set()
     assert zc.shape == (800, 4) and yc.tolist() == y.tolist() * 2
     assert clean.calibration_set()[0] is z
