@@ -57,7 +57,7 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
     ds = load_dataset("avmnist", args.data_dir, seed=seed, split=split)
     t0 = time.perf_counter()
     augment = TrainConfig.audio_augment_of(payload, str(run / CHECKPOINT_NAME))
-    data = fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val, augment=augment, temperature_on_augmented=args.temperature_on_augmented)
+    data = fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val, augment=augment, temperature_on_augmented=not args.temperature_on_clean)
     fitted = fit_candidates(data, len(ds.classes), rule)
     save(run, fitted)
     t_fit = time.perf_counter() - t0
@@ -66,17 +66,16 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
     out = {"rule": rule, "fit_seconds": t_fit, "suite_seconds": time.perf_counter() - t0 - t_fit, "n_test": len(test.labels), "base": score_suite(data, rule, None)}
     for cand, rel in fitted.items():
         out[cand] = score_suite(data, rule, rel)
-    own, *others = _weightings(args, rule)
-    for power, floor in others:  # the default signal under other fusion weightings (its own is the candidate row)
+    for power, floor in args.weightings:  # the default signal under fixed fusion weightings (its fitted one is the candidate row)
         rel = dataclasses.replace(fitted[DEFAULT_SIGNAL], power=power, floor=floor)
         out[f"{DEFAULT_SIGNAL} w=r^{power:g} floor {floor:g}"] = score_suite(data, rule, rel)
-    out["val_weightings"] = validation_weightings(model, ds, seed, args.fit_val, fitted[DEFAULT_SIGNAL], rule, [own, *others])
+    out["val_weightings"] = validation_weightings(model, ds, seed, args.fit_val, fitted[DEFAULT_SIGNAL], rule, _weightings(args, rule))
     out["ece_test"] = full_test_ece(model, ds, fitted[DEFAULT_SIGNAL], seed, args.fit_val)
     return out
 
 
 def _weightings(args, rule: str) -> list:
-    """The rule's own (power, floor) first, then the other --weightings."""
+    """The rule's fallback (power, floor) first, then the other --weightings."""
     own = default_weighting(rule)
     return [own] + [w for w in args.weightings if w != own]
 
@@ -305,7 +304,8 @@ def table(results: dict, split: str, method: str) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cands:
         s = [r["scores"][c] for r in runs]
-        name = f"{s[0]['rule']} (no reliability)" if c == "base" else f"{s[0]['rule']} + {c}" + ("" if " w=" in c else f" (w=r^{s[0].get('power', 0):g} floor {s[0].get('floor', s[0].get('threshold')):g})")
+        powers = "/".join(f"{x.get('power') or 0:g}" for x in s)  # fitted per run: one per seed
+        name = f"{s[0]['rule']} (no reliability)" if c == "base" else f"{s[0]['rule']} + {c}" + ("" if " w=" in c else f" (w=r^{powers} floor {s[0].get('floor', s[0].get('threshold')):g})")
         clean = [100 * x["clean"]["fused"] for x in s]
         ho = [x["summary"]["held_out"] for x in s]
         tr = [x["summary"]["train"] for x in s]
@@ -348,8 +348,8 @@ def main() -> int:
     ap.add_argument("--fit-train", type=int, default=1500, help="clean training pairs for the Gaussian")
     ap.add_argument("--fit-val", type=int, default=600, help="validation pairs for the temperature and the logistic map")
     ap.add_argument("--test-limit", type=int, default=500)
-    ap.add_argument("--temperature-on-augmented", action="store_true", help="fit the temperature on clean and augmented validation "
-                    "together (reliability_fit.fit_data; a measured candidate, not the default)")
+    ap.add_argument("--temperature-on-clean", action="store_true", help="fit the temperature on clean validation only "
+                    "(the fit before the default drew it on clean and perturbed validation together; reliability_fit.fit_data)")
     ap.add_argument("--export", action="store_true", help="one FP32+INT8 export per split (first seed): INT8 AUROC")
     ap.add_argument("--latency", action="store_true", help="extra batch-1 ms of the reliability output (first run)")
     ap.add_argument("--latency-repeats", type=int, default=200)

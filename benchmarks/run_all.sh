@@ -37,11 +37,18 @@ for sp in official speaker; do
       --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000
 done
 $PY -m benchmarks.level_bench --data-dir "$DATA" --runs bench-out/reliability-aug2-speaker/speaker/mla-s0 bench-out/reliability-aug2-speaker/speaker/mla-s1 bench-out/reliability-aug2-speaker/speaker/mla-s2
-# The temperature fitted on clean + augmented validation (a candidate, not the default), same MLA
-# runs copied into bench-out/reliability-aug3-SPLIT/SPLIT/ (checkpoint.pt, config.json) so they refit.
+# The default since BENCHMARKS.md section 8 "Fitted weighting": the temperature on clean + perturbed
+# validation and the fusion power fitted per run on validation. The same runs copied into
+# bench-out/reliability-aug4-SPLIT/SPLIT/ (checkpoint.pt, config.json) so they refit. (The aug2 runs
+# above were scored before it: today the same command needs --temperature-on-clean, and their
+# default row is the fixed "w=r^3 floor 0.1" / "w=r^1.5 floor 0.1" one; aug3, the perturbed
+# temperature under a fixed r^3, is aug4's "w=r^3 floor 0.1" row, identical to the digit.)
 for sp in official speaker; do
-  for s in 0 1 2; do mkdir -p bench-out/reliability-aug3-$sp/$sp/mla-s$s; cp bench-out/reliability-aug2-$sp/$sp/mla-s$s/{checkpoint.pt,config.json} bench-out/reliability-aug3-$sp/$sp/mla-s$s/; done
-  $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-aug3-$sp --splits $sp --seeds 0 1 2 --methods mla --temperature-on-augmented \
+  for m in mla joint ogm_ge mmpareto; do
+    src=bench-out/reliability-aug2-$sp/$sp; [ $m = mmpareto ] && src=bench-out/reliability-aug2mmp-$sp/$sp
+    for s in 0 1 2; do mkdir -p bench-out/reliability-aug4-$sp/$sp/$m-s$s; cp $src/$m-s$s/{checkpoint.pt,config.json} bench-out/reliability-aug4-$sp/$sp/$m-s$s/; done
+  done
+  $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-aug4-$sp --splits $sp --seeds 0 1 2 --methods mla joint ogm_ge mmpareto \
       --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --export
 done
 # Feature-space distances beside the shipped Gaussian, on the same MLA runs (audio AUROC).

@@ -111,7 +111,9 @@ def collect_suite(model, split: PairedSplit, window: int, sample_rate: int, corr
     return data
 
 
-def _regret(single: dict, fused: float) -> float:
+def regret(single: dict, fused: float) -> float:
+    """Points by which the ``fused`` accuracy falls short of the better single
+    modality's (accuracies in ``single``); 0 when fusion is at least as good."""
     return max(0.0, 100 * (max(single.values()) - fused))
 
 
@@ -174,8 +176,8 @@ def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
         else:
             row["fused"] = base
         row["fused_base"] = base
-        row["regret"] = _regret(single, row["fused"])
-        row["regret_base"] = _regret(single, base)
+        row["regret"] = regret(single, row["fused"])
+        row["regret_base"] = regret(single, base)
         rows[name] = row
     out["corruptions"] = rows
     summary = {}
@@ -227,7 +229,8 @@ def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full
         res["fused_reliable"] = s["clean"]["fused"]
         res["fused_calibrated"] = s["clean"]["fused_calibrated"]
         res["fused_rule"] = s["clean"]["fused_base"]
-        res["reliability"] = {"signal": s["signal"], "threshold": s["threshold"], "auroc": s["auroc"], "clean_abstain": s["clean"]["abstain"]}
+        res["reliability"] = {"signal": s["signal"], "threshold": s["threshold"], "power": s["power"], "floor": s["floor"], "auroc": s["auroc"],
+                              "clean_abstain": s["clean"]["abstain"]}
         res["ece"] = s["ece"]
         res["corruptions"] = s["corruptions"]
         res["corruption_summary"] = s["summary"]

@@ -7,7 +7,8 @@ without Python. This module is the numpy reference, the fitting, and the manifes
 form of the constants (pure numpy: the runtime can read it).
 
 Signals (features of one sample, higher = more in-distribution):
-  msp          max softmax(z / T), T fitted on clean validation (temperature scaling)
+  msp          max softmax(z / T), T fitted on clean validation and, for audio, the
+               same clips drawn through the training augmentation (temperature scaling)
   energy       T * logsumexp(z / T)  (negative free energy)
   mahalanobis  -log(1 + min_c (h - mu_c)' P (h - mu_c) / D): class-conditional
                Gaussians with one shared covariance (P its inverse), fitted on
@@ -18,15 +19,17 @@ the *train* corruption families (``edge_mla.corruptions``), never the held-out o
 A modality with ``r < threshold`` is judged unreliable (its sensor reported
 ``degraded`` when that lasts). Fusion weighs each modality by its rule's own weight
 times ``r ** power`` and leaves out one below ``floor`` (``fusion_weights``; the
-pair depends on the rule, ``WEIGHTINGS``): a
-corrupted input (r near 0) drops out, a clean input the detector merely doubts
-(r 0.2-0.5; 4-5% of clean official test audio) still votes instead of being cut off.
+floor is the rule's, ``WEIGHTINGS``, and the power is fitted per rule on validation,
+``reliability_fit.select_power``): a corrupted input (r near 0) drops out, a clean
+input the detector merely doubts (r 0.2-0.5; 4-5% of clean official test audio)
+still votes instead of being cut off.
 Engine folders exported before the weighting existed carry neither constant and keep
 the hard gate they were exported with (power 0, floor = threshold).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
@@ -51,23 +54,29 @@ CANDIDATES = {
 DEFAULT_SIGNAL = "mahalanobis"
 DEFAULT_THRESHOLD = 0.5  # the logistic map is class-balanced: below 0.5, likelier corrupted than clean
 # Soft weighting per fusion rule: (power, floor). Fusion multiplies the rule's own
-# weight by r ** power and leaves out a modality below floor. Chosen by
-# benchmarks/reliability_bench.py --weightings (BENCHMARKS.md section 8):
+# weight by r ** power and leaves out a modality below floor. The floor is policy per
+# rule; the power is fitted per run on validation (``reliability_fit.select_power``)
+# from POWERS, because what it has to balance is the run's own temperature: an audio
+# temperature fitted on perturbed validation (the default fit) leaves a new voice
+# softer, and power 3 on top of that took 1.8 clean fused points on held-out speakers
+# while the same runs need power 3 against a smeared camera on the official split
+# (BENCHMARKS.md section 8, "Fitted weighting"). WEIGHTINGS' power is the fallback
+# for a fit with nothing to select on (no corrupted validation inputs). The values:
 #   entropy (MLA): power 3 / floor 0.1 kept clean fused accuracy at the plain rule's
-#     and had the lowest worst held-out regret on both splits (a hard gate at 0.5, the
-#     old rule, cost 2 clean points);
-#   sum (joint, OGM-GE, MMPareto): power 1.5 / floor 0.1, the lowest worst
-#     train-family regret on validation with clean validation accuracy within 0.5
-#     points of the plain sum. The sum's halves are complementary partial logits (54%
-#     and 70% alone, 95% summed), so power 3 took too much from a clean half the
-#     detector doubts (-2.7 clean points);
+#     and had the lowest worst held-out regret on both splits with the clean-only
+#     temperature (a hard gate at 0.5, the old rule, cost 2 clean points);
+#   sum (joint, OGM-GE, MMPareto): power 1.5 / floor 0.1. The sum's halves are
+#     complementary partial logits (54% and 70% alone, 95% summed), so power 3 took
+#     too much from a clean half the detector doubts (-2.7 clean points);
 #   mean (unimodal): entropy's, not benchmarked on its own.
 WEIGHTINGS = {"entropy": (3.0, 0.1), "sum": (1.5, 0.1), "mean": (3.0, 0.1)}
+POWERS = (1.0, 1.5, 2.0, 3.0, 4.0)  # what select_power chooses from
+POWER_CLEAN_TOLERANCE = 0.5  # points of clean validation accuracy a power may cost against the calibrated plain rule
 
 
 def default_weighting(rule: str) -> tuple:
-    """(power, floor) for a fusion rule: the weighting is policy, not fitted, so it
-    follows the rule a run is fused with rather than any cached value."""
+    """(power, floor) for a fusion rule: the floor is policy; the power is the
+    fallback when a fit has nothing to select it on (see ``Reliability.for_rule``)."""
     try:
         return WEIGHTINGS[rule]
     except KeyError:
@@ -75,7 +84,7 @@ def default_weighting(rule: str) -> tuple:
 
 
 RELIABILITY_NAME = "reliability.json"  # in a run folder
-FORMAT = "edge-mla-reliability/1"
+FORMAT = "edge-mla-reliability/2"  # /2: temperature on perturbed validation, power fitted per rule
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -226,10 +235,25 @@ class Reliability:
     auroc: dict = field(default_factory=dict)  # measured figures carried along (optional)
     power: float = WEIGHTINGS["entropy"][0]  # fusion weight multiplier r ** power; 0: a hard gate at floor
     floor: float = WEIGHTINGS["entropy"][1]  # below it a modality is left out of the fusion
+    # fusion rule -> {"power": the fitted power, "table": {power: [clean points vs the
+    # calibrated plain rule, worst train-family regret]}} on validation (select_power)
+    power_fit: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"signal": self.signal, "threshold": self.threshold, "power": self.power, "floor": self.floor,
-                "modalities": {m: r.to_dict() for m, r in self.modalities.items()}, "auroc": self.auroc}
+        d = {"signal": self.signal, "threshold": self.threshold, "power": self.power, "floor": self.floor,
+             "modalities": {m: r.to_dict() for m, r in self.modalities.items()}, "auroc": self.auroc}
+        if self.power_fit:
+            d["power_fit"] = self.power_fit
+        return d
+
+    def for_rule(self, rule: str) -> "Reliability":
+        """These constants weighted for fusion ``rule``: its floor and the power fitted
+        for it (the rule's fallback power when none was fitted)."""
+        power, floor = default_weighting(rule)
+        fit = self.power_fit.get(rule)
+        if isinstance(fit, Mapping) and "power" in fit:
+            power = _number(fit, "power", power, 0.0, 16.0, f"power_fit[{rule}]")
+        return dataclasses.replace(self, power=power, floor=floor)
 
     @property
     def weighting(self) -> dict:
@@ -258,7 +282,12 @@ class Reliability:
         power = _number(d, "power", 0.0, 0.0, 16.0, where)
         floor = _number(d, "floor", thr, 0.0, 1.0, where)
         mods = {m: ModalityReliability.from_dict(v, f"{where} [{m}]") for m, v in d["modalities"].items()}
-        return cls(str(d.get("signal", "?")), thr, mods, dict(d.get("auroc", {})), power, floor)
+        fit = d.get("power_fit", {})
+        if not isinstance(fit, Mapping) or not all(isinstance(v, Mapping) for v in fit.values()):
+            raise EdgeMlaError(f"{where}: corrupt reliability constants (power_fit: expected an object per fusion rule)")
+        for rule, v in fit.items():
+            _number(v, "power", 0.0, 0.0, 16.0, f"{where} [power_fit {rule}]")
+        return cls(str(d.get("signal", "?")), thr, mods, dict(d.get("auroc", {})), power, floor, {str(k): dict(v) for k, v in fit.items()})
 
 
 def _number(d: Mapping, key: str, default: float, lo: float, hi: float, where: str) -> float:

@@ -1,8 +1,9 @@
 """Fitting reliability constants for a trained model (post hoc, needs torch).
 
-The Gaussian comes from clean training features, the temperature from clean
-validation logits, the logistic map from clean validation vs the *train*
-corruption families on validation. Held-out families are never touched here.
+The Gaussian comes from clean training features, the temperature from clean and
+perturbed validation logits, the logistic map from clean validation vs the *train*
+corruption families on validation, and the fusion power per rule from the same
+validation inputs (``select_power``). Held-out families are never touched here.
 The result is cached as ``RUN/reliability.json`` (every candidate), which
 ``edge-mla eval`` and ``edge-mla export`` share.
 """
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
-from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, RELIABILITY_NAME, FitData, Reliability, default_weighting, fit_modality
+from edge_mla.reliability import (CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, POWER_CLEAN_TOLERANCE, POWERS, RELIABILITY_NAME, FitData, Reliability,
+                                  default_weighting, fit_modality)
 
 if TYPE_CHECKING:
     from edge_mla.data.augment import AudioAugment
@@ -45,7 +47,7 @@ def fit_val_indices(labels: np.ndarray, seed: int, n: int = FIT_VAL_PAIRS) -> np
 
 
 def fit_data(model, ds, seed: int = 0, train_limit: int = FIT_TRAIN_PAIRS, val_limit: int = FIT_VAL_PAIRS,
-             augment: Optional[AudioAugment] = None, temperature_on_augmented: bool = False) -> dict:
+             augment: Optional[AudioAugment] = None, temperature_on_augmented: bool = True) -> dict:
     """modality -> FitData from a PairedDataset.
 
     ``augment`` (the AudioAugment the run was trained with) perturbs the training
@@ -55,13 +57,12 @@ def fit_data(model, ds, seed: int = 0, train_limit: int = FIT_TRAIN_PAIRS, val_l
     level, the Gaussian called a quieter new voice far from home (BENCHMARKS.md
     section 8) although the encoder reads it well.
 
-    ``temperature_on_augmented`` (a measured candidate, off by default) also draws the
-    validation audio through ``augment`` and fits the temperature on clean and
-    perturbed validation together (``FitData.calibration_set``). On held-out speakers
-    it brings the audio ECE from 0.08 to 0.05 (within noise of calibrated), but the
-    softer audio then loses 1.8 clean fused points there under the default weighting
-    (BENCHMARKS.md section 8, "Temperature on perturbed validation"), so the default
-    keeps the clean-validation temperature."""
+    ``temperature_on_augmented`` (the default) also draws the validation audio
+    through ``augment`` and fits the temperature on clean and perturbed validation
+    together (``FitData.calibration_set``): fitted on the validation recordings
+    alone, the audio temperature fits that split's one voice, and on held-out
+    speakers it left the audio ECE at 0.08 (0.05 with this; BENCHMARKS.md section 8,
+    "Fitted weighting"). False is the fit before it, kept for comparison."""
     from edge_mla.corruptions import suite
     from edge_mla.evaluate import collect
 
@@ -84,10 +85,70 @@ def fit_data(model, ds, seed: int = 0, train_limit: int = FIT_TRAIN_PAIRS, val_l
 
 def fit_candidates(data: dict, num_classes: int, rule: str, candidates=tuple(CANDIDATES), threshold: float = DEFAULT_THRESHOLD) -> dict:
     """candidate -> Reliability, sharing the temperature and Gaussian per modality;
-    each carries the weighting of ``rule`` (the fusion rule of the run's method)."""
+    each carries a power fitted for every fusion rule (``select_power``) and is
+    weighted for ``rule`` (the fusion rule of the run's method)."""
+    from edge_mla.fusion import FUSION_RULES
+
     pre = {m: {} for m in data}
-    power, floor = default_weighting(rule)
-    return {c: Reliability(c, threshold, {m: fit_modality(d, c, num_classes, pre[m]) for m, d in data.items()}, power=power, floor=floor) for c in candidates}
+    out = {}
+    for c in candidates:
+        rel = Reliability(c, threshold, {m: fit_modality(d, c, num_classes, pre[m]) for m, d in data.items()})
+        rel.power_fit = {r: select_power(data, rel, r) for r in FUSION_RULES}
+        out[c] = rel.for_rule(rule)
+    return out
+
+
+def _corrupted_validation(data: dict) -> list:
+    """(modality, rows of its ``bad_h``/``bad_z``) per train corruption family:
+    ``FitData.bad_z`` holds the validation inputs once per family, in order, so each
+    block of len(val_y) rows pairs with the other modalities' clean validation rows."""
+    n = len(next(iter(data.values())).val_y)
+    if n == 0 or any(len(d.val_y) != n for d in data.values()):
+        return []
+    return [(m, slice(i * n, (i + 1) * n)) for m, d in data.items() if len(d.bad_z) % n == 0 for i in range(len(d.bad_z) // n)]
+
+
+def select_power(data: dict, rel: Reliability, rule: str, powers=POWERS, tolerance: float = POWER_CLEAN_TOLERANCE) -> dict:
+    """The power for fusion ``rule`` that validation alone picks: among those whose
+    clean fused accuracy is within ``tolerance`` points of the calibrated plain
+    rule's, the lowest worst regret over the train corruption families (regret: points
+    by which fused falls short of the better single modality); ties go to the lower
+    power. Returns {"power", "table": {power: [clean points, worst regret]}}.
+
+    Why fitted: the power is the counterweight to the temperature. Where calibration
+    already softens an input the detector doubts (a new voice), a steep power
+    penalises it twice; where the encoder stays confident on a corrupted input (a
+    smeared camera), only a steep power takes its weight away. Which of the two a run
+    needs shows on its own validation pairs, so no held-out family is used."""
+    from edge_mla.evaluate import accuracy, regret
+    from edge_mla.fusion import fuse
+
+    cases = _corrupted_validation(data)
+    if not cases:
+        return {"power": default_weighting(rule)[0], "table": {}}
+    mods = list(data)
+    y = data[mods[0]].val_y
+    floor = default_weighting(rule)[1]
+    clean_z = {m: data[m].val_z for m in mods}
+    clean_r = {m: rel.modalities[m].score(data[m].val_h, data[m].val_z) for m in mods}
+
+    def acc(z: dict, r: Optional[dict], power: float) -> float:
+        return accuracy(fuse(rel.calibrate(z), rule, reliability=r, threshold=floor, power=power)[0], y)
+
+    plain = acc(clean_z, None, 0.0)
+    scored = []  # (logits, reliability, single-modality accuracies) per corrupted case
+    for m, rows in cases:
+        z = {**clean_z, m: data[m].bad_z[rows]}
+        r = {**clean_r, m: rel.modalities[m].score(data[m].bad_h[rows], z[m])}
+        scored.append((z, r, {k: accuracy(z[k], y) for k in mods}))
+    table = {}
+    for p in powers:
+        worst = max(regret(single, acc(z, r, p)) for z, r, single in scored)
+        table[f"{p:g}"] = [round(100 * (acc(clean_z, clean_r, p) - plain), 4), round(worst, 4)]
+    ok = [p for p in powers if table[f"{p:g}"][0] >= -tolerance] or [max(powers, key=lambda p: table[f"{p:g}"][0])]
+    pick = min(ok, key=lambda p: (table[f"{p:g}"][1], p))
+    log.debug("rule %s: power %g picked on validation %s", rule, pick, table)
+    return {"power": float(pick), "table": table}
 
 
 def save(run_dir: Path, fitted: dict) -> Path:
@@ -99,9 +160,9 @@ def save(run_dir: Path, fitted: dict) -> Path:
 
 
 def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
-    """The cached constants for ``signal``, or None when the run has none yet. The
-    weighting is today's for ``rule``: the cache holds what was fitted, and the
-    weighting is not (a cache written before it changed keeps no stale value)."""
+    """The cached constants for ``signal`` weighted for ``rule`` (the power fitted
+    for it, its floor), or None when the run has none yet or an older edge-mla
+    fitted them (the caller refits)."""
     path = Path(run_dir) / RELIABILITY_NAME
     if not path.is_file():
         return None
@@ -109,14 +170,15 @@ def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
         d = json.loads(path.read_text())
     except ValueError as exc:
         raise EdgeMlaError(f"{path}: not valid JSON ({exc}); delete it or pass --refit-reliability") from None
+    if isinstance(d, dict) and isinstance(d.get("format"), str) and d["format"].startswith("edge-mla-reliability/") and d["format"] != FORMAT:
+        log.info("%s was fitted by an older edge-mla (%s, now %s); refitting", path, d["format"], FORMAT)
+        return None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise EdgeMlaError(f"{path}: not an edge-mla reliability file (expected format {FORMAT})")
     block = d.get("candidates", {}).get(signal)
     if block is None:
         return None
-    rel = Reliability.from_dict(block, str(path))
-    rel.power, rel.floor = default_weighting(rule)
-    return rel
+    return Reliability.from_dict(block, str(path)).for_rule(rule)
 
 
 def load_or_fit(run_dir, model, payload: dict, ds, rule: str, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0) -> Reliability:

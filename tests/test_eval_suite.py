@@ -49,9 +49,11 @@ def test_ece_and_auroc_blocks(eval_json):
         # the noise floor: what a calibrated encoder would score on this many distinct inputs
         assert 0.0 < e["floor"] <= e["floor_p90"] < 1.0 and 0.0 <= e["p"] <= 1.0 and 0 < e["distinct"] <= res["n"]
         assert {"held_out", "train"} <= set(res["reliability"]["auroc"][m])
-    from edge_mla.reliability import DEFAULT_SIGNAL
+    from edge_mla.reliability import DEFAULT_SIGNAL, POWERS, default_weighting
 
     assert res["reliability"]["signal"] == DEFAULT_SIGNAL
+    # the weighting the fused figures used: the power the run's fit picked, the rule's floor
+    assert res["reliability"]["power"] in POWERS and res["reliability"]["floor"] == default_weighting("entropy")[1]
     assert 0.0 <= res["fused_reliable"] <= 1.0 and 0.0 <= res["fused_rule"] <= 1.0
     # the legacy keys are still there
     for key in ("image", "audio", "fused", "fused_mean", "image_black", "audio_silence", "audio_noise"):

@@ -305,17 +305,20 @@ def test_int8_reliability_flag_maps_onto_the_config_and_rejects_other_values(tmp
 RELIABILITY_INT8_GATE_AGREE = 0.9  # fraction of these inputs on the same side of the gate threshold (the export's own limit: 0.95 on its inputs)
 
 
-def test_engines_have_the_reliability_output_and_the_manifest_its_constants(exported):
+def test_engines_have_the_reliability_output_and_the_manifest_its_constants(exported, tiny_run):
     from edge_mla.manifest import load_manifest
 
     man = load_manifest(exported.out)
     rel = man.reliability()
-    from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL, default_weighting
+    from edge_mla.reliability import CANDIDATES, DEFAULT_SIGNAL, POWERS, default_weighting
+    from edge_mla.reliability_fit import load
 
     assert rel is not None and rel.signal == DEFAULT_SIGNAL and 0 < rel.threshold < 1
     block = man.data["fusion"]
-    # the fusion weighting the runtime will use is recorded, not implied by the code version
-    power, floor = default_weighting("entropy")  # the MLA fixture's rule
+    # the fusion weighting the runtime will use is recorded, not implied by the code
+    # version: the power the run's fit selected for its rule (MLA: entropy) on validation
+    power, floor = load(tiny_run, DEFAULT_SIGNAL, "entropy").power, default_weighting("entropy")[1]
+    assert power in POWERS and block["reliability"]["power_fit"]["entropy"]["power"] == power
     assert (block["reliability"]["power"], block["reliability"]["floor"]) == (power, floor)
     assert rel.weighting == {"threshold": floor, "power": power}
     assert block["rule"] == "entropy" and block["method"] == "mla"
@@ -377,7 +380,7 @@ def test_the_fusion_rule_follows_the_training_method(tiny_run, exported, tmp_pat
     from edge_mla.checkpoint import load_checkpoint, save_checkpoint
     from edge_mla.export.pipeline import ExportConfig, export_run
     from edge_mla.models import ModelConfig, build_model
-    from edge_mla.reliability import RELIABILITY_NAME, default_weighting
+    from edge_mla.reliability import DEFAULT_SIGNAL, RELIABILITY_NAME, default_weighting
     from export_fixtures import QUICK
 
     model, payload = load_checkpoint(tiny_run)
@@ -396,5 +399,8 @@ def test_the_fusion_rule_follows_the_training_method(tiny_run, exported, tmp_pat
     from edge_mla.manifest import load_manifest
 
     rel = load_manifest(tmp_path / "eng").reliability()
-    power, floor = default_weighting("sum")
-    assert (rel.power, rel.floor) == (power, floor) and (power, floor) != default_weighting("entropy")
+    # the cache holds a power fitted per rule: the joint run takes the sum rule's
+    from edge_mla.reliability_fit import load
+
+    cached = load(run, DEFAULT_SIGNAL, "sum")
+    assert (rel.power, rel.floor) == (cached.power, cached.floor) == (cached.power_fit["sum"]["power"], default_weighting("sum")[1])

@@ -72,38 +72,118 @@ def test_reliability_block_without_weighting_keeps_its_hard_gate_and_corrupt_wei
     new = Reliability.from_dict(Reliability("msp", 0.5, {"a": ModalityReliability.from_dict(mod, "x")}).to_dict(), "m.json")
     power, floor = WEIGHTINGS["entropy"]
     assert new.weighting == {"threshold": floor, "power": power} and new.threshold == 0.5
-    for bad in ({"power": -1}, {"power": "3"}, {"floor": 1.5}, {"power": True}):
-        with pytest.raises(EdgeMlaError, match=r"m\.json: corrupt reliability constants \((power|floor)"):
+    for bad in ({"power": -1}, {"power": "3"}, {"floor": 1.5}, {"power": True}, {"power_fit": [3]}, {"power_fit": {"entropy": {"power": 99}}},
+                {"power_fit": {"sum": 2.0}}):
+        with pytest.raises(EdgeMlaError, match=r"m\.json.*: corrupt reliability constants \((power|floor)"):
             Reliability.from_dict({"signal": "msp", "threshold": 0.5, "modalities": {"a": mod}, **bad}, "m.json")
 
 
 def test_every_fusion_rule_has_a_weighting_and_a_cached_block_takes_its_rules(tmp_path):
-    """The weighting is policy that follows the run's rule, not a fitted constant: a
-    run folder's cache written under another weighting (or none) is read with
-    today's for the rule the run is fused with."""
+    """The power is fitted per fusion rule and cached with the constants; loading for
+    a rule takes that rule's power and floor. A block without a fitted power gets the
+    rule's fallback, and a cache an older edge-mla wrote is refitted, not trusted."""
+    import json
+
     from edge_mla.fusion import FUSION_RULES
-    from edge_mla.reliability import WEIGHTINGS, ModalityReliability, default_weighting
+    from edge_mla.reliability import FORMAT, POWERS, RELIABILITY_NAME, WEIGHTINGS, FitData, ModalityReliability, default_weighting
     from edge_mla.reliability_fit import fit_candidates, load, save
 
     assert set(WEIGHTINGS) == set(FUSION_RULES)
     with pytest.raises(ValueError, match="no reliability weighting for fusion rule 'median'"):
         default_weighting("median")
     mod = ModalityReliability(1.5, ("msp",), [2.0], -1.0)
-    stale = Reliability("msp", 0.5, {"a": mod}, power=7.0, floor=0.3)
-    save(tmp_path, {"msp": stale})
+    fitted = {"entropy": {"power": 2.0, "table": {}}, "sum": {"power": 4.0, "table": {}}, "mean": {"power": 1.0, "table": {}}}
+    save(tmp_path, {"msp": Reliability("msp", 0.5, {"a": mod}, power=7.0, floor=0.3, power_fit=fitted),
+                    "energy": Reliability("energy", 0.5, {"a": mod}, power=7.0, floor=0.3)})
     for rule in FUSION_RULES:
         rel = load(tmp_path, "msp", rule)
-        assert (rel.power, rel.floor) == default_weighting(rule) and rel.modalities["a"].coef == [2.0]
-    assert load(tmp_path, "energy", "sum") is None  # not cached: the caller fits
-    # a fit carries its rule's weighting (sum: gentler, its halves are complementary)
-    from edge_mla.reliability import FitData
-
+        assert (rel.power, rel.floor) == (fitted[rule]["power"], default_weighting(rule)[1]) and rel.modalities["a"].coef == [2.0]
+        assert (load(tmp_path, "energy", rule).power, load(tmp_path, "energy", rule).floor) == default_weighting(rule)  # nothing fitted: the fallback
+    assert load(tmp_path, "mahalanobis", "sum") is None  # not cached: the caller fits
+    path = tmp_path / RELIABILITY_NAME
+    old = json.loads(path.read_text())
+    old["format"] = "edge-mla-reliability/1"
+    path.write_text(json.dumps(old))
+    assert FORMAT != old["format"] and load(tmp_path, "msp", "entropy") is None  # an older fit: refitted
+    path.write_text(json.dumps({**old, "format": "something-else/1"}))
+    with pytest.raises(EdgeMlaError, match="not an edge-mla reliability file"):
+        load(tmp_path, "msp", "entropy")
+    # a fit carries a power per rule, chosen from POWERS, and is weighted for the run's rule
     rng = np.random.default_rng(0)
     h, y = rng.normal(size=(40, 3)), np.arange(40) % 2
     z = np.stack([h[:, 0], -h[:, 0]], 1)
     data = {"a": FitData(h, y, h, z, y, h * 9, z * 9)}
-    fitted = fit_candidates(data, 2, "sum", candidates=("msp",))
-    assert (fitted["msp"].power, fitted["msp"].floor) == default_weighting("sum") != default_weighting("entropy")
+    fit = fit_candidates(data, 2, "sum", candidates=("msp",))["msp"]
+    assert set(fit.power_fit) == set(FUSION_RULES) and all(v["power"] in POWERS and set(v["table"]) == {f"{p:g}" for p in POWERS} for v in fit.power_fit.values())
+    assert (fit.power, fit.floor) == (fit.power_fit["sum"]["power"], default_weighting("sum")[1])
+    assert Reliability.from_dict(fit.to_dict(), "x").power_fit == fit.power_fit
+
+
+def _r_of(r: float, bias: float = 3.0) -> float:
+    """The 1-D feature h at which the test's Mahalanobis map (means 0, precision 1,
+    coef 1, ``bias``) scores r: sigmoid(bias - log1p(h^2)) = r."""
+    return math.sqrt(math.exp(bias - math.log(r / (1 - r))) - 1)
+
+
+def _two_class(correct: np.ndarray, margin: float) -> np.ndarray:
+    """Logits for labels arange(n) % 2: ``margin`` on the label where ``correct``, on the other class elsewhere."""
+    y = np.arange(len(correct)) % 2
+    z = np.zeros((len(correct), 2))
+    z[np.arange(len(y)), np.where(correct, y, 1 - y)] = margin
+    return z
+
+
+def _selection_case(a_clean, a_bad, b_clean, b_r: float) -> tuple:
+    """FitData for modalities a (clean and one corrupted family) and b (clean only),
+    and the Reliability scoring them through a 1-D Mahalanobis map."""
+    from edge_mla.reliability import FitData, ModalityReliability
+
+    n = len(a_clean[0])
+    y = np.arange(n) % 2
+    col = lambda r: np.full((n, 1), _r_of(r))  # noqa: E731
+    data = {"a": FitData(col(0.95), y, col(a_clean[1]), a_clean[0], y, col(a_bad[1]), a_bad[0]),
+            "b": FitData(col(0.95), y, col(b_r), b_clean, y, np.zeros((0, 1)), np.zeros((0, 2)))}
+    gauss = {"features": ("mahalanobis",), "coef": [1.0], "bias": 3.0, "means": np.zeros((2, 1)), "precision": np.eye(1)}
+    rel = Reliability("mahalanobis", 0.5, {m: ModalityReliability(1.0, **gauss) for m in data})
+    return data, rel
+
+
+def test_select_power_takes_the_steepest_power_a_confident_broken_sensor_needs():
+    """a is right on every clean pair; corrupted it is wrong with margin 5 at r 0.3,
+    while b (right on 3 of 4, margin 1.5, r 0.95) alone would score 75%. Entropy
+    weights exp(-e): a 0.961, b 0.622; b out-votes a where 0.622 * 1.5 * 0.95^p >
+    0.961 * 5 * 0.3^p, i.e. for p >= 1.5 (p 1: fused 0%, regret 75)."""
+    from edge_mla.reliability_fit import select_power
+
+    n = 200
+    b_ok = np.arange(n) % 4 != 0
+    data, rel = _selection_case((_two_class(np.ones(n, bool), 5.0), 0.95), (_two_class(np.zeros(n, bool), 5.0), 0.3), _two_class(b_ok, 1.5), 0.95)
+    fit = select_power(data, rel, "entropy")
+    assert fit["table"]["1"] == [0.0, 75.0]
+    assert all(fit["table"][k] == [0.0, 0.0] for k in ("1.5", "2", "3", "4"))
+    assert fit["power"] == 1.5  # the gentlest of those with the lowest worst regret
+
+
+def test_select_power_keeps_clean_accuracy_within_the_tolerance():
+    """b is right on every pair (margin 6) but the detector doubts it (r 0.6, a new
+    voice); a is right on 4 of 5 (margin 3, r 0.95). Clean: b wins a's wrong pairs
+    while 1.19 * 0.6^p > 0.5, so p <= 1.5 keeps 100% and p >= 2 falls to 80% (-20
+    points). Corrupted a (wrong, margin 8, r 0.55) only loses its vote at p 4. Within
+    the 0.5-point tolerance no power fixes the corruption, so the gentlest is kept;
+    with the tolerance lifted, p 4 is the pick."""
+    from edge_mla.reliability_fit import select_power
+
+    n = 200
+    a_ok = np.arange(n) % 5 != 0
+    data, rel = _selection_case((_two_class(a_ok, 3.0), 0.95), (_two_class(np.zeros(n, bool), 8.0), 0.55), _two_class(np.ones(n, bool), 6.0), 0.6)
+    fit = select_power(data, rel, "entropy")
+    assert [fit["table"][k][0] for k in ("1", "1.5", "2", "3", "4")] == [0.0, 0.0, -20.0, -20.0, -20.0]
+    assert [fit["table"][k][1] for k in ("1", "1.5", "2", "3", "4")] == [100.0, 100.0, 100.0, 100.0, 0.0]
+    assert fit["power"] == 1.0
+    assert select_power(data, rel, "entropy", tolerance=100.0)["power"] == 4.0
+    # nothing corrupted to select on: the rule's fallback
+    bare = {m: d.__class__(d.train_h, d.train_y, d.val_h, d.val_z, d.val_y, d.bad_h[:0], d.bad_z[:0]) for m, d in data.items()}
+    assert select_power(bare, rel, "sum") == {"power": 1.5, "table": {}}
 
 
 def test_temperature_is_fitted_on_clean_and_perturbed_validation_together():

@@ -59,7 +59,8 @@ def format_table(res: dict) -> str:
         lines.append("  mean entropy weights: " + "; ".join(f"{case}: " + ", ".join(f"{m} {v:.2f}" for m, v in ws.items()) for case, ws in w.items()))
     if "corruptions" in res:
         rel = res["reliability"]
-        lines.append(f"  fused ({res['rule']} + reliability {rel['signal']}) {100 * res['fused_reliable']:6.2f}% clean, ({res['rule']} alone) {100 * res['fused_rule']:6.2f}%")
+        w = f", weight x r^{rel['power']:g}" if rel.get("power") is not None else ""
+        lines.append(f"  fused ({res['rule']} + reliability {rel['signal']}{w}) {100 * res['fused_reliable']:6.2f}% clean, ({res['rule']} alone) {100 * res['fused_rule']:6.2f}%")
         for part, s in res["corruption_summary"].items():
             lines.append(f"  {part} corruptions: regret mean {s['mean_regret']:.1f} / worst {s['worst_regret']:.1f} points ({s['worst']}); without reliability {s['mean_regret_base']:.1f} / {s['worst_regret_base']:.1f}")
         lines.append("  reliability AUROC clean vs corrupted: " + "; ".join(f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in a.items()) for m, a in rel["auroc"].items()))
