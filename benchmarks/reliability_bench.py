@@ -4,8 +4,10 @@ For every (split, method, seed): train a tiny run (skipped when it exists), fit 
 reliability candidate on its validation split (edge_mla.reliability_fit: train
 corruption families only), run the corruption suite once on a stratified subset of
 the test split and score the method's own rule without reliability and with each
-candidate, and the default signal under other fusion weightings (--weightings). Optionally (--export) one FP32+INT8 export per split (seed 0) for the
-INT8 AUROC, and (--latency) the extra batch-1 engine cost of the second output.
+candidate (each with the fusion power its fit picked on validation), and the default
+signal under fixed fusion weightings (--weightings). Optionally (--export) one
+FP32+INT8 export per split (seed 0) for the INT8 AUROC, and (--latency) the extra
+batch-1 engine cost of the second output.
 Writes results.json (resumable per run) and prints markdown tables.
 
   python benchmarks/reliability_bench.py --data-dir ../shared/data --out bench-out/reliability \
@@ -354,8 +356,8 @@ def main() -> int:
     ap.add_argument("--latency", action="store_true", help="extra batch-1 ms of the reliability output (first run)")
     ap.add_argument("--latency-repeats", type=int, default=200)
     ap.add_argument("--weightings", nargs="*", type=_weighting, default=[(0.0, 0.5), (1.0, 0.1), (1.5, 0.1), (2.0, 0.1), (3.0, 0.1), (3.0, 0.25), (3.0, 0.5), (4.0, 0.1)],
-                    metavar="POWER:FLOOR", help="extra fusion weightings scored for the default signal, beside the rule's own "
-                    "(edge_mla.reliability.WEIGHTINGS; default: the old hard gate 0:0.5, and 1:0.1 1.5:0.1 2:0.1 3:0.1 3:0.25 3:0.5 4:0.1)")
+                    metavar="POWER:FLOOR", help="fixed fusion weightings scored for the default signal, beside the power its fit "
+                    "picked (reliability_fit.select_power; default: the old hard gate 0:0.5, and 1:0.1 1.5:0.1 2:0.1 3:0.1 3:0.25 3:0.5 4:0.1)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
