@@ -301,7 +301,9 @@ def _number(d: Mapping, key: str, default: float, lo: float, hi: float, where: s
 class FitData:
     """What fitting one modality needs: clean training features/labels (Gaussian),
     clean validation logits/labels (temperature), validation features and logits
-    under the train corruption families (logistic map).
+    under the train corruption families (logistic map; ``bad_h``/``bad_z`` hold the
+    validation inputs once per family, in turn, len(val_y) rows each, which is how
+    ``reliability_fit.select_power`` pairs them with the other modality's).
 
     ``aug_z``: the same validation inputs (so the same labels, ``val_y``) drawn
     through the run's training perturbation (level and voice, audio only), or None

@@ -161,8 +161,8 @@ def save(run_dir: Path, fitted: dict) -> Path:
 
 def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
     """The cached constants for ``signal`` weighted for ``rule`` (the power fitted
-    for it, its floor), or None when the run has none yet or an older edge-mla
-    fitted them (the caller refits)."""
+    for it, its floor), or None when the run has none yet or another edge-mla
+    version fitted them (the caller refits)."""
     path = Path(run_dir) / RELIABILITY_NAME
     if not path.is_file():
         return None
@@ -171,7 +171,7 @@ def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
     except ValueError as exc:
         raise EdgeMlaError(f"{path}: not valid JSON ({exc}); delete it or pass --refit-reliability") from None
     if isinstance(d, dict) and isinstance(d.get("format"), str) and d["format"].startswith("edge-mla-reliability/") and d["format"] != FORMAT:
-        log.info("%s was fitted by an older edge-mla (%s, now %s); refitting", path, d["format"], FORMAT)
+        log.info("%s was fitted by another edge-mla version (%s; this one reads %s); refitting", path, d["format"], FORMAT)
         return None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise EdgeMlaError(f"{path}: not an edge-mla reliability file (expected format {FORMAT})")
