@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.train_bench import cpu_model
-from edge_mla.reliability import DEFAULT_SIGNAL, default_weighting
+from edge_mla.reliability import DEFAULT_SIGNAL, POWER_CLEAN_TOLERANCE, default_weighting
 
 
 def train(args, split: str, method: str, seed: int) -> Path:
@@ -105,10 +105,11 @@ def validation_weightings(model, ds, seed: int, n_val: int, rel, rule: str, weig
     return out
 
 
-def select_weighting(results: dict, split: str, method: str, tolerance: float = 0.5) -> str:
+def select_weighting(results: dict, split: str, method: str, tolerance: float = POWER_CLEAN_TOLERANCE) -> str:
     """The weighting validation alone would pick, over the seeds: the lowest mean
     worst train-family regret among those whose mean clean validation accuracy is
-    within ``tolerance`` points of the calibrated plain rule's (ties: lower power)."""
+    within ``tolerance`` points of the calibrated plain rule's (ties: lower power):
+    reliability_fit.select_power's criterion, on the means over seeds."""
     runs = [r["scores"]["val_weightings"] for r in results["runs"].values() if r["split"] == split and r["method"] == method and "val_weightings" in r["scores"]]
     if not runs:
         return ""

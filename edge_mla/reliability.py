@@ -307,7 +307,7 @@ class FitData:
 
     ``aug_z``: the same validation inputs (so the same labels, ``val_y``) drawn
     through the run's training perturbation (level and voice, audio only), or None
-    (the default fit). When
+    (the image; a run trained without the perturbation; the clean-only fit). When
     present the temperature is fitted on clean and perturbed validation together:
     calibrated on the validation recordings alone, the audio temperature fits that
     split's one voice, and on held-out speakers it leaves the test voice's ECE worse

@@ -130,21 +130,22 @@ def select_power(data: dict, rel: Reliability, rule: str, powers=POWERS, toleran
     y = data[mods[0]].val_y
     floor = default_weighting(rule)[1]
     clean_z = {m: data[m].val_z for m in mods}
+    clean_c = rel.calibrate(clean_z)
     clean_r = {m: rel.modalities[m].score(data[m].val_h, data[m].val_z) for m in mods}
 
-    def acc(z: dict, r: Optional[dict], power: float) -> float:
-        return accuracy(fuse(rel.calibrate(z), rule, reliability=r, threshold=floor, power=power)[0], y)
+    def acc(calibrated: dict, r: Optional[dict], power: float) -> float:
+        return accuracy(fuse(calibrated, rule, reliability=r, threshold=floor, power=power)[0], y)
 
-    plain = acc(clean_z, None, 0.0)
-    scored = []  # (logits, reliability, single-modality accuracies) per corrupted case
+    plain = acc(clean_c, None, 0.0)
+    scored = []  # (calibrated logits, reliability, single-modality accuracies) per corrupted case, computed once for every power
     for m, rows in cases:
         z = {**clean_z, m: data[m].bad_z[rows]}
         r = {**clean_r, m: rel.modalities[m].score(data[m].bad_h[rows], z[m])}
-        scored.append((z, r, {k: accuracy(z[k], y) for k in mods}))
+        scored.append((rel.calibrate(z), r, {k: accuracy(z[k], y) for k in mods}))
     table = {}
     for p in powers:
-        worst = max(regret(single, acc(z, r, p)) for z, r, single in scored)
-        table[f"{p:g}"] = [round(100 * (acc(clean_z, clean_r, p) - plain), 4), round(worst, 4)]
+        worst = max(regret(single, acc(zc, r, p)) for zc, r, single in scored)
+        table[f"{p:g}"] = [round(100 * (acc(clean_c, clean_r, p) - plain), 4), round(worst, 4)]
     ok = [p for p in powers if table[f"{p:g}"][0] >= -tolerance] or [max(powers, key=lambda p: table[f"{p:g}"][0])]
     pick = min(ok, key=lambda p: (table[f"{p:g}"][1], p))
     log.debug("rule %s: power %g picked on validation %s", rule, pick, table)
