@@ -118,9 +118,8 @@ def score_run(run: str, data_dir: str, fit_train: int, test_limit: int) -> dict:
     from edge_mla.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from edge_mla.corruptions import suite
     from edge_mla.data import load_dataset
-    from edge_mla.evaluate import HARD_DROP
     from edge_mla.manifest import load_run_config
-    from edge_mla.reliability import auroc
+    from edge_mla.reliability import HARD_DROP, auroc
     from edge_mla.reliability_fit import _stratified
     from edge_mla.train.config import TrainConfig
 

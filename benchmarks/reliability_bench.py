@@ -72,6 +72,7 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
         rel = dataclasses.replace(fitted[DEFAULT_SIGNAL], power=power, floor=floor)
         out[f"{DEFAULT_SIGNAL} w=r^{power:g} floor {floor:g}"] = score_suite(data, rule, rel)
     out["val_weightings"] = validation_weightings(model, ds, seed, args.fit_val, fitted[DEFAULT_SIGNAL], rule, _weightings(args, rule))
+    out["fault_gate"] = {m: list(r.fault.blocks) if r.fault is not None else [] for m, r in fitted[DEFAULT_SIGNAL].modalities.items()}
     out["ece_test"] = full_test_ece(model, ds, fitted[DEFAULT_SIGNAL], seed, args.fit_val)
     return out
 
@@ -298,11 +299,35 @@ def _ms(vals: list) -> str:
     return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}"
 
 
+SCORE_EXTRAS = ("base", "rule", "fit_seconds", "suite_seconds", "n_test", "ece_test", "val_weightings", "fault_gate")  # per-run entries that are not a fusion row
+
+
+def fault_table(results: dict, split: str, method: str) -> str:
+    """The default signal on the *train* families (the fast paths' cases: black
+    frames, silence, noise): AUROC against clean test inputs and the share judged
+    unreliable (r < threshold), mean over seeds, with the fault gate's prototypes
+    per seed (edge_mla.reliability.fit_fault_gate)."""
+    runs = [r for r in results["runs"].values() if r["split"] == split and r["method"] == method and DEFAULT_SIGNAL in r["scores"]]
+    if not runs:
+        return ""
+    rows = runs[0]["scores"][DEFAULT_SIGNAL]["corruptions"]
+    names = [n for n, r in rows.items() if not r["held_out"] and "auroc" in r]
+    gates = "; ".join(", ".join(f"{m}: {'+'.join(b) or 'none'}" for m, b in r["scores"].get("fault_gate", {}).items()) or "not recorded" for r in runs)
+    lines = [f"Train families, {DEFAULT_SIGNAL}, {method}, {split} ({len(runs)} seeds; fault gate per seed: {gates}):", "",
+             "| corruption | encoder alone % | AUROC clean vs corrupted | judged unreliable % | fused % | regret |", "| --- | --- | --- | --- | --- | --- |"]
+    for n in names:
+        s = [r["scores"][DEFAULT_SIGNAL]["corruptions"][n] for r in runs]
+        mod = s[0]["modality"]
+        lines.append(f"| {n} | {_ms([100 * x[mod] for x in s])} | {_ms([x['auroc'] for x in s])} | {_ms([100 * x['unreliable'] for x in s])} | "
+                     f"{_ms([100 * x['fused'] for x in s])} | {_ms([x['regret'] for x in s])} |")
+    return "\n".join(lines) + "\n"
+
+
 def table(results: dict, split: str, method: str) -> str:
     runs = [r for k, r in results["runs"].items() if r["split"] == split and r["method"] == method]
     if not runs:
         return ""
-    cands = ["base"] + [c for c in runs[0]["scores"] if c not in ("base", "rule", "fit_seconds", "suite_seconds", "n_test", "ece_test", "val_weightings")]
+    cands = ["base"] + [c for c in runs[0]["scores"] if c not in SCORE_EXTRAS]
     rows = ["| fusion | clean fused % | image % | audio % | held-out regret mean | held-out regret worst | train-family regret worst | ECE image (raw → T) | ECE audio (raw → T) | AUROC held-out image / audio | AUROC held-out, hard | clean abstain % |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cands:
@@ -386,6 +411,7 @@ def main() -> int:
         for method in args.methods:
             print(table(results, split, method))
             print(ece_table(results, split, method))
+            print(fault_table(results, split, method))
             print(select_weighting(results, split, method))
     print(export_table(results))
     print("export (INT8 AUROC, held-out families at severity 3):", json.dumps(results["export"], indent=1))

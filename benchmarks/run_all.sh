@@ -51,6 +51,28 @@ for sp in official speaker; do
   $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-aug4-$sp --splits $sp --seeds 0 1 2 --methods mla joint ogm_ge mmpareto \
       --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --export
 done
+# The fault gate (the default since BENCHMARKS.md section 8 "Fault gate"): the same runs copied
+# again so they refit (reliability.json format /3), scored and exported the same way.
+for sp in official speaker; do
+  for m in mla joint ogm_ge mmpareto; do
+    for s in 0 1 2; do mkdir -p bench-out/reliability-gate-$sp/$sp/$m-s$s; cp bench-out/reliability-aug4-$sp/$sp/$m-s$s/{checkpoint.pt,config.json} bench-out/reliability-gate-$sp/$sp/$m-s$s/; done
+  done
+  $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-gate-$sp --splits $sp --seeds 0 1 2 --methods mla joint ogm_ge mmpareto \
+      --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --export
+done
+# ... and the streaming runtime with both fast paths off: the demo run (runtime-degraded4's) refitted,
+# a new 90 s session with every fault (dead mic and black frames included), then the degraded session.
+mkdir -p bench-out/runtime-gate/train-run && cp bench-out/runtime-degraded4/train-run/{checkpoint.pt,config.json} bench-out/runtime-gate/train-run/
+.venv/bin/edge-mla export bench-out/runtime-gate/train-run --out bench-out/runtime-gate/engines --int8 on --dataset demo --no-progress --force
+for prec in int8 fp32; do
+  $PY benchmarks/runtime_bench.py --engines bench-out/runtime-gate/engines --out bench-out/runtime-gate-$prec --precision $prec \
+      --segments 30 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0 \
+      $( [ $prec = fp32 ] && echo --session bench-out/runtime-gate-int8/session )
+  $PY benchmarks/runtime_bench.py --engines bench-out/runtime-degraded5/engines --out bench-out/runtime-nogate-$prec --precision $prec \
+      --session bench-out/runtime-gate-int8/session --segments 30 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0
+  $PY benchmarks/runtime_bench.py --engines bench-out/runtime-gate/engines --out bench-out/runtime-degraded6-$prec --precision $prec --degraded \
+      --session bench-out/runtime-degraded/session --segments 15 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0
+done
 # Feature-space distances beside the shipped Gaussian, on the same MLA runs (audio AUROC).
 for sp in official speaker; do
   $PY -m benchmarks.feature_space_bench --data-dir "$DATA" --out bench-out/feature-space-$sp.json \

@@ -85,6 +85,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from edge_mla.runtime.replay import default_script, degraded_script, record_session, score
+    from edge_mla.runtime.replay.script import degrading_faults
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def main() -> int:
     subprocess.run([sys.executable, "-c", CHILD, json.dumps(child_args)], check=True, cwd=str(ROOT))
     load_after = os.getloadavg()
     rep = json.loads(report_path.read_text())
-    sc = score(jsonl, session.truth)
+    sc = score(jsonl, session.truth, degrading=degrading_faults(blank_threshold=args.blank_threshold, silence_threshold=args.silence_threshold))
     manifest = json.loads((engines / "manifest.json").read_text())
     result = {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "loadavg_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)]},
@@ -160,7 +161,7 @@ def render(r: dict) -> str:
              "\"Alone\" counts a modality's own top-1 in the same output lines, and counts it wrong when it was missing or stale, as a single-sensor runtime would be.\n")
     if sc.get("degraded"):
         L.append(f"Fusion: rule {r.get('fusion', {}).get('rule')}, reliability signal {r.get('fusion', {}).get('signal')}; blank threshold {r['blank_threshold']}, silence threshold {r.get('silence_threshold')}.\n")
-        L.append("### Degraded sensors (alive but broken)\n")
+        L.append("### Degraded sensors (alive but broken; with a fast path off, its fault too)\n")
         L.append("| fault | span | reported degraded after | ok again after | fraction of the span reported degraded |")
         L.append("| --- | --- | ---: | ---: | ---: |")
         for x in sc["degraded"]:

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from edge_mla.data.augment import AudioAugment
 
 CORRUPTIONS = ("image_black", "audio_silence", "audio_noise")
-HARD_DROP = 0.20  # a corruption is "hard" for the AUROC when it costs the encoder alone more than this
 
 
 def _legacy_corrupt(case: Optional[str], img: np.ndarray, aud: np.ndarray, rng: np.random.Generator) -> tuple:
@@ -123,7 +122,7 @@ def score_suite(data: SuiteData, rule: str, rel=None) -> dict:
     exported with those constants decides: the rule on temperature-calibrated logits,
     gated by reliability; ``fused_base``/``regret_base`` are the plain rule on raw
     logits (before this), and the clean ``fused_calibrated`` is calibration alone."""
-    from edge_mla.reliability import auroc, ece, ece_floor
+    from edge_mla.reliability import HARD_DROP, auroc, ece, ece_floor
 
     y = data.labels
     mods = list(data.clean_z)
@@ -230,7 +229,9 @@ def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full
         res["fused_calibrated"] = s["clean"]["fused_calibrated"]
         res["fused_rule"] = s["clean"]["fused_base"]
         res["reliability"] = {"signal": s["signal"], "threshold": s["threshold"], "power": s["power"], "floor": s["floor"], "auroc": s["auroc"],
-                              "clean_abstain": s["clean"]["abstain"]}
+                              "clean_abstain": s["clean"]["abstain"],
+                              # modality -> the train-family blocks its fault gate stands on (none: the distance sees them all)
+                              "fault_gate": {m: list(r.fault.blocks) for m, r in reliability.modalities.items() if r.fault is not None}}
         res["ece"] = s["ece"]
         res["corruptions"] = s["corruptions"]
         res["corruption_summary"] = s["summary"]

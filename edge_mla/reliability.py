@@ -16,6 +16,17 @@ Signals (features of one sample, higher = more in-distribution):
 Candidates are one signal or a pair; each is mapped to a probability
 ``r = sigmoid(w . f + b)`` by a logistic fit separating clean validation inputs from
 the *train* corruption families (``edge_mla.corruptions``), never the held-out ones.
+A distance to the training distribution cannot see a dead sensor when the training
+perturbations approach it (a microphone level augmented down to -24 dB makes
+digital silence the limit of quiet speech: it scored *more* typical than 89-95%
+of clean official test audio). So a Mahalanobis candidate also gets a **fault gate**
+(``fit_fault_gate``): the train-family inputs on validation that cost the encoder
+more than ``HARD_DROP`` yet pass the map become prototypes, and
+``r = sigmoid(min(w . f + b, a * log(1 + d_fault / D) + c))``, with d_fault the
+distance to the nearest prototype: it doubts at most ``FAULT_CLEAN_ALARM`` of clean
+(and training-perturbed) validation inputs and puts the core of each fault below
+every fusion floor. Far from every prototype the gate is inert, so held-out
+corruptions are judged by the distance as before.
 A modality with ``r < threshold`` is judged unreliable (its sensor reported
 ``degraded`` when that lasts). Fusion weighs each modality by its rule's own weight
 times ``r ** power`` and leaves out one below ``floor`` (``fusion_weights``; the
@@ -72,6 +83,17 @@ DEFAULT_THRESHOLD = 0.5  # the logistic map is class-balanced: below 0.5, likeli
 WEIGHTINGS = {"entropy": (3.0, 0.1), "sum": (1.5, 0.1), "mean": (3.0, 0.1)}
 POWERS = (1.0, 1.5, 2.0, 3.0, 4.0)  # what select_power chooses from
 POWER_CLEAN_TOLERANCE = 0.5  # points of clean validation accuracy a power may cost against the calibrated plain rule
+# A train-family block becomes a fault prototype when it costs the encoder more than
+# HARD_DROP on validation (the suite's "hard" corruption, one home) and the map judges
+# most of it reliable. The gate doubts at most FAULT_CLEAN_ALARM of clean validation
+# (r < 0.5) and gives FAULT_COVER of each fault block at most FAULT_R: below every
+# rule's floor (WEIGHTINGS), so a dead sensor is left out of the fusion, not just
+# weighed down.
+HARD_DROP = 0.20
+FAULT_CLEAN_ALARM = 0.01
+FAULT_COVER = 0.99
+FAULT_R = 0.05
+assert FAULT_R < min(floor for _, floor in WEIGHTINGS.values())
 
 
 def default_weighting(rule: str) -> tuple:
@@ -84,7 +106,7 @@ def default_weighting(rule: str) -> tuple:
 
 
 RELIABILITY_NAME = "reliability.json"  # in a run folder
-FORMAT = "edge-mla-reliability/2"  # /2: temperature on perturbed validation, power fitted per rule
+FORMAT = "edge-mla-reliability/3"  # /2: temperature on perturbed validation, power fitted per rule; /3: the fault gate
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -142,20 +164,30 @@ class ModalityReliability:
     bias: float
     means: Optional[np.ndarray] = None  # (C, D), mahalanobis only
     precision: Optional[np.ndarray] = None  # (D, D)
+    fault: Optional["FaultGate"] = None  # mahalanobis only; None: no fault the map misses (or an older fit)
 
     def raw_features(self, h: np.ndarray, z: np.ndarray) -> np.ndarray:
         return feature_matrix(self.features, h, z, self.temperature, self.means, self.precision)
 
+    def logit(self, h: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The map's logit, capped by the fault gate's: r = sigmoid(logit). One
+        Sigmoid at the end is what the INT8 refit rescales (export.reliability_int8)."""
+        out = self.raw_features(h, z) @ np.asarray(self.coef, np.float64) + self.bias
+        if self.fault is not None:
+            out = np.minimum(out, self.fault.logit(h, self.precision))
+        return out
+
     def score(self, h: np.ndarray, z: np.ndarray) -> np.ndarray:
         """r in (0, 1), shape (N,)."""
-        f = self.raw_features(h, z)
-        return 1.0 / (1.0 + np.exp(-(f @ np.asarray(self.coef, np.float64) + self.bias)))
+        return 1.0 / (1.0 + np.exp(-self.logit(h, z)))
 
     def to_dict(self) -> dict:
         d = {"temperature": self.temperature, "features": list(self.features), "coef": [float(c) for c in self.coef], "bias": float(self.bias)}
         if self.means is not None:
             d["means"] = np.asarray(self.means, np.float32).tolist()
             d["precision"] = np.asarray(self.precision, np.float32).tolist()
+        if self.fault is not None:
+            d["fault"] = self.fault.to_dict()
         return d
 
     @classmethod
@@ -179,9 +211,54 @@ class ModalityReliability:
             vals = coef + [float(d["bias"]), t]
             if not np.all(np.isfinite(vals)) or (means is not None and not (np.all(np.isfinite(means)) and np.all(np.isfinite(precision)))):
                 raise ValueError("non-finite constants")
+            fault = None
+            if d.get("fault") is not None:
+                if precision is None:
+                    raise ValueError("a fault gate needs the mahalanobis constants")
+                fault = FaultGate.from_dict(d["fault"], precision.shape[0])
         except (KeyError, TypeError, ValueError) as exc:
             raise EdgeMlaError(f"{where}: corrupt reliability constants ({exc.__class__.__name__}: {exc})") from None
-        return cls(t, feats, coef, float(d["bias"]), means, precision)
+        return cls(t, feats, coef, float(d["bias"]), means, precision, fault)
+
+
+@dataclass
+class FaultGate:
+    """Known faults the distance misses: prototypes in the encoder's feature space
+    (the mean feature of each such train-family block on validation) and a logistic
+    map of the distance to the nearest one, under the Gaussian's precision. The logit
+    ``coef * log(1 + d / D) + bias`` rises with the distance (coef > 0), so the gate
+    only lowers r near a prototype."""
+
+    means: np.ndarray  # (J, D)
+    coef: float
+    bias: float
+    blocks: tuple = ()  # which train-family blocks became prototypes (the manifest says why)
+
+    def logit(self, h: np.ndarray, precision: np.ndarray) -> np.ndarray:
+        d = min_mahalanobis(h, self.means, precision)
+        return self.coef * np.log1p(d / self.means.shape[1]) + self.bias
+
+    def to_dict(self) -> dict:
+        return {"means": np.asarray(self.means, np.float32).tolist(), "coef": float(self.coef), "bias": float(self.bias), "blocks": list(self.blocks)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping, dim: int) -> "FaultGate":
+        """Raises ValueError/KeyError/TypeError (ModalityReliability.from_dict turns
+        them into one line naming the file)."""
+        if not isinstance(d, Mapping):
+            raise ValueError("fault: expected an object")
+        means = np.asarray(d["means"], np.float64)
+        if means.ndim != 2 or not len(means) or means.shape[1] != dim:
+            raise ValueError(f"fault means: expected (prototypes, {dim}), got {means.shape}")
+        coef, bias = float(d["coef"]), float(d["bias"])
+        if not (np.all(np.isfinite(means)) and np.isfinite(coef) and np.isfinite(bias)):
+            raise ValueError("non-finite fault constants")
+        if not coef > 0:
+            raise ValueError(f"fault coef {coef:g}: must be positive (the gate doubts inputs near a fault, not far from it)")
+        blocks = d.get("blocks", [])
+        if not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
+            raise ValueError("fault blocks: expected a list of names")
+        return cls(means, coef, bias, tuple(blocks))
 
 
 def feature_matrix(features: tuple, h: np.ndarray, z: np.ndarray, temperature: float, means=None, precision=None) -> np.ndarray:
@@ -321,6 +398,16 @@ class FitData:
     bad_h: np.ndarray
     bad_z: np.ndarray
     aug_z: Optional[np.ndarray] = None
+    bad_names: tuple = ()  # the corruption behind each block of bad_h, in order (e.g. "audio_silence@3")
+    aug_h: Optional[np.ndarray] = None  # features of the validation inputs drawn through the run's training perturbation (or None)
+
+    def clean_features(self) -> np.ndarray:
+        """What the fault gate must not doubt: clean validation features and, when the
+        run was trained with a perturbation, the same inputs perturbed that way (a
+        voice 20 dB quieter is one the encoder was taught to read, not a dead
+        microphone; held-out speakers are recorded 14-22 dB quieter than the
+        validation one)."""
+        return self.val_h if self.aug_h is None else np.concatenate([self.val_h, self.aug_h])
 
     def calibration_set(self) -> tuple:
         """(logits, labels) the temperature is fitted on."""
@@ -347,7 +434,77 @@ def fit_modality(data: FitData, candidate: str, num_classes: int, pre: Optional[
     good = feature_matrix(feats, data.val_h, data.val_z, t, means, precision)
     bad = feature_matrix(feats, data.bad_h, data.bad_z, t, means, precision)
     coef, bias = fit_logistic(np.vstack([good, bad]), np.r_[np.ones(len(good)), np.zeros(len(bad))])
-    return ModalityReliability(t, feats, list(coef), bias, means, precision)
+    rel = ModalityReliability(t, feats, list(coef), bias, means, precision)
+    if precision is not None:
+        rel.fault = fit_fault_gate(data, rel)
+    return rel
+
+
+def fit_fault_gate(data: FitData, rel: ModalityReliability, threshold: float = DEFAULT_THRESHOLD,
+                   hard_drop: float = HARD_DROP, clean_alarm: float = FAULT_CLEAN_ALARM) -> Optional[FaultGate]:
+    """The fault gate for ``rel`` (its map already fitted), or None when every
+    train-family block that costs the encoder more than ``hard_drop`` of its clean
+    validation accuracy is already judged unreliable (r < ``threshold``) on most of
+    its inputs.
+
+    Each block the map misses becomes a prototype: its mean feature
+    (``gate_from_blocks``, against clean validation and its perturbed copy,
+    ``FitData.clean_features``). The gate doubts at most ``clean_alarm`` of those
+    clean inputs, because the distance already judges everything else and the gate
+    must not take a quiet but readable voice's weight; far from every prototype it is
+    inert: far from a known fault it knows nothing."""
+    n = len(data.val_y)
+    if n == 0 or len(data.bad_h) % n or len(data.bad_h) == 0:
+        return None
+    clean_acc = float(np.mean(np.argmax(data.val_z, 1) == data.val_y))
+    picked, names = [], []
+    for i in range(len(data.bad_h) // n):
+        rows = slice(i * n, (i + 1) * n)
+        drop = clean_acc - float(np.mean(np.argmax(data.bad_z[rows], 1) == data.val_y))
+        missed = float(np.mean(rel.score(data.bad_h[rows], data.bad_z[rows]) >= threshold))
+        if drop > hard_drop and missed > 0.5:
+            picked.append(rows)
+            names.append(data.bad_names[i] if i < len(data.bad_names) else f"block {i}")
+    if not picked:
+        return None
+    return gate_from_blocks(data.clean_features(), [data.bad_h[rows] for rows in picked], rel.precision, names, clean_alarm)
+
+
+def gate_from_blocks(clean_h: np.ndarray, blocks_h: list, precision: np.ndarray, names: list, clean_alarm: float = FAULT_CLEAN_ALARM,
+                     cover: float = FAULT_COVER, fault_r: float = FAULT_R) -> Optional[FaultGate]:
+    """A FaultGate with one prototype per block (its mean feature), or None when no
+    block is separable from ``clean_h``. With g = log(1 + d / D), d the distance to
+    the nearest prototype, the gate's logit is 0 (r = 0.5) at the g below which
+    ``clean_alarm`` of the clean inputs lie, and logit(``fault_r``) at the g within
+    which ``cover`` of every kept block lies: two quantiles, not a fitted slope,
+    because the clean side's edge (quiet voices near a dead microphone's point) and
+    the fault's tight core are what the gate must keep apart, and a logistic fit on
+    the bulk of both left a dead microphone at r 0.41-0.47, weighed down but still
+    voting. A block whose own ``cover`` quantile reaches its clean ``clean_alarm``
+    quantile (a spread-out perturbation such as speech 20 dB down, which clean
+    quiet voices overlap) is no prototype. Shared by the FP32 fit and the INT8
+    engine's refit on its own features (export.reliability_int8)."""
+    blocks_h = [np.asarray(b, np.float64) for b in blocks_h]
+    dim = blocks_h[0].shape[1]
+
+    def g(h: np.ndarray, means: np.ndarray) -> np.ndarray:
+        return np.log1p(min_mahalanobis(h, means, precision) / dim)
+
+    keep = [j for j, b in enumerate(blocks_h)
+            if np.quantile(g(b, b.mean(0, keepdims=True)), cover) < np.quantile(g(clean_h, b.mean(0, keepdims=True)), clean_alarm)]
+    if not keep:
+        log.info("fault gate for %s not kept: no block separable from clean inputs", ", ".join(names))
+        return None
+    means = np.stack([blocks_h[j].mean(0) for j in keep])
+    edge = float(np.quantile(g(clean_h, means), clean_alarm))
+    inner = max(float(np.quantile(g(blocks_h[j], means), cover)) for j in keep)
+    if not inner < edge:
+        log.info("fault gate for %s not kept: its blocks reach the clean inputs", ", ".join(names))
+        return None
+    coef = float(np.log((1 - fault_r) / fault_r)) / (edge - inner)
+    bias = -coef * edge
+    log.debug("fault gate: %s (coef %.3g, bias %.3g)", ", ".join(names[j] for j in keep), coef, bias)
+    return FaultGate(means, coef, bias, tuple(names[j] for j in keep))
 
 
 # -- metrics --------------------------------------------------------------------------

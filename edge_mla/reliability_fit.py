@@ -71,16 +71,21 @@ def fit_data(model, ds, seed: int = 0, train_limit: int = FIT_TRAIN_PAIRS, val_l
     th, _, ty = collect(model, train, ds.window, seed=seed, augment=augment)
     vh, vz, vy = collect(model, val, ds.window)
     aug_z: dict = {}
-    if temperature_on_augmented and augment is not None and "audio" in vz:  # the perturbation is the microphone's: the image stays clean
-        _, az, _ = collect(model, val, ds.window, seed=seed + 50, augment=augment, modalities=["audio"])
-        aug_z["audio"] = az["audio"]
+    aug_h: dict = {}
+    if augment is not None and "audio" in vz:  # the perturbation is the microphone's: the image stays clean
+        ah, az, _ = collect(model, val, ds.window, seed=seed + 50, augment=augment, modalities=["audio"])
+        aug_h["audio"] = ah["audio"]  # clean to the fault gate in any case: a quiet voice is not a dead microphone
+        if temperature_on_augmented:
+            aug_z["audio"] = az["audio"]
     bad_h: dict = {m: [] for m in vh}
     bad_z: dict = {m: [] for m in vh}
+    names: dict = {m: [] for m in vh}
     for i, c in enumerate(suite(held_out=False, modalities=tuple(vh))):
         ch, cz, _ = collect(model, val, ds.window, corrupt=c, seed=seed + 100 + i, modalities=[c.modality], sample_rate=ds.sample_rate)
         bad_h[c.modality].append(ch[c.modality])
         bad_z[c.modality].append(cz[c.modality])
-    return {m: FitData(th[m], ty, vh[m], vz[m], vy, np.concatenate(bad_h[m]), np.concatenate(bad_z[m]), aug_z.get(m)) for m in vh}
+        names[c.modality].append(c.name)
+    return {m: FitData(th[m], ty, vh[m], vz[m], vy, np.concatenate(bad_h[m]), np.concatenate(bad_z[m]), aug_z.get(m), tuple(names[m]), aug_h.get(m)) for m in vh}
 
 
 def fit_candidates(data: dict, num_classes: int, rule: str, candidates=tuple(CANDIDATES), threshold: float = DEFAULT_THRESHOLD) -> dict:

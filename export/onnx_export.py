@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -29,6 +30,19 @@ DEFAULT_OPSET = 18
 OUTPUT_NAME = "logits"
 RELIABILITY_OUTPUT = "reliability"
 BATCH_DIM = "batch"
+# Initializer names the graph keeps for the Gaussian's precision and the fault gate's
+# constants (module buffers keep their names through both exporters), so the INT8
+# engine's gate can be refitted on its own features (export.reliability_int8).
+PRECISION_CONSTANT = "precision"
+GATE_CONSTANTS = ("fmp", "fmpm", "fcoef", "fbias")  # P m_j (D, J), m_j' P m_j (J,), coef, bias
+
+
+def gate_constants(gate, precision) -> dict:
+    """GATE_CONSTANTS name -> float32 array for a FaultGate under ``precision``: the
+    distance to prototype j is h'Ph - 2 h'(P m_j) + m_j'P m_j, as for the class means."""
+    mp = np.asarray(gate.means, np.float64) @ np.asarray(precision, np.float64)
+    vals = (mp.T, np.sum(mp * gate.means, axis=1), np.float64(gate.coef), np.float64(gate.bias))
+    return {n: np.ascontiguousarray(v, np.float32) for n, v in zip(GATE_CONSTANTS, vals)}
 
 
 class ModalityLogits(nn.Module):
@@ -62,10 +76,15 @@ class ModalityWithReliability(nn.Module):
         if "mahalanobis" in self.features:
             means = torch.tensor(rel.means, dtype=torch.float32)
             prec = torch.tensor(rel.precision, dtype=torch.float32)
-            self.register_buffer("precision", prec)
+            self.register_buffer(PRECISION_CONSTANT, prec)
             self.register_buffer("mp", (means @ prec).t().contiguous())  # (D, C): P mu_c
             self.register_buffer("mpm", ((means @ prec) * means).sum(1))  # (C,)
             self.dim = float(means.shape[1])
+        self.fault = getattr(rel, "fault", None) is not None
+        if self.fault:  # ModalityReliability.logit: min(map logit, fault gate logit)
+            for name, value in gate_constants(rel.fault, rel.precision).items():
+                self.register_buffer(name, torch.from_numpy(value))
+            self.fdim = float(rel.fault.means.shape[1])
 
     def forward(self, x: torch.Tensor):
         h = self.model.embed(self.modality, x)
@@ -85,8 +104,12 @@ class ModalityWithReliability(nn.Module):
                 d = torch.relu(-torch.topk(-quad, 1, dim=1).values.squeeze(1))
                 cols.append(-torch.log1p(d / self.dim))
         f = torch.stack(cols, dim=1)
-        r = torch.sigmoid(f @ self.coef + self.bias)
-        return zt, r
+        logit = f @ self.coef + self.bias
+        if self.fault:
+            quad = ((h @ self.precision) * h).sum(1, keepdim=True) - 2 * (h @ self.fmp) + self.fmpm
+            d = torch.relu(-torch.topk(-quad, 1, dim=1).values.squeeze(1))
+            logit = torch.minimum(logit, self.fcoef * torch.log1p(d / self.fdim) + self.fbias)
+        return zt, torch.sigmoid(logit)
 
 
 @dataclass

@@ -54,6 +54,12 @@ def test_ece_and_auroc_blocks(eval_json):
     assert res["reliability"]["signal"] == DEFAULT_SIGNAL
     # the weighting the fused figures used: the power the run's fit picked, the rule's floor
     assert res["reliability"]["power"] in POWERS and res["reliability"]["floor"] == default_weighting("entropy")[1]
+    # the fault gate's prototypes, per modality that has one: train-family blocks only
+    from edge_mla.corruptions import suite
+
+    train_names = {c.name for c in suite(held_out=False)}
+    assert isinstance(res["reliability"]["fault_gate"], dict)
+    assert all(set(b) <= train_names and b for b in res["reliability"]["fault_gate"].values())
     assert 0.0 <= res["fused_reliable"] <= 1.0 and 0.0 <= res["fused_rule"] <= 1.0
     # the legacy keys are still there
     for key in ("image", "audio", "fused", "fused_mean", "image_black", "audio_silence", "audio_noise"):

@@ -404,3 +404,73 @@ def test_the_fusion_rule_follows_the_training_method(tiny_run, exported, tmp_pat
 
     cached = load(run, DEFAULT_SIGNAL, "sum")
     assert (rel.power, rel.floor) == (cached.power, cached.floor) == (cached.power_fit["sum"]["power"], default_weighting("sum")[1])
+
+
+def test_the_fault_gate_is_in_the_graph_fp32_and_int8(exported, tiny_run, tmp_path):
+    """An audio engine whose constants carry a fault gate at the embedding of digital
+    silence: the graph computes r = sigmoid(min(map, gate)) as the numpy reference
+    does, judges silence unreliable, still ends in the one Sigmoid the INT8 refit
+    rescales, and keeps the gate through INT8 quantization."""
+    import dataclasses
+
+    import torch
+
+    from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.data import load_dataset
+    from edge_mla.export.onnx_export import export_modality
+    from edge_mla.export.reliability_int8 import _sigmoid_input
+    from edge_mla.manifest import load_manifest
+    from edge_mla.reliability import FaultGate
+
+    model, _ = load_checkpoint(tiny_run)
+    model.eval()
+    ds = load_dataset("demo", seed=0)
+    x = ds.val.audio_batch(np.arange(min(64, len(ds.val))), ds.window)
+    silent = np.zeros((8, x.shape[1]), np.float32)
+    with torch.no_grad():
+        e0 = model.embed("audio", torch.from_numpy(silent[:1])).numpy().astype(np.float64)
+    mrel = dataclasses.replace(load_manifest(exported.out).reliability().modalities["audio"], fault=FaultGate(e0, 8.0, -2.0, ("audio_silence@3",)))
+    info = export_modality(model, "audio", tmp_path / "audio.onnx", exporter="torchscript", reliability=mrel)
+    m = onnx.load(str(info.path))
+    assert _sigmoid_input(m, "reliability") is not None
+    assert any(n.op_type == "Min" for n in m.graph.node)
+    both = np.concatenate([x, silent])
+    got = _ort(info.path).run(None, {"audio": both})[1].reshape(-1)
+    with torch.no_grad():
+        h = model.embed("audio", torch.from_numpy(both))
+        h, z = h.numpy(), model.head_logits("audio", h).numpy()
+    np.testing.assert_allclose(got, mrel.score(h, z), atol=1e-3)
+    assert np.all(got[len(x):] < 0.5)  # silence sits on the prototype: d = 0, logit -2
+    ungated = dataclasses.replace(mrel, fault=None).score(h[: len(x)], z[: len(x)])
+    assert np.mean(got[: len(x)] == pytest.approx(ungated, abs=1e-3)) > 0.5  # clean demo audio mostly keeps the map's r
+
+    from edge_mla.calib.readers import ArrayCalibrationReader
+    from edge_mla.export.quantize import quantize_int8
+
+    q = tmp_path / "audio.int8.onnx"
+    quantize_int8(info.path, q, ArrayCalibrationReader("audio", x, 16), "minmax", False, symmetric_activations=True)
+    assert any(n.op_type == "Min" for n in onnx.load(str(q)).graph.node)
+    # the INT8 engine's own gate: prototypes re-estimated on its features, written into the graph
+    from onnx import numpy_helper
+
+    from edge_mla.export.onnx_export import GATE_CONSTANTS
+    from edge_mla.export.reliability_int8 import embeddings, refit_fault_gate
+
+    def consts(path):
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if i.name in GATE_CONSTANTS}
+
+    before = consts(q)
+    rec = refit_fault_gate(q, mrel, x, {"audio_silence@3": silent})
+    assert rec is not None and rec["blocks"] == ["audio_silence@3"] and rec["coef"] > 0 and len(rec["prototype_moved"]) == 1
+    after = consts(q)
+    assert set(after) == set(GATE_CONSTANTS) and not np.array_equal(before["fmpm"], after["fmpm"])
+    (h8,) = embeddings(q, [silent[:1]])
+    expect = 1 / (1 + np.exp(-min(rec["coef"] * np.log1p(0.0) + rec["bias"], 1e9)))  # silence sits on its INT8 prototype: d = 0
+    r8 = _ort(q).run(None, {"audio": both})[1].reshape(-1)
+    assert np.all(r8[len(x):] < 0.5) and r8[len(x)] <= expect + 1e-3 and h8.shape == e0.shape
+    from edge_mla.reliability import FAULT_CLEAN_ALARM
+
+    assert rec["clean_below_half"] <= max(FAULT_CLEAN_ALARM, 1 / len(x)) + 1e-9  # the INT8 gate doubts no more clean inputs than the FP32 one may
+    # no fault blocks to refit on: the engine keeps its gate
+    data = q.read_bytes()
+    assert refit_fault_gate(q, mrel, x, {}) is None and q.read_bytes() == data

@@ -4,6 +4,8 @@ corruption families, and the constants block's error handling."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -365,3 +367,128 @@ def test_suite_scores_the_calibrated_gated_rule_and_keeps_the_raw_one_as_base():
     s = score_suite(SuiteData(np.zeros(n, int), h, z), "sum", rel)
     assert s["clean"]["fused_base"] == 0.0
     assert s["clean"]["fused_calibrated"] == 1.0 and s["clean"]["fused"] == 1.0
+
+
+# -- the fault gate: a dead sensor the distance cannot see -----------------------------
+def test_fault_gate_logit_hand_value_and_r_takes_the_lower_logit():
+    """One prototype at the origin, precision I, coef 6, bias -5: at h = (1, 0) the
+    distance is 1, so the gate's logit is 6 log(1 + 1/2) - 5 = -2.5672, below the
+    map's 3 * -log(1 + 16/2) + 8 = 1.4083 (class means (+-5, 0)): r = sigmoid(-2.5672).
+    At h = (5, 0), on a class mean, the gate's 6 log(1 + 25/2) - 5 = 10.616 is above
+    the map's 8: the gate is inert there and r is the map's own."""
+    from edge_mla.reliability import FaultGate, ModalityReliability
+
+    eye = np.eye(2)
+    means = np.array([[5.0, 0.0], [-5.0, 0.0]])
+    gate = FaultGate(np.zeros((1, 2)), 6.0, -5.0, ("dead",))
+    assert gate.logit(np.array([[1.0, 0.0]]), eye) == pytest.approx([-2.5672], abs=1e-4)
+    mr = ModalityReliability(1.0, ("mahalanobis",), [3.0], 8.0, means, eye, gate)
+    z = np.zeros((2, 2))
+    h = np.array([[1.0, 0.0], [5.0, 0.0]])
+    want = np.array([-2.5672, 8.0])
+    np.testing.assert_allclose(mr.logit(h, z), want, atol=1e-4)
+    np.testing.assert_allclose(mr.score(h, z), 1 / (1 + np.exp(-want)), atol=1e-5)
+    without = ModalityReliability(1.0, ("mahalanobis",), [3.0], 8.0, means, eye)
+    assert without.logit(h, z)[0] == pytest.approx(1.4083, abs=1e-4)
+    assert mr.score(h, z)[1] == without.score(h, z)[1] and mr.score(h, z)[0] < 0.5 < without.score(h, z)[0]
+
+
+def _dead_sensor_data(rng, n_val: int = 400):
+    """Two classes at (+-3, 0) with a wide second axis (the microphone level the
+    training perturbs), and three train-family blocks on validation: "dead" (every
+    input maps to one point down the level axis, typical for the distance, and the
+    encoder says class 0 whatever was said), "noise" (far off: the distance sees it)
+    and "mild" (harmless: the encoder still reads it)."""
+    from edge_mla.reliability import FitData
+
+    def draw(n):
+        y = np.arange(n) % 2
+        h = np.stack([np.where(y == 0, -3.0, 3.0) + rng.normal(size=n), 5.0 * rng.normal(size=n)], 1)
+        return h, y
+
+    th, ty = draw(4000)
+    vh, vy = draw(n_val)
+    logits = lambda h: np.stack([-h[:, 0], h[:, 0]], 1)  # noqa: E731
+    dead = np.array([-3.0, -8.0]) + 0.05 * rng.normal(size=(n_val, 2))
+    noise = np.array([0.0, 60.0]) + rng.normal(size=(n_val, 2))
+    mild = vh + 0.1 * rng.normal(size=vh.shape)
+    bad_h = np.concatenate([dead, noise, mild])
+    bad_z = np.concatenate([np.tile([4.0, 0.0], (n_val, 1)), logits(noise), logits(mild)])
+    return FitData(th, ty, vh, logits(vh), vy, bad_h, bad_z, None, ("dead", "noise", "mild"))
+
+
+def test_fault_gate_covers_the_dead_sensor_the_distance_misses_and_nothing_else():
+    from edge_mla.reliability import FAULT_CLEAN_ALARM, FAULT_COVER, FAULT_R, fit_fault_gate, fit_modality
+
+    rng = np.random.default_rng(7)
+    data = _dead_sensor_data(rng)
+    rel = fit_modality(data, "mahalanobis", 2)
+    n = len(data.val_y)
+    assert rel.fault is not None and rel.fault.blocks == ("dead",)  # noise is caught by the map, mild costs nothing
+    np.testing.assert_allclose(rel.fault.means[0], data.bad_h[:n].mean(0))
+    plain = dataclasses.replace(rel, fault=None)
+    dead_h, dead_z = data.bad_h[:n], data.bad_z[:n]
+    assert np.mean(plain.score(dead_h, dead_z) >= 0.5) > 0.9  # the distance alone calls the dead sensor fine
+    assert np.all(rel.score(dead_h, dead_z) < 0.5)  # the gate does not,
+    assert np.mean(rel.score(dead_h, dead_z) <= FAULT_R + 1e-9) >= FAULT_COVER  # and leaves it out of the fusion (below every floor)
+    clean_plain, clean = plain.score(data.val_h, data.val_z), rel.score(data.val_h, data.val_z)
+    assert np.mean(clean < 0.5) - np.mean(clean_plain < 0.5) <= FAULT_CLEAN_ALARM + 1 / n
+    # far from the prototype (a corruption no fit has seen) r is the distance's own
+    far = np.array([[40.0, 0.0], [-3.0, 30.0]])
+    np.testing.assert_array_equal(rel.score(far, np.zeros((2, 2))), plain.score(far, np.zeros((2, 2))))
+    # nothing to gate: every costly block is caught, or no block structure
+    caught = dataclasses.replace(data, bad_h=data.bad_h[n:], bad_z=data.bad_z[n:], bad_names=("noise", "mild"))
+    assert fit_fault_gate(caught, plain) is None
+    assert fit_fault_gate(dataclasses.replace(data, bad_h=data.bad_h[:-1], bad_z=data.bad_z[:-1]), plain) is None
+    # the signals without a Gaussian have no gate
+    assert fit_modality(data, "energy", 2).fault is None
+    # a costly block the clean inputs overlap (speech scattered down the level axis) is no prototype
+    spread = np.array([-3.0, -8.0]) + np.array([1.0, 5.0]) * rng.normal(size=(n, 2))
+    overlap = dataclasses.replace(data, bad_h=np.concatenate([spread, data.bad_h[n:]]))
+    assert fit_fault_gate(overlap, plain) is None
+
+
+def test_fault_gate_round_trips_and_a_corrupt_one_is_one_line():
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.reliability import Reliability, fit_modality
+
+    rel = fit_modality(_dead_sensor_data(np.random.default_rng(8), 200), "mahalanobis", 2)
+    block = Reliability("mahalanobis", 0.5, {"audio": rel}).to_dict()
+    back = Reliability.from_dict(json.loads(json.dumps(block)), "m.json").modalities["audio"]
+    assert back.fault.blocks == ("dead",) and back.fault.coef == pytest.approx(rel.fault.coef)
+    h = _dead_sensor_data(np.random.default_rng(9), 50).bad_h
+    np.testing.assert_allclose(back.score(h, np.zeros((len(h), 2))), rel.score(h, np.zeros((len(h), 2))), atol=1e-5)  # float32 in the file
+    fault = block["modalities"]["audio"]["fault"]
+    for bad, why in (({**fault, "coef": -1.0}, "must be positive"), ({**fault, "coef": float("nan")}, "non-finite"),
+                     ({**fault, "means": [[0.0, 0.0, 0.0]]}, "fault means"), ({**fault, "means": []}, "fault means"),
+                     ({k: v for k, v in fault.items() if k != "bias"}, "bias"), ({**fault, "blocks": [1]}, "blocks"), ([1, 2], "expected an object")):
+        d = json.loads(json.dumps(block))
+        d["modalities"]["audio"]["fault"] = bad
+        with pytest.raises(EdgeMlaError, match=rf"m\.json \[audio\]: corrupt reliability constants \(.*{why}"):
+            Reliability.from_dict(d, "m.json")
+    d = json.loads(json.dumps(block))
+    d["modalities"]["audio"]["features"], d["modalities"]["audio"]["coef"] = ["energy"], [1.0]
+    with pytest.raises(EdgeMlaError, match=r"fault gate needs the mahalanobis constants"):
+        Reliability.from_dict(d, "m.json")
+
+
+def test_fault_gate_spares_the_quiet_inputs_training_taught_the_encoder_to_read():
+    """A run trained with a perturbation (the microphone's level) has its validation
+    inputs drawn through it too (FitData.aug_h): those are clean to the gate, so a
+    quiet voice near the dead sensor's point is not doubted, and the dead sensor
+    still is."""
+    from edge_mla.reliability import FAULT_CLEAN_ALARM, fit_modality
+
+    data = _dead_sensor_data(np.random.default_rng(11))
+    quiet = data.val_h + np.array([0.0, -6.0])  # the level axis, most of the way to the dead point
+    without = fit_modality(data, "mahalanobis", 2)
+    with_aug = fit_modality(dataclasses.replace(data, aug_h=quiet), "mahalanobis", 2)
+    n = len(data.val_y)
+
+    def doubted(rel, h):  # share the gate itself puts below 0.5 (the map's own doubt aside)
+        return float(np.mean(rel.fault.logit(h, rel.precision) < 0))
+
+    assert doubted(without, quiet) > 3 * FAULT_CLEAN_ALARM  # fitted on loud validation alone, the gate takes quiet voices
+    assert doubted(with_aug, quiet) <= 2 * FAULT_CLEAN_ALARM + 1 / n
+    assert np.all(with_aug.score(data.bad_h[:n], data.bad_z[:n]) < 0.5)
+    assert np.array_equal(dataclasses.replace(data, aug_h=quiet).clean_features()[n:], quiet) and data.clean_features() is data.val_h

@@ -99,3 +99,37 @@ def test_a_map_that_would_reverse_the_ranking_or_no_data_leaves_the_engine_alone
     assert recalibrate(path, "reliability", clean[:0], bad, 0.5) is None
     assert recalibrate(path, "reliability", clean, [], 0.5) is None
     assert path.read_bytes() == data
+
+
+def _gated_graph(path):
+    """x -> (2 x0 - x1 + 0.5 =: L, 3 x0 =: G) -> Min -> Sigmoid -> "reliability": the
+    shape of an engine whose fault gate caps the map's logit L."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([[2.0], [-1.0]], np.float32), "w"), numpy_helper.from_array(np.array([0.5], np.float32), "b"),
+             numpy_helper.from_array(np.array([[3.0], [0.0]], np.float32), "wg")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["logit"]),
+             helper.make_node("MatMul", ["x", "wg"], ["gate"]), helper.make_node("Min", ["logit", "gate"], ["capped"]),
+             helper.make_node("Sigmoid", ["capped"], ["reliability"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+                          [helper.make_tensor_value_info("reliability", TensorProto.FLOAT, ["n", 1])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    onnx.save_model(m, str(path))
+    return path
+
+
+def test_with_a_fault_gate_the_map_rescales_the_maps_logit_and_leaves_the_gate_alone(tmp_path):
+    """The Platt step reads and rescales the map's side of the Min (its own refit
+    moves the gate): r = sigmoid(min(a L + b, G)), not sigmoid(a min(L, G) + b)."""
+    from edge_mla.export.reliability_int8 import apply_map, reliability_logits
+
+    path = _gated_graph(tmp_path / "g.onnx")
+    x = np.random.default_rng(3).normal(size=(60, 2)).astype(np.float32)
+    L = x @ np.array([2.0, -1.0], np.float32) + 0.5
+    G = 3.0 * x[:, 0]
+    (got,) = reliability_logits(path, "reliability", [x])
+    np.testing.assert_allclose(got, L, rtol=1e-5, atol=1e-5)  # the map's logit, not the capped one
+    apply_map(path, "reliability", 0.5, 1.25)
+    np.testing.assert_allclose(_run(path, x), 1 / (1 + np.exp(-np.minimum(0.5 * L + 1.25, G))), rtol=1e-5, atol=1e-6)
+    onnx.checker.check_model(onnx.load(str(path)))

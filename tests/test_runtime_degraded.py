@@ -126,7 +126,8 @@ def degraded_replay(demo_cache, tmp_path_factory):
     # the learned signal alone: the blank-frame and silence fast paths are off
     cfg = session_config(session, engines=eng, json_stdout=False, silence_threshold=0.0, blank_threshold=0.0, degraded_hold=1.0)
     report = run_for(cfg, outputs=[out])
-    return {"lines": out.records, "report": report, "score": score(out.records, session.truth), "faults": {f["kind"]: f for f in session.truth["faults"]}}
+    return {"lines": out.records, "report": report, "score": score(out.records, session.truth), "faults": {f["kind"]: f for f in session.truth["faults"]},
+            "session_truth": session.truth}
 
 
 def timing_ok(replay, fault):
@@ -208,3 +209,25 @@ def test_corrupt_constants_exit_2_naming_the_manifest(exported, tmp_path):
     assert p.returncode == 2
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and str(eng / "manifest.json") in err[0] and "corrupt reliability constants" in err[0]
+
+
+def test_with_a_fast_path_off_its_fault_is_scored_as_degrading(degraded_replay):
+    """The replay scorer times "degraded" for the live faults, and for the fast paths'
+    own faults (black frames, digital silence) once their thresholds are off: then the
+    engine's learned reliability alone has to see them (BENCHMARKS.md section 8)."""
+    from edge_mla.runtime.replay.script import DEGRADING_FAULTS, FAST_PATH_FAULTS, degrading_faults
+    from edge_mla.runtime.config import RunConfig
+    from edge_mla.runtime.replay import score
+
+    fields = set(RunConfig.__dataclass_fields__)
+    assert set(FAST_PATH_FAULTS.values()) <= fields  # the options are the runtime's own
+    assert degrading_faults(blank_threshold=8.0, silence_threshold=0.002) == DEGRADING_FAULTS
+    assert degrading_faults(blank_threshold=0.0, silence_threshold=0.002) == DEGRADING_FAULTS + ("camera_black",)
+    assert set(degrading_faults(blank_threshold=0, silence_threshold=0)) == set(DEGRADING_FAULTS) | set(FAST_PATH_FAULTS)
+    truth = {**degraded_replay["session_truth"]}
+    truth["faults"] = truth["faults"] + [{"kind": "mic_silent", "start": 0.5, "end": 1.5}]
+    sc = score(degraded_replay["lines"], truth, degrading=degrading_faults(silence_threshold=0.0))
+    silent = [d for d in sc["degraded"] if d["fault"] == "mic_silent"]
+    assert len(silent) == 1 and silent[0]["degraded_fraction"] == 0.0  # 0.5-1.5 s is clean audio: not reported degraded
+    assert {"degraded_after_s", "ok_after_s"} <= set(silent[0])
+    assert "mic_silent" not in {d["fault"] for d in score(degraded_replay["lines"], truth)["degraded"]}

@@ -63,6 +63,8 @@ def format_table(res: dict) -> str:
         lines.append(f"  fused ({res['rule']} + reliability {rel['signal']}{w}) {100 * res['fused_reliable']:6.2f}% clean, ({res['rule']} alone) {100 * res['fused_rule']:6.2f}%")
         for part, s in res["corruption_summary"].items():
             lines.append(f"  {part} corruptions: regret mean {s['mean_regret']:.1f} / worst {s['worst_regret']:.1f} points ({s['worst']}); without reliability {s['mean_regret_base']:.1f} / {s['worst_regret_base']:.1f}")
+        if rel.get("fault_gate"):
+            lines.append("  fault gate (known faults the distance misses): " + "; ".join(f"{m}: {', '.join(b)}" for m, b in rel["fault_gate"].items()))
         lines.append("  reliability AUROC clean vs corrupted: " + "; ".join(f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in a.items()) for m, a in rel["auroc"].items()))
         lines.append("  ECE: " + "; ".join(f"{m} {e['raw']:.3f} raw, {e['calibrated']:.3f} at T={e['temperature']:.2f}"
                                          + (f" (a calibrated encoder scores {e['floor']:.3f} on these {e['distinct']} inputs)" if "floor" in e else "")

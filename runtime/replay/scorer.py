@@ -15,6 +15,10 @@ Returns a dict:
   recovery           per "gone" fault: seconds from the sensor's return (span end) to
                      the first decision that uses that modality again, and to the
                      sensor state being "ok" again
+  degraded           per live fault in ``degrading`` (default: the noisy mic and the
+                     smeared camera; ``script.degrading_faults`` adds the fast paths'
+                     faults when they are off): seconds to "degraded", back to "ok",
+                     and the share of the span reported degraded
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def _figures(rows: list, modalities: list) -> dict:
     return out
 
 
-def score(jsonl, truth, settle: float = 1.0, offset: float = 0.0) -> dict:
+def score(jsonl, truth, settle: float = 1.0, offset: float = 0.0, degrading: tuple = DEGRADING_FAULTS) -> dict:
     """``jsonl``: path of the runtime's JSON lines (or the parsed list); ``truth``:
     truth.json path or dict. See the module docstring for the result."""
     if not isinstance(truth, dict):
@@ -92,7 +96,7 @@ def score(jsonl, truth, settle: float = 1.0, offset: float = 0.0) -> dict:
                 "sensor_ok_after_s": None if ok_at is None else round(ok_at - f["end"], 3),
             }
         )
-    result["degraded"] = [_degraded_timing(f, lines, times) for f in faults if f["kind"] in DEGRADING_FAULTS]
+    result["degraded"] = [_degraded_timing(f, lines, times) for f in faults if f["kind"] in degrading]
     return result
 
 

@@ -20,6 +20,16 @@ from dataclasses import asdict, dataclass, field
 FAULT_KINDS = ("camera_gone", "camera_frozen", "camera_black", "mic_silent", "mic_gone", "mic_noise", "camera_smear")
 MODALITY_OF_FAULT = {"camera_gone": "image", "camera_frozen": "image", "camera_black": "image", "mic_silent": "audio", "mic_gone": "audio", "mic_noise": "audio", "camera_smear": "image"}
 DEGRADING_FAULTS = ("mic_noise", "camera_smear")  # the sensor stays alive: the runtime should say "degraded"
+# Faults a cheap fast path catches first (its runtime option, 0: off). With that path
+# off, the engine's learned reliability alone must see them, so they are scored like
+# DEGRADING_FAULTS (issue 8: "measure it with them off").
+FAST_PATH_FAULTS = {"camera_black": "blank_threshold", "mic_silent": "silence_threshold"}
+
+
+def degrading_faults(**thresholds: float) -> tuple:
+    """The fault kinds the runtime should report "degraded" given the fast-path
+    thresholds in force (keyword: the RunConfig field, e.g. silence_threshold=0)."""
+    return DEGRADING_FAULTS + tuple(k for k, opt in FAST_PATH_FAULTS.items() if opt in thresholds and not thresholds[opt])
 
 
 @dataclass
