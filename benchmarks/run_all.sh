@@ -64,12 +64,12 @@ done
 # a new 90 s session with every fault (dead mic and black frames included), then the degraded session.
 mkdir -p bench-out/runtime-gate/train-run && cp bench-out/runtime-degraded4/train-run/{checkpoint.pt,config.json} bench-out/runtime-gate/train-run/
 .venv/bin/edge-mla export bench-out/runtime-gate/train-run --out bench-out/runtime-gate/engines --int8 on --dataset demo --no-progress --force
-for prec in int8 fp32; do
+for prec in fp32 int8; do
   $PY benchmarks/runtime_bench.py --engines bench-out/runtime-gate/engines --out bench-out/runtime-gate-$prec --precision $prec \
       --segments 30 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0 \
-      $( [ $prec = fp32 ] && echo --session bench-out/runtime-gate-int8/session )
+      $( [ $prec = int8 ] && echo --session bench-out/runtime-gate-fp32/session )
   $PY benchmarks/runtime_bench.py --engines bench-out/runtime-degraded5/engines --out bench-out/runtime-nogate-$prec --precision $prec \
-      --session bench-out/runtime-gate-int8/session --segments 30 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0
+      --session bench-out/runtime-gate-fp32/session --segments 30 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0
   $PY benchmarks/runtime_bench.py --engines bench-out/runtime-gate/engines --out bench-out/runtime-degraded6-$prec --precision $prec --degraded \
       --session bench-out/runtime-degraded/session --segments 15 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0
 done

@@ -194,7 +194,7 @@ def refit_fault_gate(path: Path, mrel, clean: np.ndarray, blocks: dict) -> Optio
     from onnx import numpy_helper
 
     from edge_mla.export.onnx_export import GATE_CONSTANTS, gate_constants
-    from edge_mla.reliability import gate_from_blocks, min_mahalanobis
+    from edge_mla.reliability import FaultGate, gate_from_blocks, min_mahalanobis
 
     gate = mrel.fault
     missing = [b for b in gate.blocks if b not in blocks]
@@ -211,14 +211,25 @@ def refit_fault_gate(path: Path, mrel, clean: np.ndarray, blocks: dict) -> Optio
     if new is None:
         log.warning("%s: on INT8 features no fault block of the gate is separable from clean inputs; it keeps the FP32 gate", path.name)
         return None
-    # how far quantization moved each prototype, in the Gaussian's units (squared distance / D)
-    moved = [float(min_mahalanobis(new.means[j : j + 1], gate.means[j : j + 1], mrel.precision)[0] / gate.means.shape[1]) for j in range(len(gate.means))]
-    for name, value in gate_constants(new, mrel.precision).items():
+    if new.coef < gate.coef:
+        # quantization scatters the features, so the INT8 quantiles lie further apart: keep
+        # the edge where 1% of clean inputs are doubted, but release as steeply as FP32 does
+        # beyond it (a shallower gate reaches into clean inputs the FP32 gate leaves alone)
+        edge = -new.bias / new.coef
+        new = FaultGate(new.means, gate.coef, -gate.coef * edge, new.blocks)
+    # how far quantization moved each kept prototype, in the Gaussian's units (squared distance / D)
+    old = {b: gate.means[i : i + 1] for i, b in enumerate(gate.blocks)}
+    moved = [float(min_mahalanobis(new.means[j : j + 1], old[b], mrel.precision)[0] / gate.means.shape[1]) for j, b in enumerate(new.blocks)]
+    # a block no longer separable on INT8 features drops out; the graph keeps its
+    # prototype count (its tensors' shapes), so the first kept prototype is repeated
+    slots = int(numpy_helper.to_array(inits[GATE_CONSTANTS[1]]).shape[0])
+    means = np.concatenate([new.means, np.repeat(new.means[:1], max(slots - len(new.means), 0), axis=0)])[: max(slots, len(new.means))]
+    for name, value in gate_constants(FaultGate(means, new.coef, new.bias, new.blocks), mrel.precision).items():
         inits[name].CopyFrom(numpy_helper.from_array(value, name))
     onnx.checker.check_model(model)
     onnx.save_model(model, str(path), save_as_external_data=False)
     r_clean = 1.0 / (1.0 + np.exp(-new.logit(hs[0], mrel.precision)))
     log.info("%s: fault gate refitted on INT8 features (%s; prototypes moved %s); clean validation below 0.5 by the gate: %.1f%%",
-             path.name, ", ".join(gate.blocks), ", ".join(f"{m:.2f}" for m in moved), 100 * float(np.mean(r_clean < 0.5)))
-    return {"blocks": list(gate.blocks), "coef": new.coef, "bias": new.bias, "prototype_moved": moved,
+             path.name, ", ".join(new.blocks), ", ".join(f"{m:.2f}" for m in moved), 100 * float(np.mean(r_clean < 0.5)))
+    return {"blocks": list(new.blocks), "coef": new.coef, "bias": new.bias, "prototype_moved": moved,
             "clean_below_half": float(np.mean(r_clean < 0.5))}

@@ -461,7 +461,8 @@ def test_the_fault_gate_is_in_the_graph_fp32_and_int8(exported, tiny_run, tmp_pa
 
     before = consts(q)
     rec = refit_fault_gate(q, mrel, x, {"audio_silence@3": silent})
-    assert rec is not None and rec["blocks"] == ["audio_silence@3"] and rec["coef"] > 0 and len(rec["prototype_moved"]) == 1
+    assert rec is not None and rec["blocks"] == ["audio_silence@3"] and len(rec["prototype_moved"]) == 1
+    assert rec["coef"] >= mrel.fault.coef  # re-anchored on INT8 features, never released more slowly than FP32's
     after = consts(q)
     assert set(after) == set(GATE_CONSTANTS) and not np.array_equal(before["fmpm"], after["fmpm"])
     (h8,) = embeddings(q, [silent[:1]])
@@ -474,3 +475,12 @@ def test_the_fault_gate_is_in_the_graph_fp32_and_int8(exported, tiny_run, tmp_pa
     # no fault blocks to refit on: the engine keeps its gate
     data = q.read_bytes()
     assert refit_fault_gate(q, mrel, x, {}) is None and q.read_bytes() == data
+    # two prototypes, one of which INT8 cannot tell from clean audio (the clean inputs
+    # themselves): it drops out, the graph keeps its shapes, silence is still caught
+    two = dataclasses.replace(mrel, fault=FaultGate(np.concatenate([e0, h[:1]]), 8.0, -2.0, ("audio_silence@3", "clean")))
+    info2 = export_modality(model, "audio", tmp_path / "two.onnx", exporter="torchscript", reliability=two)
+    q2 = tmp_path / "two.int8.onnx"
+    quantize_int8(info2.path, q2, ArrayCalibrationReader("audio", x, 16), "minmax", False, symmetric_activations=True)
+    rec2 = refit_fault_gate(q2, two, x, {"audio_silence@3": silent, "clean": x})
+    assert rec2 is not None and rec2["blocks"] == ["audio_silence@3"] and len(rec2["prototype_moved"]) == 1
+    assert consts(q2)["fmpm"].shape == (2,) and np.all(_ort(q2).run(None, {"audio": silent})[1] < 0.5)
