@@ -60,27 +60,34 @@ def _map_logit(model, output_name: str) -> Optional[tuple]:
     return sig, 0
 
 
-def reliability_logits(path: Path, output_name: str, inputs: list, batch_size: int = 256) -> Optional[list]:
-    """The pre-Sigmoid reliability logit of the engine at ``path`` for each array in
-    ``inputs`` (one (N,) array each), or None when the graph has no such Sigmoid."""
+def _tensor_values(model, tensor: str, inputs: list, batch_size: int) -> list:
+    """The values of ``tensor`` (any tensor of ``model``, made an extra output) for each
+    array in ``inputs``, as float64."""
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(str(path))
-    at = _map_logit(model, output_name)
-    if at is None:
-        return None
-    logit = at[0].input[at[1]]
-    model.graph.output.append(onnx.helper.make_tensor_value_info(logit, onnx.TensorProto.FLOAT, None))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     out = []
     for x in inputs:
-        parts = [sess.run([logit], {name: x[s : s + batch_size]})[0].reshape(-1) for s in range(0, len(x), batch_size)]
+        parts = [sess.run([tensor], {name: x[s : s + batch_size]})[0] for s in range(0, len(x), batch_size)]
         out.append(np.concatenate(parts).astype(np.float64) if parts else np.zeros(0))
     return out
+
+
+def reliability_logits(path: Path, output_name: str, inputs: list, batch_size: int = 256) -> Optional[list]:
+    """The map's reliability logit (``_map_logit``) of the engine at ``path`` for each
+    array in ``inputs`` (one (N,) array each), or None when the graph has no such Sigmoid."""
+    import onnx
+
+    model = onnx.load(str(path))
+    at = _map_logit(model, output_name)
+    if at is None:
+        return None
+    return [v.reshape(-1) for v in _tensor_values(model, at[0].input[at[1]], inputs, batch_size)]
 
 
 def fit_map(clean: np.ndarray, corrupted: np.ndarray) -> tuple:
@@ -166,22 +173,10 @@ def embeddings(path: Path, inputs: list, batch_size: int = 256) -> Optional[list
     """The engine's feature h for each array in ``inputs`` ((N, D) each), or None when
     the graph has no distance on a named precision."""
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(str(path))
     name = _embedding_tensor(model)
-    if name is None:
-        return None
-    model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    iname = sess.get_inputs()[0].name
-    out = []
-    for x in inputs:
-        parts = [sess.run([name], {iname: x[s : s + batch_size]})[0] for s in range(0, len(x), batch_size)]
-        out.append(np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 0)))
-    return out
+    return None if name is None else _tensor_values(model, name, inputs, batch_size)
 
 
 def refit_fault_gate(path: Path, mrel, clean: np.ndarray, blocks: dict) -> Optional[dict]:
