@@ -18,7 +18,7 @@ Candidates are one signal or a pair; each is mapped to a probability
 the *train* corruption families (``edge_mla.corruptions``), never the held-out ones.
 A distance to the training distribution cannot see a dead sensor when the training
 perturbations approach it (a microphone level augmented down to -24 dB makes
-digital silence the limit of quiet speech: it scored *more* typical than 89-95%
+digital silence the limit of quiet speech: it scored *more* typical than 88-95%
 of clean official test audio). So a Mahalanobis candidate also gets a **fault gate**
 (``fit_fault_gate``): the train-family inputs on validation that cost the encoder
 more than ``HARD_DROP`` yet pass the map become prototypes, and

@@ -458,13 +458,14 @@ def _refit_int8_reliability(p: _Plan, mod: str, fp: _Fp32, q: Path) -> Optional[
     from edge_mla.export.reliability_int8 import recalibrate, refit_fault_gate
     from edge_mla.reliability_fit import fit_val_indices
 
-    x = _inputs(p.ds.val, fit_val_indices(p.ds.val.labels, p.spec["seed"]), mod, p.model.cfg.window)
+    idx = fit_val_indices(p.ds.val.labels, p.spec["seed"])
+    x = _inputs(p.ds.val, idx, mod, p.model.cfg.window)
     rng = np.random.default_rng(p.spec["seed"] + 100)
     families = suite(held_out=False, modalities=(mod,))
     bad = [c.apply(x, rng, p.ds.sample_rate) for c in families]
     gate = None
     if fp.mrel.fault is not None:  # first the gate's prototypes, then the level of the map
-        gate = refit_fault_gate(q, fp.mrel, _gate_clean_inputs(p, mod, x), {c.name: b for c, b in zip(families, bad)})
+        gate = refit_fault_gate(q, fp.mrel, _gate_clean_inputs(p, mod, idx, x), {c.name: b for c, b in zip(families, bad)})
     rec = recalibrate(q, fp.info.reliability_name, x, bad, p.rel.threshold)
     if rec is not None:
         rec["fitted_on"] = "validation: clean vs the train corruption families"
@@ -473,18 +474,17 @@ def _refit_int8_reliability(p: _Plan, mod: str, fp: _Fp32, q: Path) -> Optional[
     return rec
 
 
-def _gate_clean_inputs(p: _Plan, mod: str, x: np.ndarray) -> np.ndarray:
+def _gate_clean_inputs(p: _Plan, mod: str, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
     """What the INT8 fault gate must not doubt, as for the FP32 one
-    (``FitData.clean_features``): the clean validation inputs ``x`` and, for audio of a
-    run trained with a perturbation, the same inputs perturbed that way."""
+    (``FitData.clean_features``): the clean validation inputs ``x`` (rows ``idx`` of the
+    validation split) and, for audio of a run trained with a perturbation, the same
+    inputs perturbed that way."""
     from edge_mla.checkpoint import CHECKPOINT_NAME
-    from edge_mla.reliability_fit import fit_val_indices
     from edge_mla.train.config import TrainConfig
 
     augment = TrainConfig.audio_augment_of(p.payload, str(p.cfg.run_dir / CHECKPOINT_NAME)) if mod == "audio" else None
     if augment is None:
         return x
-    idx = fit_val_indices(p.ds.val.labels, p.spec["seed"])
     return np.concatenate([x, p.ds.val.audio_batch(idx, p.model.cfg.window, np.random.default_rng([p.spec["seed"], 50]), augment)])
 
 

@@ -21,8 +21,9 @@ The fault gate (``edge_mla.reliability.FaultGate``) needs more than a new level:
 prototypes are points in feature space, and quantization moves the point a dead
 microphone maps to (on one official run, digital silence went from r 0.06 in FP32 to
 0.56 in INT8 with the FP32 prototypes). ``refit_fault_gate`` therefore re-estimates
-the prototypes and the gate's map from the INT8 engine's own features on the same
-validation blocks, before the Platt step.
+the prototypes and the clean edge from the INT8 engine's own features on the same
+validation blocks (keeping the FP32 slope where INT8's would be shallower), before
+the Platt step.
 """
 
 from __future__ import annotations
