@@ -50,7 +50,7 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
     from edge_mla.corruptions import suite
     from edge_mla.data import load_dataset
     from edge_mla.evaluate import collect_suite, score_suite
-    from edge_mla.reliability_fit import fit_candidates, fit_data, save
+    from edge_mla.reliability_fit import fit_candidates, fit_data, save, with_reference_quantile
     from edge_mla.train.config import TrainConfig, fusion_rule_of
 
     torch.set_num_threads(1)
@@ -59,15 +59,19 @@ def score_run(args, run: Path, split: str, seed: int) -> dict:
     ds = load_dataset("avmnist", args.data_dir, seed=seed, split=split)
     t0 = time.perf_counter()
     augment = TrainConfig.audio_augment_of(payload, str(run / CHECKPOINT_NAME))
-    data = fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val, augment=augment, temperature_on_augmented=not args.temperature_on_clean)
-    fitted = fit_candidates(data, len(ds.classes), rule)
+    fit = fit_data(model, ds, seed, train_limit=args.fit_train, val_limit=args.fit_val, augment=augment, temperature_on_augmented=not args.temperature_on_clean)
+    fitted = fit_candidates(fit, len(ds.classes), rule)
     save(run, fitted)
+    # the default signal with each modality weighing fully from this quantile of its clean validation r up (power selected again)
+    referenced = {q: with_reference_quantile(fit, fitted[DEFAULT_SIGNAL], rule, q) for q in args.reference_quantiles}
     t_fit = time.perf_counter() - t0
     test = ds.test.subset(np.sort(stratified_indices(ds.test.labels, min(args.test_limit, len(ds.test)), seed)))
     data = collect_suite(model, test, ds.window, ds.sample_rate, suite(), seed=seed)
     out = {"rule": rule, "fit_seconds": t_fit, "suite_seconds": time.perf_counter() - t0 - t_fit, "n_test": len(test.labels), "base": score_suite(data, rule, None)}
     for cand, rel in fitted.items():
-        out[cand] = score_suite(data, rule, rel)
+        out[cand] = {**score_suite(data, rule, rel), "reference": rel.weighting["reference"]}
+    for q, rel in referenced.items():
+        out[f"{DEFAULT_SIGNAL} reference q{q:g}"] = {**score_suite(data, rule, rel), "reference": rel.weighting["reference"]}
     for power, floor in args.weightings:  # the default signal under fixed fusion weightings (its fitted one is the candidate row)
         rel = dataclasses.replace(fitted[DEFAULT_SIGNAL], power=power, floor=floor)
         out[f"{DEFAULT_SIGNAL} w=r^{power:g} floor {floor:g}"] = score_suite(data, rule, rel)
@@ -323,6 +327,33 @@ def fault_table(results: dict, split: str, method: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reference_table(results: dict, split: str, method: str) -> str:
+    """The default signal with and without a reference r (``--reference-quantiles``):
+    power picked, clean fused against the plain rule, held-out regret mean and worst
+    (per seed), worst train-family regret. A row scored before the reference existed
+    has none."""
+    runs = [r["scores"] for k, r in sorted(results["runs"].items()) if r["split"] == split and r["method"] == method]
+    keys = [DEFAULT_SIGNAL] + sorted((k for k in (runs[0] if runs else {}) if k.startswith(f"{DEFAULT_SIGNAL} reference q")), key=lambda k: float(k.rsplit("q", 1)[1]))
+    if not runs or len(keys) < 2 or not all(k in r for r in runs for k in keys):
+        return ""
+    lines = [f"Reference r, {method}, {split} ({len(runs)} seeds; weight x min(1, r / reference) ** power, the power selected again on validation):", "",
+             "| reference | power (per seed) | clean fused vs the plain rule, points | held-out regret mean | held-out regret worst (per seed) | train-family regret worst |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for k in keys:
+        s = [r[k] for r in runs]
+        refs = s[0].get("reference") or {}
+        name = k.replace(f"{DEFAULT_SIGNAL} reference ", "quantile ") if k != DEFAULT_SIGNAL else (
+            "none (r ** power)" if all(v == 1.0 for v in refs.values()) else "the default's")
+        ref_txt = "" if all(v == 1.0 for v in refs.values()) else " (seed 0: " + ", ".join(f"{m} {v:.2f}" for m, v in refs.items()) + ")"
+        worst = [x["summary"]["held_out"]["worst_regret"] for x in s]
+        powers = "/".join(f"{x.get('power') or 0:g}" for x in s)
+        lines.append(f"| {name}{ref_txt} | {powers} | "
+                     f"{statistics.mean(100 * (x['clean']['fused'] - r['base']['clean']['fused']) for x, r in zip(s, runs)):+.2f} | "
+                     f"{statistics.mean(x['summary']['held_out']['mean_regret'] for x in s):.2f} | {statistics.mean(worst):.2f} ({' / '.join(f'{w:.1f}' for w in worst)}) | "
+                     f"{statistics.mean(x['summary']['train']['worst_regret'] for x in s):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def table(results: dict, split: str, method: str) -> str:
     runs = [r for k, r in results["runs"].items() if r["split"] == split and r["method"] == method]
     if not runs:
@@ -381,6 +412,9 @@ def main() -> int:
     ap.add_argument("--export", action="store_true", help="one FP32+INT8 export per split (first seed): INT8 AUROC")
     ap.add_argument("--latency", action="store_true", help="extra batch-1 ms of the reliability output (first run)")
     ap.add_argument("--latency-repeats", type=int, default=200)
+    ap.add_argument("--reference-quantiles", nargs="*", type=float, default=[], metavar="Q",
+                    help="also score the default signal with each modality weighing fully from quantile Q of its clean validation r up "
+                         "(fusion weight x min(1, r / reference) ** power, the power selected again on validation)")
     ap.add_argument("--weightings", nargs="*", type=_weighting, default=[(0.0, 0.5), (1.0, 0.1), (1.5, 0.1), (2.0, 0.1), (3.0, 0.1), (3.0, 0.25), (3.0, 0.5), (4.0, 0.1)],
                     metavar="POWER:FLOOR", help="fixed fusion weightings scored for the default signal, beside the power its fit "
                     "picked (reliability_fit.select_power; default: the old hard gate 0:0.5, and 1:0.1 1.5:0.1 2:0.1 3:0.1 3:0.25 3:0.5 4:0.1)")
@@ -412,6 +446,7 @@ def main() -> int:
             print(table(results, split, method))
             print(ece_table(results, split, method))
             print(fault_table(results, split, method))
+            print(reference_table(results, split, method))
             print(select_weighting(results, split, method))
     print(export_table(results))
     print("export (INT8 AUROC, held-out families at severity 3):", json.dumps(results["export"], indent=1))

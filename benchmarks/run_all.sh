@@ -73,10 +73,28 @@ for prec in fp32 int8; do
   $PY benchmarks/runtime_bench.py --engines bench-out/runtime-gate/engines --out bench-out/runtime-degraded6-$prec --precision $prec --degraded \
       --session bench-out/runtime-degraded/session --segments 15 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0
 done
+# The sum rule's reference r (BENCHMARKS.md section 8, "A reference r for the sum rule"): the same runs copied
+# again so they refit (reliability.json format /4), each scored with the reference at three quantiles besides the
+# default; then official joint seed 0 rescored with the new default (it reproduces its 0.9 row).
+for sp in official speaker; do
+  for m in mla joint ogm_ge mmpareto; do
+    for s in 0 1 2; do mkdir -p bench-out/reliability-refq-$sp/$sp/$m-s$s; cp bench-out/reliability-aug4-$sp/$sp/$m-s$s/{checkpoint.pt,config.json} bench-out/reliability-refq-$sp/$sp/$m-s$s/; done
+  done
+  $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-refq-$sp --splits $sp --seeds 0 1 2 --methods mla joint ogm_ge mmpareto \
+      --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --reference-quantiles 0.5 0.75 0.9
+done
+mkdir -p bench-out/reliability-refcheck-official/official/joint-s0 && cp bench-out/reliability-aug4-official/official/joint-s0/{checkpoint.pt,config.json} bench-out/reliability-refcheck-official/official/joint-s0/
+$PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-refcheck-official --splits official --seeds 0 --methods joint \
+    --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --reference-quantiles 0.9
 # Feature-space distances beside the shipped Gaussian, on the same MLA runs (audio AUROC).
 for sp in official speaker; do
   $PY -m benchmarks.feature_space_bench --data-dir "$DATA" --out bench-out/feature-space-$sp.json \
       --runs bench-out/reliability-aug2-$sp/$sp/mla-s0 bench-out/reliability-aug2-$sp/$sp/mla-s1 bench-out/reliability-aug2-$sp/$sp/mla-s2
+done
+# ... and five more (qda, class gap, frame-level, Gram), on the aug4 copies of the same checkpoints.
+for sp in official speaker; do
+  $PY -m benchmarks.feature_space_bench --data-dir "$DATA" --out bench-out/feature-space-local-$sp.json \
+      --runs bench-out/reliability-aug4-$sp/$sp/mla-s0 bench-out/reliability-aug4-$sp/$sp/mla-s1 bench-out/reliability-aug4-$sp/$sp/mla-s2
 done
 
 # Issue 9: OpenVINO's runtime vs ONNX Runtime on the same ONNX files (OpenVINO is not a

@@ -230,6 +230,8 @@ def evaluate(model, split: PairedSplit, window: int, batch_size: int = 256, full
         res["fused_rule"] = s["clean"]["fused_base"]
         res["reliability"] = {"signal": s["signal"], "threshold": s["threshold"], "power": s["power"], "floor": s["floor"], "auroc": s["auroc"],
                               "clean_abstain": s["clean"]["abstain"],
+                              # modality -> the r from which it weighs fully (1: r ** power itself; the sum rule's: a quantile of its clean validation r)
+                              "reference": {m: r.reference for m, r in reliability.modalities.items()},
                               # modality -> the train-family blocks its fault gate stands on (none: the distance sees them all)
                               "fault_gate": {m: list(r.fault.blocks) for m, r in reliability.modalities.items() if r.fault is not None}}
         res["ece"] = s["ece"]

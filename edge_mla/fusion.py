@@ -4,12 +4,13 @@ evaluation, export checks and the runtime alike.
 Weights are computed per sample (the authors' code took one weight per batch, so a
 prediction depended on its batch-mates). A missing modality is left out of the sums.
 With per-modality ``reliability`` scores r (the engines' second output, see
-``edge_mla.reliability``) each weight is multiplied by ``r ** power`` and
-renormalised, and a modality scoring below ``threshold`` is left out like a missing
-one: a live but broken sensor (r near 0) gets (near) zero weight instead of
+``edge_mla.reliability``) each weight is multiplied by ``min(1, r / reference) ** power``
+and renormalised, and a modality scoring below ``threshold`` is left out like a
+missing one: a live but broken sensor (r near 0) gets (near) zero weight instead of
 out-voting the healthy one with a confidently wrong answer, while a clean input the
-detector is unsure of still votes. ``power`` 0 is a hard gate. Pure numpy so that the
-runtime never needs torch.
+detector is unsure of still votes. ``reference`` is the r of a typical clean input of
+that modality (1 unless given): each modality's map tops out at its own level.
+``power`` 0 is a hard gate. Pure numpy so that the runtime never needs torch.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def fusion_weights(
     reliability: Optional[Mapping[str, np.ndarray]] = None,
     threshold: float = 0.5,
     power: float = 0.0,
+    reference: Optional[Mapping[str, float]] = None,
 ) -> dict[str, np.ndarray]:
     """Per-sample weight of each modality, shape (N,) each, summing to 1 over the
     modalities available for that sample.
@@ -81,9 +83,12 @@ def fusion_weights(
     ``available`` maps a modality to a boolean (N,) mask; a masked-out modality
     gets weight 0 for that sample, and so does one whose ``reliability`` is below
     ``threshold`` (unless all are: see ``reliable_mask``). With ``reliability`` and
-    ``power`` > 0 the rule's weights are multiplied by r ** power (and, for entropy
-    and mean, renormalised): e.g. entropy weights 0.5 / 0.5 with r = 1.0 / 0.5 and
-    power 3 become 1 / 0.125, i.e. 0.889 / 0.111.
+    ``power`` > 0 the rule's weights are multiplied by min(1, r / reference) ** power
+    (and, for entropy and mean, renormalised): e.g. entropy weights 0.5 / 0.5 with
+    r = 1.0 / 0.5 and power 3 become 1 / 0.125, i.e. 0.889 / 0.111; with
+    ``reference`` {"b": 0.625} the same r gives b 0.8 ** 3 = 0.512, i.e.
+    0.661 / 0.339. A modality missing from ``reference`` has reference 1. The
+    ``threshold`` applies to r itself.
     """
     if rule not in FUSION_RULES:
         raise ValueError(f"unknown fusion rule {rule!r}; choose one of {', '.join(FUSION_RULES)}")
@@ -95,7 +100,8 @@ def fusion_weights(
     mask = np.stack([ok[m] for m in names])  # (M, N)
     soft = np.ones(mask.shape)
     if reliability is not None and power > 0:
-        soft = np.clip(_stacked(names, n, reliability), 0.0, 1.0) ** power
+        ref = np.array([float((reference or {}).get(m, 1.0)) for m in names])[:, None]
+        soft = np.clip(_stacked(names, n, reliability) / ref, 0.0, 1.0) ** power
         # where every modality fell below the threshold the fallback votes alone, and
         # a sample whose kept modalities all score 0 keeps the rule's own weights
         flat = degraded | ~np.any(mask & (soft > 0), axis=0)
@@ -122,8 +128,9 @@ def fuse(
     reliability: Optional[Mapping[str, np.ndarray]] = None,
     threshold: float = 0.5,
     power: float = 0.0,
+    reference: Optional[Mapping[str, float]] = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fused logits (N, C) and the per-sample weights used."""
-    w = fusion_weights(logits, rule, available, reliability, threshold, power)
+    w = fusion_weights(logits, rule, available, reliability, threshold, power, reference)
     fused = sum(w[m][:, None] * np.asarray(logits[m], np.float32) for m in logits)
     return np.asarray(fused, np.float32), w

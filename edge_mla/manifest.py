@@ -21,8 +21,10 @@ Schema (format "edge-mla-engines/1"):
              "logits": "calibrated",      # optional: each engine's logits are divided by its temperature
              "reliability": {"signal": "mahalanobis",  # optional (older folders: absent)
                              "threshold": 0.5, "output": "reliability",
-                             "power": 3.0, "floor": 0.1,    # fusion weight x r ** power, none below floor (absent: hard gate at threshold)
-                             "modalities": {"<modality>": {"temperature", "features", "coef", "bias", "means", "precision"}},
+                             "power": 3.0, "floor": 0.1,    # fusion weight x min(1, r / reference) ** power, none below floor (absent: hard gate at threshold)
+                             "modalities": {"<modality>": {"temperature", "features", "coef", "bias", "means", "precision",
+                                                           "fault",        # optional: the fault gate's prototypes
+                                                           "reference"}},  # optional (absent: 1): the sum rule's r of a typical clean input, on the shipped engine
                              "auroc": {"fp32": {...}, "int8": {...}}}},
   "engines": {
     "<modality>": {

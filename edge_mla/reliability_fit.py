@@ -10,6 +10,7 @@ The result is cached as ``RUN/reliability.json`` (every candidate), which
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,8 +20,8 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
-from edge_mla.reliability import (CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, POWER_CLEAN_TOLERANCE, POWERS, RELIABILITY_NAME, FitData, Reliability,
-                                  default_weighting, fit_modality)
+from edge_mla.reliability import (CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, POWER_CLEAN_TOLERANCE, POWERS, REFERENCE_QUANTILES, RELIABILITY_NAME,
+                                  FitData, Reliability, clean_reference, default_weighting, fit_modality)
 
 if TYPE_CHECKING:
     from edge_mla.data.augment import AudioAugment
@@ -103,6 +104,17 @@ def fit_candidates(data: dict, num_classes: int, rule: str, candidates=tuple(CAN
     return out
 
 
+def with_reference_quantile(data: dict, rel: Reliability, rule: str, quantile: Optional[float]) -> Reliability:
+    """``rel`` refitted with every rule's reference at ``quantile`` of each
+    modality's clean validation r (None: no reference) instead of the rule's own
+    (``REFERENCE_QUANTILES``), the power selected again under it, weighted for
+    ``rule``: how the bench scores the other quantiles from one fit."""
+    from edge_mla.fusion import FUSION_RULES
+
+    out = dataclasses.replace(rel, power_fit={r: select_power(data, rel, r, quantile=quantile) for r in FUSION_RULES})
+    return out.for_rule(rule)
+
+
 def _corrupted_validation(data: dict) -> list:
     """(modality, rows of its ``bad_h``/``bad_z``) per train corruption family:
     ``FitData.bad_z`` holds the validation inputs once per family, in order, so each
@@ -113,12 +125,18 @@ def _corrupted_validation(data: dict) -> list:
     return [(m, slice(i * n, (i + 1) * n)) for m, d in data.items() if len(d.bad_z) % n == 0 for i in range(len(d.bad_z) // n)]
 
 
-def select_power(data: dict, rel: Reliability, rule: str, powers=POWERS, tolerance: float = POWER_CLEAN_TOLERANCE) -> dict:
+_RULES_OWN = "rule's own"  # select_power's default quantile: REFERENCE_QUANTILES[rule]
+
+
+def select_power(data: dict, rel: Reliability, rule: str, powers=POWERS, tolerance: float = POWER_CLEAN_TOLERANCE, quantile=_RULES_OWN) -> dict:
     """The power for fusion ``rule`` that validation alone picks: among those whose
     clean fused accuracy is within ``tolerance`` points of the calibrated plain
     rule's, the lowest worst regret over the train corruption families (regret: points
     by which fused falls short of the better single modality); ties go to the lower
-    power. Returns {"power", "table": {power: [clean points, worst regret]}}.
+    power. Returns {"power", "table": {power: [clean points, worst regret]}} and,
+    when the rule weighs against a reference r (``REFERENCE_QUANTILES``, or
+    ``quantile``), "reference": {modality: that quantile of its clean validation r},
+    under which the powers were scored.
 
     Why fitted: the power is the counterweight to the temperature. Where calibration
     already softens an input the detector doubts (a new voice), a steep power
@@ -128,18 +146,20 @@ def select_power(data: dict, rel: Reliability, rule: str, powers=POWERS, toleran
     from edge_mla.evaluate import accuracy, regret
     from edge_mla.fusion import fuse
 
+    mods = list(data)
+    clean_r = {m: rel.modalities[m].score(data[m].val_h, data[m].val_z) for m in mods}
+    q = REFERENCE_QUANTILES[rule] if quantile == _RULES_OWN else quantile
+    reference = {m: clean_reference(clean_r[m], q) for m in mods}
     cases = _corrupted_validation(data)
     if not cases:
-        return {"power": default_weighting(rule)[0], "table": {}}
-    mods = list(data)
+        return {"power": default_weighting(rule)[0], "table": {}, **({"reference": reference} if q is not None else {})}
     y = data[mods[0]].val_y
     floor = default_weighting(rule)[1]
     clean_z = {m: data[m].val_z for m in mods}
     clean_c = rel.calibrate(clean_z)
-    clean_r = {m: rel.modalities[m].score(data[m].val_h, data[m].val_z) for m in mods}
 
     def acc(calibrated: dict, r: Optional[dict], power: float) -> float:
-        return accuracy(fuse(calibrated, rule, reliability=r, threshold=floor, power=power)[0], y)
+        return accuracy(fuse(calibrated, rule, reliability=r, threshold=floor, power=power, reference=reference)[0], y)
 
     plain = acc(clean_c, None, 0.0)
     scored = []  # (calibrated logits, reliability, single-modality accuracies) per corrupted case, computed once for every power
@@ -153,8 +173,11 @@ def select_power(data: dict, rel: Reliability, rule: str, powers=POWERS, toleran
         table[f"{p:g}"] = [round(100 * (acc(clean_c, clean_r, p) - plain), 4), round(worst, 4)]
     ok = [p for p in powers if table[f"{p:g}"][0] >= -tolerance] or [max(powers, key=lambda p: table[f"{p:g}"][0])]
     pick = min(ok, key=lambda p: (table[f"{p:g}"][1], p))
-    log.debug("rule %s: power %g picked on validation %s", rule, pick, table)
-    return {"power": float(pick), "table": table}
+    log.debug("rule %s: power %g picked on validation %s (reference %s)", rule, pick, table, reference)
+    out = {"power": float(pick), "table": table}
+    if q is not None:
+        out["reference"] = reference
+    return out
 
 
 def save(run_dir: Path, fitted: dict) -> Path:

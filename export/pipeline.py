@@ -337,6 +337,7 @@ def _export_into(cfg: ExportConfig, tmp: Path, model, payload: dict, modalities:
     finally:
         bar.close()
     chosen = _choose_precisions(p, gate)
+    _measure_references(p, rel_out, chosen)
     _fused_gate(p, gate, logits, rel_out, chosen)
     model_info, classes = _stamp_engines(p, engines, chosen)
     manifest = _manifest(p, engines, model_info, classes, gate)
@@ -552,6 +553,20 @@ def _choose_precisions(p: _Plan, gate: dict) -> dict:
             if g["int8"]["flags"]:
                 log.info("%s: keeping fp32 (int8 %s)", mod, "; ".join(g["int8"]["flags"]))
     return chosen
+
+
+def _measure_references(p: _Plan, rel_out: dict, chosen: dict) -> None:
+    """4a. A rule that weighs against a reference r (``REFERENCE_QUANTILES``: the sum
+    rule) gets it measured again on the engine each modality ships, on the gate's
+    clean validation inputs: an INT8 refit moves r, and the run's fit measured it on
+    PyTorch features. The manifest's ``power_fit`` keeps the fit's figures."""
+    from edge_mla.reliability import REFERENCE_QUANTILES
+
+    q = REFERENCE_QUANTILES.get(p.rule)
+    if p.rel is None or q is None:
+        return
+    shipped = {m: rel_out[chosen[m]][m]["clean"] for m in p.modalities if m in rel_out.get(chosen[m], {})}
+    p.rel = p.rel.with_references(shipped, q)
 
 
 def _fused_gate(p: _Plan, gate: dict, logits: dict, rel_out: dict, chosen: dict) -> None:

@@ -54,6 +54,8 @@ def test_ece_and_auroc_blocks(eval_json):
     assert res["reliability"]["signal"] == DEFAULT_SIGNAL
     # the weighting the fused figures used: the power the run's fit picked, the rule's floor
     assert res["reliability"]["power"] in POWERS and res["reliability"]["floor"] == default_weighting("entropy")[1]
+    # MLA's entropy rule weighs r itself (no reference r; the sum rule has one)
+    assert res["reliability"]["reference"] == {"image": 1.0, "audio": 1.0}
     # the fault gate's prototypes, per modality that has one: train-family blocks only
     from edge_mla.corruptions import suite
 

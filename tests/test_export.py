@@ -320,7 +320,7 @@ def test_engines_have_the_reliability_output_and_the_manifest_its_constants(expo
     power, floor = load(tiny_run, DEFAULT_SIGNAL, "entropy").power, default_weighting("entropy")[1]
     assert power in POWERS and block["reliability"]["power_fit"]["entropy"]["power"] == power
     assert (block["reliability"]["power"], block["reliability"]["floor"]) == (power, floor)
-    assert rel.weighting == {"threshold": floor, "power": power}
+    assert rel.weighting == {"threshold": floor, "power": power, "reference": {"image": 1.0, "audio": 1.0}}  # entropy: r itself
     assert block["rule"] == "entropy" and block["method"] == "mla"
     assert set(block["reliability"]["auroc"]) == {"fp32", "int8"}
     for mod in ("image", "audio"):
@@ -404,6 +404,22 @@ def test_the_fusion_rule_follows_the_training_method(tiny_run, exported, tmp_pat
 
     cached = load(run, DEFAULT_SIGNAL, "sum")
     assert (rel.power, rel.floor) == (cached.power, cached.floor) == (cached.power_fit["sum"]["power"], default_weighting("sum")[1])
+    # the sum rule weighs against a reference r, measured again on the engine each
+    # modality ships (the gate's clean validation inputs); MLA's entropy rule against none
+    from edge_mla.calib.select import stratified_indices
+    from edge_mla.data import load_dataset
+    from edge_mla.reliability import REFERENCE_QUANTILES
+
+    man = load_manifest(tmp_path / "eng")
+    ds = load_dataset("demo", seed=man.data["data"]["seed"])
+    n = man.data["data"]["gate_samples"]
+    idx = stratified_indices(ds.val.labels, n, man.data["data"]["seed"]) if n < len(ds.val) else np.arange(len(ds.val))
+    for mod in ("image", "audio"):
+        x = ds.val.image_batch(idx) if mod == "image" else ds.val.audio_batch(idx, ds.window)
+        r = _ort(tmp_path / "eng" / man.data["engines"][mod]["file"]).run(None, {mod: x})[1]
+        assert rel.modalities[mod].reference == pytest.approx(float(np.quantile(r, REFERENCE_QUANTILES["sum"])), abs=1e-5)
+        assert 0.0 < rel.modalities[mod].reference < 1.0 and set(cached.power_fit["sum"]["reference"]) == {"image", "audio"}
+    assert all(v == 1.0 for v in load_manifest(exported.out).reliability().weighting["reference"].values())
 
 
 def test_the_fault_gate_is_in_the_graph_fp32_and_int8(exported, tiny_run, tmp_path):

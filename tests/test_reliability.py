@@ -62,6 +62,16 @@ def test_soft_weighting_multiplies_the_rule_weights_by_r_to_the_power(rule):
     assert (w["a"][2], w["b"][2]) == pytest.approx((0.0, 1.0))  # both below: b (0.08) is the more reliable
     hard = fusion_weights(z, rule, reliability=r, threshold=0.1, power=0.0)  # power 0: the hard gate
     assert (hard["a"][0], hard["b"][0]) == pytest.approx((1.0, 1.0) if rule == "sum" else (0.5, 0.5))
+    # a reference r per modality: b's 0.5 against its typical clean 0.625 is 0.8 ** 3 = 0.512;
+    # the floor still applies to r itself, and r above the reference weighs fully
+    ref = fusion_weights(z, rule, reliability=r, threshold=0.1, power=3.0, reference={"b": 0.625})
+    if rule == "sum":
+        assert (ref["a"][0], ref["b"][0]) == pytest.approx((1.0, 0.512))
+    else:  # 1 / 1.512 and 0.512 / 1.512
+        assert (ref["a"][0], ref["b"][0]) == pytest.approx((0.661376, 0.338624), abs=1e-6)
+    assert (ref["a"][1], ref["b"][1]) == pytest.approx((1.0, 0.0))
+    top = fusion_weights(z, rule, reliability={"a": np.ones(3), "b": np.full(3, 0.9)}, threshold=0.1, power=3.0, reference={"a": 0.95, "b": 0.6})
+    assert top["a"] == pytest.approx(top["b"])  # both at or above their reference: the rule's own weights
 
 
 def test_reliability_block_without_weighting_keeps_its_hard_gate_and_corrupt_weighting_is_one_line():
@@ -70,10 +80,13 @@ def test_reliability_block_without_weighting_keeps_its_hard_gate_and_corrupt_wei
 
     mod = ModalityReliability(1.5, ("msp",), [2.0], -1.0).to_dict()
     old = Reliability.from_dict({"signal": "msp", "threshold": 0.4, "modalities": {"a": mod}}, "m.json")
-    assert old.weighting == {"threshold": 0.4, "power": 0.0}  # exported before the weighting: a hard gate
-    new = Reliability.from_dict(Reliability("msp", 0.5, {"a": ModalityReliability.from_dict(mod, "x")}).to_dict(), "m.json")
+    assert old.weighting == {"threshold": 0.4, "power": 0.0, "reference": {"a": 1.0}}  # exported before the weighting: a hard gate
+    new = Reliability.from_dict(Reliability("msp", 0.5, {"a": ModalityReliability.from_dict({**mod, "reference": 0.7}, "x")}).to_dict(), "m.json")
     power, floor = WEIGHTINGS["entropy"]
-    assert new.weighting == {"threshold": floor, "power": power} and new.threshold == 0.5
+    assert new.weighting == {"threshold": floor, "power": power, "reference": {"a": 0.7}} and new.threshold == 0.5
+    for bad in (0, -0.2, 1.5, "0.7", True, None, float("nan")):
+        with pytest.raises(EdgeMlaError, match=r"m\.json \[a\]: corrupt reliability constants \(ValueError: reference"):
+            Reliability.from_dict({"signal": "msp", "threshold": 0.5, "modalities": {"a": {**mod, "reference": bad}}}, "m.json")
     for bad in ({"power": -1}, {"power": "3"}, {"floor": 1.5}, {"power": True}, {"power_fit": [3]}, {"power_fit": {"entropy": {"power": 99}}},
                 {"power_fit": {"sum": 2.0}}):
         with pytest.raises(EdgeMlaError, match=r"m\.json.*: corrupt reliability constants \((power|floor)"):
@@ -185,7 +198,62 @@ def test_select_power_keeps_clean_accuracy_within_the_tolerance():
     assert select_power(data, rel, "entropy", tolerance=100.0)["power"] == 4.0
     # nothing corrupted to select on: the rule's fallback
     bare = {m: d.__class__(d.train_h, d.train_y, d.val_h, d.val_z, d.val_y, d.bad_h[:0], d.bad_z[:0]) for m, d in data.items()}
-    assert select_power(bare, rel, "sum") == {"power": 1.5, "table": {}}
+    assert select_power(bare, rel, "entropy") == {"power": 3.0, "table": {}}
+    assert select_power(bare, rel, "sum") == {"power": 1.5, "table": {}, "reference": {"a": pytest.approx(0.95), "b": pytest.approx(0.6)}}
+
+
+def test_a_modality_doubted_at_its_typical_clean_level_keeps_its_vote():
+    """The case above with each modality's reference at its median clean r (b: 0.6,
+    a: 0.95): a clean b weighs fully at every power, so no power costs clean
+    accuracy, and corrupted a (r 0.55 against its 0.95) loses its vote at every
+    power: worst regret 0 where r ** power alone left 100 within the tolerance."""
+    from edge_mla.reliability_fit import with_reference_quantile
+
+    n = 200
+    a_ok = np.arange(n) % 5 != 0
+    data, rel = _selection_case((_two_class(a_ok, 3.0), 0.95), (_two_class(np.zeros(n, bool), 8.0), 0.55), _two_class(np.ones(n, bool), 6.0), 0.6)
+    referenced = with_reference_quantile(data, rel, "entropy", 0.5)
+    assert referenced.weighting["reference"] == {"a": pytest.approx(0.95), "b": pytest.approx(0.6)}
+    assert all(v == [0.0, 0.0] for v in referenced.power_fit["entropy"]["table"].values()) and referenced.power == 1.0
+    assert with_reference_quantile(data, rel, "entropy", None).weighting["reference"] == {"a": 1.0, "b": 1.0}
+
+
+def test_the_sum_rule_weighs_against_its_reference_and_entropy_against_none():
+    """Each rule's fit records the reference its powers were scored under
+    (REFERENCE_QUANTILES: the sum rule's quantile of each modality's clean validation
+    r; none for entropy), ``for_rule`` hands it to the fusion, it survives the
+    manifest round trip, and a corrupt one is one line."""
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.fusion import FUSION_RULES
+    from edge_mla.reliability import REFERENCE_QUANTILES
+    from edge_mla.reliability_fit import select_power
+
+    n = 200
+    data, rel = _selection_case((_two_class(np.ones(n, bool), 3.0), 0.9), (_two_class(np.zeros(n, bool), 8.0), 0.55), _two_class(np.ones(n, bool), 6.0), 0.6)
+    assert REFERENCE_QUANTILES["entropy"] is None and REFERENCE_QUANTILES["sum"] is not None
+    rel.power_fit = {r: select_power(data, rel, r) for r in FUSION_RULES}
+    for rule, want in (("sum", {"a": 0.9, "b": 0.6}), ("entropy", {"a": 1.0, "b": 1.0})):
+        for r in (rel.for_rule(rule), Reliability.from_dict(rel.to_dict(), "m.json").for_rule(rule)):
+            assert r.weighting["reference"] == {m: pytest.approx(v) for m, v in want.items()}
+    for bad in ({"a": 2.0}, {"a": "x"}, [0.5]):
+        block = {**rel.to_dict(), "power_fit": {"sum": {"power": 3.0, "reference": bad}}}
+        with pytest.raises(EdgeMlaError, match=r"m\.json \[power_fit sum.*corrupt reliability constants"):
+            Reliability.from_dict(block, "m.json")
+
+
+def test_the_reference_is_a_quantile_of_clean_r_and_round_trips():
+    from edge_mla.reliability import Reliability, clean_reference, fit_modality
+
+    data = _dead_sensor_data(np.random.default_rng(3))
+    rel = fit_modality(data, "mahalanobis", 2)
+    clean_r = rel.score(data.val_h, data.val_z)
+    for q in (0.5, 0.9):
+        assert clean_reference(clean_r, q) == pytest.approx(float(np.quantile(clean_r, q)))
+    assert clean_reference(clean_r, None) == 1.0 and clean_reference(np.array([]), 0.5) == 1.0 and clean_reference(np.zeros(5), 0.5) == pytest.approx(1e-3)
+    shipped = Reliability("mahalanobis", 0.5, {"audio": rel}).with_references({"audio": np.array([0.2, 0.3, 0.4, np.nan])}, 0.5)
+    assert shipped.modalities["audio"].reference == pytest.approx(0.3)
+    back = Reliability.from_dict(shipped.to_dict(), "m.json")
+    assert back.weighting["reference"] == {"audio": pytest.approx(0.3)}
 
 
 def test_temperature_is_fitted_on_clean_and_perturbed_validation_together():

@@ -60,6 +60,8 @@ def format_table(res: dict) -> str:
     if "corruptions" in res:
         rel = res["reliability"]
         w = f", weight x r^{rel['power']:g}" if rel.get("power") is not None else ""
+        if rel.get("power") and any(v != 1.0 for v in rel.get("reference", {}).values()):
+            w = f", weight x min(1, r / reference)^{rel['power']:g}, reference " + ", ".join(f"{m} {v:.2f}" for m, v in rel["reference"].items())
         lines.append(f"  fused ({res['rule']} + reliability {rel['signal']}{w}) {100 * res['fused_reliable']:6.2f}% clean, ({res['rule']} alone) {100 * res['fused_rule']:6.2f}%")
         for part, s in res["corruption_summary"].items():
             lines.append(f"  {part} corruptions: regret mean {s['mean_regret']:.1f} / worst {s['worst_regret']:.1f} points ({s['worst']}); without reliability {s['mean_regret_base']:.1f} / {s['worst_regret_base']:.1f}")
