@@ -19,7 +19,8 @@ explicit "no decision", never a stale label.
 
 With engines that have a reliability output (and the manifest's reliability block),
 each fresh result's weight is scaled by its reliability as ``weighting`` says
-(``edge_mla.fusion``: r ** power, nothing below the floor); when no fresh modality
+(``edge_mla.fusion``: min(1, r / reference) ** power, reference 1 unless the rule
+has one, nothing below the floor); when no fresh modality
 reaches the floor the output is "no decision" with the reason "all sensors
 degraded", never a confident guess. A result below ``reliability_threshold`` is
 judged unreliable, which drives the ``degraded`` sensor state

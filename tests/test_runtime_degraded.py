@@ -68,6 +68,22 @@ def test_decide_weighs_a_doubtful_modality_down_and_still_judges_it_unreliable()
     assert decide(res, CLASSES, 1.0, 10.2, None, "entropy", 0.5, weighting)["used"] == ["image"]
 
 
+def test_decide_weighs_the_sum_rule_against_each_modality_s_reference():
+    """The manifest's sum-rule weighting carries a reference r per modality: audio at
+    its typical clean r (0.6) weighs fully, as much as the image at 0.95 against its
+    0.95; at r 0.3 it weighs (0.3 / 0.6) ** 3, and the degraded state still reads r."""
+    from edge_mla.runtime.fusion_loop import decide
+
+    weighting = {"threshold": 0.1, "power": 3.0, "reference": {"image": 0.95, "audio": 0.6}}
+    res = {"image": _result("image", _onehot(3, 4.0), 10.0, 0.95), "audio": _result("audio", _onehot(5, 4.0), 10.0, 0.6)}
+    out = decide(res, CLASSES, 1.0, 10.2, None, "sum", 0.5, weighting)
+    assert out["modalities"]["audio"]["weight"] == pytest.approx(1.0) and out["modalities"]["image"]["weight"] == pytest.approx(1.0)
+    res["audio"] = _result("audio", _onehot(5, 4.0), 10.0, 0.3)
+    out = decide(res, CLASSES, 1.0, 10.2, None, "sum", 0.5, weighting)
+    assert out["modalities"]["audio"]["weight"] == pytest.approx(0.125) and out["label"] == "3"
+    assert decide(res, CLASSES, 1.0, 10.2, None, "sum", 0.5, {"threshold": 0.1, "power": 3.0})["modalities"]["audio"]["weight"] == pytest.approx(0.027)
+
+
 def test_degraded_tracker_needs_the_hold_time_both_ways():
     from edge_mla.runtime.degraded import DegradedTracker
 
