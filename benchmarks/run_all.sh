@@ -86,6 +86,13 @@ done
 mkdir -p bench-out/reliability-refcheck-official/official/joint-s0 && cp bench-out/reliability-aug4-official/official/joint-s0/{checkpoint.pt,config.json} bench-out/reliability-refcheck-official/official/joint-s0/
 $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-refcheck-official --splits official --seeds 0 --methods joint \
     --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --reference-quantiles 0.9
+# ... and the streaming runtime on a sum-rule folder: tiny joint on the demo data, both fast paths off.
+.venv/bin/edge-mla train --method joint --preset tiny --dataset demo --epochs 8 --out bench-out/runtime-joint/train-run --no-progress --force
+.venv/bin/edge-mla export bench-out/runtime-joint/train-run --out bench-out/runtime-joint/engines --int8 on --dataset demo --no-progress --force
+$PY benchmarks/runtime_bench.py --engines bench-out/runtime-joint/engines --out bench-out/runtime-joint-int8 --precision int8 \
+    --session bench-out/runtime-gate-fp32/session --segments 30 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0
+$PY benchmarks/runtime_bench.py --engines bench-out/runtime-joint/engines --out bench-out/runtime-joint-degraded-int8 --precision int8 --degraded \
+    --session bench-out/runtime-degraded/session --segments 15 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0
 # Feature-space distances beside the shipped Gaussian, on the same MLA runs (audio AUROC).
 for sp in official speaker; do
   $PY -m benchmarks.feature_space_bench --data-dir "$DATA" --out bench-out/feature-space-$sp.json \
