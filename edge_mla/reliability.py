@@ -412,7 +412,10 @@ class Reliability:
                 raise EdgeMlaError(f"{where} [power_fit {rule}]: corrupt reliability constants (reference: expected an object per modality)")
             for m in refs:
                 _number(refs, m, 1.0, 1e-6, 1.0, f"{where} [power_fit {rule} reference]")
-        return cls(str(d.get("signal", "?")), thr, mods, dict(d.get("auroc", {})), power, floor, {str(k): dict(v) for k, v in fit.items()})
+        auroc = d.get("auroc", {})
+        if not isinstance(auroc, Mapping):
+            raise EdgeMlaError(f"{where}: corrupt reliability constants (auroc: expected an object, got {type(auroc).__name__})")
+        return cls(str(d.get("signal", "?")), thr, mods, dict(auroc), power, floor, {str(k): dict(v) for k, v in fit.items()})
 
 
 def _number(d: Mapping, key: str, default: float, lo: float, hi: float, where: str) -> float:

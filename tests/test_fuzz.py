@@ -100,6 +100,52 @@ def test_manifest_mutations_are_accepted_soundly_or_refused_in_one_line(data):
             assert isinstance(spec.input_name, str) and isinstance(spec.output_name, str)
 
 
+@functools.lru_cache(maxsize=1)
+def base_reliability() -> dict:
+    """A manifest's reliability block with every part the runtime reads: a
+    Mahalanobis map per modality, a fault gate, the sum rule's reference r and a
+    power fitted per rule (small dimensions, so mutations reach every key)."""
+    import numpy as np
+
+    from edge_mla.reliability import FaultGate, ModalityReliability, Reliability
+
+    eye = np.eye(2)
+    mods = {m: ModalityReliability(1.2, ("mahalanobis",), [2.0], 1.0, np.zeros((2, 2)), eye, reference=0.7) for m in ("image", "audio")}
+    mods["audio"].fault = FaultGate(np.ones((1, 2)), 3.0, -2.0, ("audio_silence@3",))
+    fit = {"sum": {"power": 3.0, "table": {"3": [0.0, 1.0]}, "reference": {"image": 0.95, "audio": 0.7}}, "entropy": {"power": 2.0, "table": {}}}
+    return Reliability("mahalanobis", 0.5, mods, {"fp32": {"audio": 0.9}}, 3.0, 0.1, fit).to_dict()
+
+
+@FUZZ
+@given(st.data())
+def test_reliability_block_mutations_are_accepted_soundly_or_refused_in_one_line(data):
+    """The block the runtime reads at start and on every engine swap: accepted with
+    a sound weighting (power and floor in range, every reference in (0, 1]) that
+    fusion can use, or refused in one line naming the file."""
+    import numpy as np
+
+    from edge_mla.fusion import fuse
+    from edge_mla.reliability import Reliability
+
+    b = copy.deepcopy(base_reliability())
+    for _ in range(data.draw(st.integers(1, 3))):
+        # every key, and whole arrays rather than their numbers (the corrupt-constants tests cover those)
+        paths = [k for k in key_paths(b) if not any(isinstance(x, int) for x in k)]
+        mutate(b, data.draw(st.sampled_from(paths)), data.draw(json_values), data.draw(st.booleans()))
+    try:
+        rel = Reliability.from_dict(b, str(FILE))
+    except EdgeMlaError as exc:
+        assert_one_line(exc, f"{FILE}")
+        return
+    for r in (rel, rel.for_rule("sum"), rel.for_rule("entropy")):
+        w = r.weighting
+        assert 0.0 <= w["power"] <= 16.0 and 0.0 <= w["threshold"] <= 1.0
+        assert all(isinstance(v, float) and 0.0 < v <= 1.0 for v in w["reference"].values())
+        z = {m: np.zeros((2, 3), np.float32) for m in r.modalities}
+        fused, _ = fuse(z, "sum", reliability={m: np.array([0.05, 0.9]) for m in z}, **w)
+        assert np.all(np.isfinite(fused))
+
+
 @FUZZ
 @given(st.data())
 def test_manifest_tolerates_unknown_keys(data):
