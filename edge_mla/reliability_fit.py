@@ -198,13 +198,17 @@ def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
     try:
         d = json.loads(path.read_text())
     except ValueError as exc:
-        raise EdgeMlaError(f"{path}: not valid JSON ({exc}); delete it or pass --refit-reliability") from None
+        raise EdgeMlaError(f"{path}: not valid JSON ({exc}); delete it and the next eval or export refits it") from None
     if isinstance(d, dict) and isinstance(d.get("format"), str) and d["format"].startswith("edge-mla-reliability/") and d["format"] != FORMAT:
         log.info("%s was fitted by another edge-mla version (%s; this one reads %s); refitting", path, d["format"], FORMAT)
         return None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise EdgeMlaError(f"{path}: not an edge-mla reliability file (expected format {FORMAT})")
-    block = d.get("candidates", {}).get(signal)
+    candidates = d.get("candidates", {})
+    if not isinstance(candidates, dict):
+        raise EdgeMlaError(f"{path}: corrupt reliability constants (candidates: expected an object, got {type(candidates).__name__}); "
+                           "delete it and the next eval or export refits it")
+    block = candidates.get(signal)
     if block is None:
         return None
     return Reliability.from_dict(block, str(path)).for_rule(rule)

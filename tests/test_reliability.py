@@ -123,6 +123,10 @@ def test_every_fusion_rule_has_a_weighting_and_a_cached_block_takes_its_rules(tm
     path.write_text(json.dumps({**old, "format": "something-else/1"}))
     with pytest.raises(EdgeMlaError, match="not an edge-mla reliability file"):
         load(tmp_path, "msp", "entropy")
+    for bad in ([1], "x", None, 5):  # a corrupt cache in the run folder: one line naming it, not a traceback
+        path.write_text(json.dumps({"format": FORMAT, "candidates": bad}))
+        with pytest.raises(EdgeMlaError, match=r"reliability\.json: corrupt reliability constants \(candidates: expected an object"):
+            load(tmp_path, "msp", "entropy")
     # a fit carries a power per rule, chosen from POWERS, and is weighted for the run's rule
     rng = np.random.default_rng(0)
     h, y = rng.normal(size=(40, 3)), np.arange(40) % 2
