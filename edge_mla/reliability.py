@@ -401,14 +401,19 @@ class Reliability:
         # a block without the weighting predates it: the hard gate it was made with
         power = _number(d, "power", 0.0, 0.0, 16.0, where)
         floor = _number(d, "floor", thr, 0.0, 1.0, where)
+        bad = [m for m in d["modalities"] if not m.isidentifier()]
+        if bad:
+            raise EdgeMlaError(f"{where}: corrupt reliability constants (modality names must be identifiers such as 'audio'; got {bad[0]!r})")
         mods = {m: ModalityReliability.from_dict(v, f"{where} [{m}]") for m, v in d["modalities"].items()}
         fit = d.get("power_fit", {})
         if not isinstance(fit, Mapping) or not all(isinstance(v, Mapping) for v in fit.values()):
             raise EdgeMlaError(f"{where}: corrupt reliability constants (power_fit: expected an object per fusion rule)")
         for rule, v in fit.items():
+            if not rule.isidentifier():
+                raise EdgeMlaError(f"{where}: corrupt reliability constants (power_fit: {rule!r} is no fusion rule)")
             _number(v, "power", 0.0, 0.0, 16.0, f"{where} [power_fit {rule}]")
             refs = v.get("reference", {})
-            if not isinstance(refs, Mapping):
+            if not isinstance(refs, Mapping) or not all(m.isidentifier() for m in refs):
                 raise EdgeMlaError(f"{where} [power_fit {rule}]: corrupt reliability constants (reference: expected an object per modality)")
             for m in refs:
                 _number(refs, m, 1.0, 1e-6, 1.0, f"{where} [power_fit {rule} reference]")

@@ -374,9 +374,14 @@ def test_corrupt_constants_name_the_file():
         {**good, "modalities": {"audio": {**good["modalities"]["audio"], "coef": ["x"]}}},
         {**good, "modalities": {"audio": {**good["modalities"]["audio"], "features": ["mahalanobis"], "means": [[0.0]], "precision": [[1.0, 2.0]]}}},
         {**good, "modalities": {"audio": {**good["modalities"]["audio"], "temperature": -1}}},
+        {**good, "modalities": {"au\ndio": good["modalities"]["audio"]}},  # names end up in messages: one line each
+        {**good, "power_fit": {"su\nm": {"power": 1.0}}},
+        {**good, "power_fit": {"sum": {"power": 1.0, "reference": {"au\ndio": 0.5}}}},
+        {**good, "auroc": None},
     ):
-        with pytest.raises(EdgeMlaError, match="x/manifest.json"):
+        with pytest.raises(EdgeMlaError, match="x/manifest.json") as err:
             Reliability.from_dict(bad, "x/manifest.json")
+        assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("family", list(corruptions.FAMILIES))
