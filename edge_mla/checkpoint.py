@@ -65,5 +65,25 @@ def load_checkpoint(run_dir: str | os.PathLike):
         raise EdgeMlaError(f"{path}: checkpoint does not match its architecture ({detail[:300]})") from None
     except TypeError as exc:  # a field of the wrong type in model_config
         raise EdgeMlaError(f"{path}: checkpoint model_config is malformed ({first_line(exc)})") from None
+    _check_payload_fields(path, payload, cfg.num_classes)
     model.eval()
     return model, payload
+
+
+def _check_payload_fields(path: Path, payload: dict, num_classes) -> None:
+    """The plain fields eval, export and the manifest read from a checkpoint: the
+    training method (its fusion rule), the class names and the epoch. A wrong type
+    there surfaced as a TypeError deep in the export, or as a manifest the runtime
+    then refused; an unknown method is refused rather than fused by a guessed rule."""
+    from edge_mla.train.config import METHODS
+
+    method = payload.get("method")
+    if method is not None and (not isinstance(method, str) or method not in METHODS):
+        raise EdgeMlaError(f"{path}: checkpoint names an unknown training method {method!r} (known: {', '.join(METHODS)})")
+    classes = payload.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() for c in classes)
+                                or len(set(classes)) != len(classes) or (num_classes is not None and len(classes) != num_classes)):
+        raise EdgeMlaError(f"{path}: checkpoint class names are malformed (expected {num_classes} distinct non-empty strings, as the model has classes)")
+    epoch = payload.get("epoch")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
+        raise EdgeMlaError(f"{path}: checkpoint epoch {epoch!r} is not a count of epochs")

@@ -380,6 +380,33 @@ def test_refused_checkpoint_is_one_line_without_torch_warnings(tmp_path, run_fol
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("field,value,msg", [
+    ("method", ["mla"], "unknown training method"),  # unhashable: a TypeError in the fusion rule's lookup before
+    ("method", "gradient-magic", "unknown training method"),
+    ("classes", 5, "class names are malformed"),  # list(5) in the export before
+    ("classes", "0123456789", "class names are malformed"),
+    ("classes", ["0", "1"], "class names are malformed"),  # not the model's 10
+    ("classes", ["0"] * 10, "class names are malformed"),
+    ("epoch", "three", "is not a count of epochs"),  # written into a manifest the runtime then refused
+    ("epoch", -1, "is not a count of epochs"),
+])
+def test_checkpoint_plain_fields_are_checked_in_one_line(tmp_path, field, value, msg):
+    """The fields eval, export and the manifest read from a checkpoint besides the
+    weights: a wrong one is refused when the checkpoint loads, naming the file."""
+    import torch
+
+    from edge_mla.checkpoint import load_checkpoint, save_checkpoint
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.models import ModelConfig, build_model
+
+    save_checkpoint(tmp_path / "checkpoint.pt", build_model(ModelConfig(preset="tiny")), [str(i) for i in range(10)], "mla", 2)
+    _, payload = load_checkpoint(tmp_path)  # sound as written
+    torch.save({**payload, field: value}, tmp_path / "checkpoint.pt")
+    with pytest.raises(EdgeMlaError, match=rf"checkpoint\.pt: .*{msg}") as err:
+        load_checkpoint(tmp_path)
+    assert "\n" not in str(err.value)
+
+
 # -- profile / demo ------------------------------------------------------------------
 
 PROFILE_NUMBERS = [("--batch", "0"), ("--threads", "0"), ("--repeats", "0"), ("--warmup", "-1"), ("--duration", "nan")]
