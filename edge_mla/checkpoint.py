@@ -73,8 +73,9 @@ def load_checkpoint(run_dir: str | os.PathLike):
 def _check_payload_fields(path: Path, payload: dict, num_classes) -> None:
     """The plain fields eval, export and the manifest read from a checkpoint: the
     training method (its fusion rule), the class names and the epoch. A wrong type
-    there surfaced as a TypeError deep in the export, or as a manifest the runtime
-    then refused; an unknown method is refused rather than fused by a guessed rule."""
+    there surfaced as a TypeError deep in eval or export (a list as the method, a
+    number as the classes) or was copied into the manifest as it was; an unknown
+    method is refused rather than fused by a guessed rule."""
     from edge_mla.train.config import METHODS
 
     method = payload.get("method")

@@ -387,7 +387,7 @@ def test_refused_checkpoint_is_one_line_without_torch_warnings(tmp_path, run_fol
     ("classes", "0123456789", "class names are malformed"),
     ("classes", ["0", "1"], "class names are malformed"),  # not the model's 10
     ("classes", ["0"] * 10, "class names are malformed"),
-    ("epoch", "three", "is not a count of epochs"),  # written into a manifest the runtime then refused
+    ("epoch", "three", "is not a count of epochs"),  # copied into the manifest as it was before
     ("epoch", -1, "is not a count of epochs"),
 ])
 def test_checkpoint_plain_fields_are_checked_in_one_line(tmp_path, field, value, msg):
