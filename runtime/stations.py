@@ -29,6 +29,7 @@ line naming the file, the table and the key, raised before any sensor opens.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,10 @@ from typing import Any, Mapping, Optional
 from edge_mla.errors import EdgeMlaError
 from edge_mla.runtime import graph
 from edge_mla.runtime.config import DEFAULT_STATION, RunConfig, validate
+
+# A station's name: it becomes an MQTT topic level, a Prometheus label value and part
+# of the spool file's name, so no '/', wildcard, whitespace or control character.
+STATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 # RunConfig fields a file cannot set, and why.
 NOT_IN_FILE = {
@@ -131,9 +136,13 @@ def read_stations(path: str | Path, base: Optional[Mapping] = None) -> list:
     stations, seen = [], {}
     for i, table in enumerate(tables, 1):
         name = table.get("name")
-        where = f"[[station]] #{i}" + (f" ({name})" if isinstance(name, str) else "")
         if not isinstance(name, str) or not name.strip():
-            raise EdgeMlaError(f"{path}: {where}: every station needs a non-empty name (name = \"line1\")")
+            raise EdgeMlaError(f"{path}: [[station]] #{i}: every station needs a non-empty name (name = \"line1\")")
+        if not STATION_NAME.fullmatch(name):
+            # it becomes an MQTT topic level, a metrics label and a spool file name
+            raise EdgeMlaError(f"{path}: [[station]] #{i}: station name {name!r} must be letters, digits, '.', '_' or '-' "
+                               "(it names MQTT topics, metric labels and the spool file)")
+        where = f"[[station]] #{i} ({name})"
         if name in seen:
             raise EdgeMlaError(f"{path}: {where}: duplicate station name {name!r} (also station #{seen[name]})")
         seen[name] = i

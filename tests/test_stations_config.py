@@ -62,6 +62,11 @@ def test_without_config_one_default_station():
         (GOOD.replace("video-rate = 7.5", "loop = 1"), "loop must be true or false, not an integer"),
         (GOOD.replace('name = "line2"', 'name = "line1"'), "duplicate station name 'line1' (also station #1)"),
         (GOOD.replace('name = "line2"\n', ""), "every station needs a non-empty name"),
+        # the name becomes an MQTT topic level, a metrics label and the spool file's name
+        (GOOD.replace('name = "line2"', 'name = "../etc"'), "station name '../etc' must be letters, digits"),
+        (GOOD.replace('name = "line2"', 'name = "line#2"'), "station name 'line#2' must be letters, digits"),
+        (GOOD.replace('name = "line2"', 'name = "line 2"'), "station name 'line 2' must be letters, digits"),
+        (GOOD.replace('name = "line2"', 'name = "a\\nb"'), "station name 'a\\nb' must be letters, digits"),
         (GOOD.replace('camera = "0"\nmic = "default"\n', ""), "(line1): no sensor"),
         (GOOD.replace('camera = "0"\nmic = "default"', 'camera = "none"\nmic = "none"'), "(line1): no sensor"),
         (GOOD.replace("rate = 5", "rate = -1"), "(line1): --rate"),
