@@ -51,15 +51,21 @@ for sp in official speaker; do
   $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-aug4-$sp --splits $sp --seeds 0 1 2 --methods mla joint ogm_ge mmpareto \
       --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --export
 done
-# The fault gate (the default since BENCHMARKS.md section 8 "Fault gate"): the same runs copied
-# again so they refit (reliability.json format /3), scored and exported the same way.
-for sp in official speaker; do
-  for m in mla joint ogm_ge mmpareto; do
-    for s in 0 1 2; do mkdir -p bench-out/reliability-gate-$sp/$sp/$m-s$s; cp bench-out/reliability-aug4-$sp/$sp/$m-s$s/{checkpoint.pt,config.json} bench-out/reliability-gate-$sp/$sp/$m-s$s/; done
+# rescore_aug4 NAME ARGS...: aug4's 24 runs copied into bench-out/NAME-SPLIT (checkpoint.pt and
+# config.json only, so a newer reliability.json format refits them) and scored again with ARGS.
+rescore_aug4() {
+  local name=$1; shift
+  for sp in official speaker; do
+    for m in mla joint ogm_ge mmpareto; do
+      for s in 0 1 2; do mkdir -p bench-out/$name-$sp/$sp/$m-s$s; cp bench-out/reliability-aug4-$sp/$sp/$m-s$s/{checkpoint.pt,config.json} bench-out/$name-$sp/$sp/$m-s$s/; done
+    done
+    $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/$name-$sp --splits $sp --seeds 0 1 2 --methods mla joint ogm_ge mmpareto \
+        --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 "$@"
   done
-  $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-gate-$sp --splits $sp --seeds 0 1 2 --methods mla joint ogm_ge mmpareto \
-      --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --export
-done
+}
+# The fault gate (the default since BENCHMARKS.md section 8 "Fault gate"): refitted (reliability.json
+# format /3), scored and exported the same way.
+rescore_aug4 reliability-gate --export
 # ... and the streaming runtime with both fast paths off: the demo run (runtime-degraded4's) refitted,
 # a new 90 s session with every fault (dead mic and black frames included), then the degraded session.
 mkdir -p bench-out/runtime-gate/train-run && cp bench-out/runtime-degraded4/train-run/{checkpoint.pt,config.json} bench-out/runtime-gate/train-run/
@@ -73,16 +79,10 @@ for prec in fp32 int8; do
   $PY benchmarks/runtime_bench.py --engines bench-out/runtime-gate/engines --out bench-out/runtime-degraded6-$prec --precision $prec --degraded \
       --session bench-out/runtime-degraded/session --segments 15 --segment-seconds 3 --frame-size 320x240 --blank-threshold 0 --silence-threshold 0
 done
-# The sum rule's reference r (BENCHMARKS.md section 8, "A reference r for the sum rule"): the same runs copied
-# again so they refit (reliability.json format /4), each scored with the reference at three quantiles besides the
-# default; then official joint seed 0 rescored with the new default (it reproduces its 0.9 row).
-for sp in official speaker; do
-  for m in mla joint ogm_ge mmpareto; do
-    for s in 0 1 2; do mkdir -p bench-out/reliability-refq-$sp/$sp/$m-s$s; cp bench-out/reliability-aug4-$sp/$sp/$m-s$s/{checkpoint.pt,config.json} bench-out/reliability-refq-$sp/$sp/$m-s$s/; done
-  done
-  $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-refq-$sp --splits $sp --seeds 0 1 2 --methods mla joint ogm_ge mmpareto \
-      --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --reference-quantiles 0.5 0.75 0.9
-done
+# The sum rule's reference r (BENCHMARKS.md section 8, "A reference r for the sum rule"): refitted
+# (reliability.json format /4), each run scored with the reference at three quantiles besides the default;
+# then official joint seed 0 rescored with the new default (it reproduces its 0.9 row).
+rescore_aug4 reliability-refq --reference-quantiles 0.5 0.75 0.9
 mkdir -p bench-out/reliability-refcheck-official/official/joint-s0 && cp bench-out/reliability-aug4-official/official/joint-s0/{checkpoint.pt,config.json} bench-out/reliability-refcheck-official/official/joint-s0/
 $PY -m benchmarks.reliability_bench --data-dir "$DATA" --out bench-out/reliability-refcheck-official --splits official --seeds 0 --methods joint \
     --limit 20000 --epochs 3 --val-limit 2000 --test-limit 1000 --fit-train 4000 --fit-val 2000 --reference-quantiles 0.9
