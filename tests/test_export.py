@@ -302,7 +302,6 @@ def test_int8_reliability_flag_maps_onto_the_config_and_rejects_other_values(tmp
 
 
 # -- issue 8: the reliability output -------------------------------------------------
-RELIABILITY_INT8_GATE_AGREE = 0.9  # fraction of these inputs on the same side of the gate threshold (the export's own limit: 0.95 on its inputs)
 
 
 def test_engines_have_the_reliability_output_and_the_manifest_its_constants(exported, tiny_run):
@@ -334,10 +333,24 @@ def test_engines_have_the_reliability_output_and_the_manifest_its_constants(expo
 
 
 def test_reliability_output_fp32_vs_int8_and_vs_the_numpy_reference(exported, tiny_run):
+    """The FP32 engine's second output is the library's score; the INT8 one is in
+    range with a refitted map; and the export gate's INT8 agreement figure is what the
+    shipped engines give on the gate's own inputs, with a flag exactly when it is under
+    the limit.
+
+    How *high* that agreement is, is not asserted here: on this few-step run the
+    audio encoder is near chance and its r sits near the threshold, so the figure
+    moves with the CPU's float rounding (0.93-1.00 across seeds and machines; once
+    0.942 against the 0.95 limit). The refit's level is unit-tested
+    (test_reliability_int8) and its agreement on trained runs is a benchmark
+    (BENCHMARKS.md: 0.72 -> 0.99 on official audio)."""
     import torch
 
+    from edge_mla.calib.select import stratified_indices
     from edge_mla.checkpoint import load_checkpoint
     from edge_mla.data import load_dataset
+    from edge_mla.export import ort_eval
+    from edge_mla.export.pipeline import RELIABILITY_GATE_AGREEMENT
     from edge_mla.manifest import load_manifest
 
     man = load_manifest(exported.out)
@@ -345,6 +358,10 @@ def test_reliability_output_fp32_vs_int8_and_vs_the_numpy_reference(exported, ti
     model, _ = load_checkpoint(tiny_run)
     ds = load_dataset("demo", seed=0)
     idx = np.arange(min(200, len(ds.val)))
+    report = json.loads((exported.out / "report.json").read_text())
+    n_gate = report["gate"]["samples"]
+    assert n_gate < len(ds.val)
+    gate_idx = stratified_indices(ds.val.labels, n_gate, 0)  # the gate's inputs (the tiny run's seed is 0)
     for mod in ("image", "audio"):
         x = ds.val.image_batch(idx) if mod == "image" else ds.val.audio_batch(idx, ds.window)
         r = {p: _ort(exported.out / f"{mod}.{p}.onnx").run(None, {mod: x})[1] for p in ("fp32", "int8")}
@@ -353,21 +370,18 @@ def test_reliability_output_fp32_vs_int8_and_vs_the_numpy_reference(exported, ti
             ref = rel.modalities[mod].score(h.numpy(), model.head_logits(mod, h).numpy())
         np.testing.assert_allclose(r["fp32"], ref, atol=1e-3)
         assert np.all((r["int8"] >= 0) & (r["int8"] <= 1))
-        # The export gate flags an INT8 engine exactly when its own measured gate
-        # agreement with FP32 (clean validation inputs) is below the limit, and then
-        # --int8 auto keeps FP32.
-        from edge_mla.export.pipeline import RELIABILITY_GATE_AGREEMENT
-
-        g8 = json.loads((exported.out / "report.json").read_text())["gate"]["engines"][mod]["int8"]
-        flagged = any("reliability gate disagrees" in f for f in g8["flags"])
-        assert flagged == (g8["reliability_gate_agreement"] < RELIABILITY_GATE_AGREEMENT), (mod, g8)
-        # The INT8 engine's map was refitted on its own outputs (export.reliability_int8),
-        # so quantization noise no longer moves clean inputs across the threshold.
+        # The INT8 engine's map was refitted on its own outputs (export.reliability_int8).
         rmap = man.data["engines"][mod]["variants"]["int8"]["reliability_map"]
         assert rmap["scale"] > 0 and rmap["clean"] > 0 and rmap["corrupted"] > 0
-        ours = float(np.mean((r["fp32"] >= rel.threshold) == (r["int8"] >= rel.threshold)))
-        mean_diff = float(np.mean(np.abs(r["fp32"] - r["int8"])))
-        assert ours >= RELIABILITY_INT8_GATE_AGREE and not flagged, (mod, ours, mean_diff, g8)
+        # The gate's figure, recomputed from the shipped engines on the gate's inputs.
+        xg = ds.val.image_batch(gate_idx) if mod == "image" else ds.val.audio_batch(gate_idx, ds.window)
+        rg = {p: ort_eval.run_outputs(ort_eval.session(exported.out / f"{mod}.{p}.onnx"), xg)[1].reshape(-1) for p in ("fp32", "int8")}
+        g8 = report["gate"]["engines"][mod]["int8"]
+        ours = float(np.mean((rg["fp32"] >= rel.threshold) == (rg["int8"] >= rel.threshold)))
+        assert g8["reliability_gate_agreement"] == pytest.approx(ours, abs=0.5 / n_gate), (mod, ours, g8)
+        assert g8["reliability_mean_abs_diff"] == pytest.approx(float(np.mean(np.abs(rg["fp32"] - rg["int8"]))), abs=1e-4)
+        flagged = any("reliability gate disagrees" in f for f in g8["flags"])
+        assert flagged == (g8["reliability_gate_agreement"] < RELIABILITY_GATE_AGREEMENT), (mod, g8)
 
 
 def test_the_fusion_rule_follows_the_training_method(tiny_run, exported, tmp_path):
