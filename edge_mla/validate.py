@@ -90,3 +90,19 @@ def writable_location(path, label: str) -> None:
         raise EdgeMlaError(f"{label} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise EdgeMlaError(f"{label} {path}: cannot create files in {parent} (permission denied)")
+
+
+def not_over_inputs(out, inputs: dict, label: str = "--out") -> None:
+    """``out`` (a folder the command will replace as a whole) is not one of its own
+    ``inputs`` ({what: path}) nor a folder holding one. Why: the finished folder is
+    renamed over ``out`` and the old one removed, so ``export RUN --out RUN --force``
+    (or ``--out`` a folder above RUN) deleted the run it had just read. The current
+    folder counts as an input: ``--out .`` cannot be renamed away."""
+    target = Path(out).resolve()
+    for what, path in {**inputs, "the current folder": Path.cwd()}.items():
+        if path is None:
+            continue
+        src = Path(path).resolve()
+        if src == target or target in src.parents:
+            where = "is" if src == target else "holds"
+            raise EdgeMlaError(f"{label} {out}: {where} {what} {path}, which replacing it would delete; choose another folder")

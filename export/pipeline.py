@@ -26,7 +26,7 @@ from edge_mla import __version__
 from edge_mla.errors import EdgeMlaError
 from edge_mla.export import ort_eval
 from edge_mla.staging import staged_folder
-from edge_mla.validate import numbers, writable_location
+from edge_mla.validate import not_over_inputs, numbers, writable_location
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,7 @@ def _check_out(cfg: ExportConfig) -> None:
     if out.is_dir() and any(out.iterdir()) and not cfg.force:
         raise EdgeMlaError(f"--out {out}: folder exists and is not empty; pass --force to replace it")
     writable_location(out, "--out")
+    not_over_inputs(out, {"the run folder": cfg.run_dir, "--calib-data": cfg.calib_data})
 
 
 def _pick_modalities(cfg: ExportConfig, model) -> list:
@@ -225,6 +226,7 @@ def _set_metadata(path: Path, facts: dict) -> None:
 def export_run(cfg: ExportConfig) -> ExportResult:
     """Export ``cfg.run_dir`` into ``cfg.out``; see the module docstring."""
     from edge_mla.checkpoint import load_checkpoint
+    from edge_mla.data.registry import data_folder_of
     from edge_mla.export.rundata import dataset_spec, load_for_model
 
     run_dir = cfg.run_dir
@@ -232,6 +234,7 @@ def export_run(cfg: ExportConfig) -> ExportResult:
         raise EdgeMlaError(f"{run_dir}: run folder not found")
     _check_out(cfg)
     spec = dataset_spec(run_dir, cfg.dataset, cfg.data_dir)  # config.json checked before the checkpoint loads
+    not_over_inputs(cfg.out, {"the data folder": data_folder_of(spec["dataset"], spec["data_dir"])})
     model, payload = load_checkpoint(run_dir)
     modalities = _pick_modalities(cfg, model)
     mcfg = model.cfg

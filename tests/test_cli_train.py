@@ -75,6 +75,20 @@ def test_existing_run_folder_needs_force(tmp_path, capsys, demo_cache):
     assert (tmp_path / "run" / "keep.txt").exists()
 
 
+def test_out_holding_the_data_folder_is_refused_even_with_force(tmp_path, capsys, monkeypatch):
+    """--force renames the new run over --out as a whole: a folder that holds the data
+    it reads (from --data-dir or $EDGE_MLA_DATA) would be deleted."""
+    data = tmp_path / "proj" / "data"
+    data.mkdir(parents=True)
+    (data / "keep.txt").write_text("x")
+    assert main(["train", "--dataset", "folder", "--data-dir", str(data), "--out", str(tmp_path / "proj"), "--force", "--epochs", "1"]) == 2
+    assert "holds the data folder" in capsys.readouterr().err
+    monkeypatch.setenv("EDGE_MLA_DATA", str(data))
+    assert main(["train", "--dataset", "avmnist", "--out", str(data), "--force", "--epochs", "1"]) == 2
+    assert "is the data folder" in capsys.readouterr().err
+    assert (data / "keep.txt").read_text() == "x"
+
+
 @pytest.mark.slow
 def test_short_training_run_learns_and_evaluates(tmp_path, demo_cache):
     run = tmp_path / "run"

@@ -176,3 +176,28 @@ def test_no_temporary_folder_survives_a_failure(tiny_run, tmp_path, monkeypatch)
         export_run(ExportConfig(run_dir=tiny_run, out=tmp_path / "eng", int8="on", modalities=["image"], **{**QUICK, "calib_size": 20}))
     assert_nothing_written(tmp_path, set())
     assert pipeline  # imported for the monkeypatch target
+
+
+def test_out_that_is_or_holds_an_input_is_refused_before_any_work(tiny_run, tmp_path, capsys, monkeypatch):
+    """--out is renamed over as a whole: the run folder itself, a folder above it, the
+    folder of --calib-data or the current folder would be deleted with --force."""
+    proj = tmp_path / "proj"
+    run = proj / "runs" / "r"
+    shutil.copytree(tiny_run, run)
+    (proj / "notes.txt").write_text("keep")
+    before = sorted(p.relative_to(proj) for p in proj.rglob("*"))
+    for out, needle in ((run, "is the run folder"), (proj, "holds the run folder"), (proj / "runs", "holds the run folder")):
+        rc, err = run_cli(capsys, run, "--out", out, "--force")
+        assert_one_line_error(rc, err, str(out), needle, "choose another folder")
+    np.savez(proj / "calib.npz", image=np.zeros((4, 1, 28, 28), np.float32))
+    outside = tmp_path / "calibdir"
+    outside.mkdir()
+    (outside / "c.npz").write_bytes((proj / "calib.npz").read_bytes())
+    rc, err = run_cli(capsys, run, "--out", outside, "--force", "--int8", "on", "--calib-data", outside / "c.npz")
+    assert_one_line_error(rc, err, "holds --calib-data")
+    monkeypatch.chdir(tmp_path / "calibdir")
+    rc, err = run_cli(capsys, run, "--out", ".", "--force")
+    assert_one_line_error(rc, err, "is the current folder")
+    (proj / "calib.npz").unlink()
+    assert sorted(p.relative_to(proj) for p in proj.rglob("*")) == before
+    assert (run / "checkpoint.pt").read_bytes() == (tiny_run / "checkpoint.pt").read_bytes()

@@ -33,3 +33,18 @@ def load_dataset(
 
         return load_folder(data_dir, seed=seed)
     raise EdgeMlaError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def data_folder_of(name: str, data_dir: Optional[str]) -> Optional[str]:
+    """The folder ``load_dataset(name, data_dir)`` reads, or None (the built-in demo,
+    or no folder found yet: loading will say so). Why: a command that replaces its
+    --out folder must not replace the data it reads (edge_mla.validate.not_over_inputs),
+    and for avmnist that folder may come from $EDGE_MLA_DATA, not the flag."""
+    if name == "avmnist":
+        from edge_mla.data.avmnist import resolve_data_dir
+
+        try:
+            return str(resolve_data_dir(data_dir))
+        except EdgeMlaError:
+            return None
+    return data_dir if name == "folder" else None

@@ -29,13 +29,14 @@ import numpy as np
 from edge_mla import __version__
 from edge_mla.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, save_checkpoint
 from edge_mla.data import iterate_batches, load_dataset
+from edge_mla.data.registry import data_folder_of
 from edge_mla.errors import EdgeMlaError
 from edge_mla.evaluate import evaluate
 from edge_mla.staging import staged_folder
 from edge_mla.train.config import TrainConfig
 from edge_mla.train.device import rank_device, resolve_device
 from edge_mla.train.dist import World, shard_batches
-from edge_mla.validate import writable_location
+from edge_mla.validate import not_over_inputs, writable_location
 
 if TYPE_CHECKING:  # torch is imported where it is used
     import torch
@@ -65,6 +66,7 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     if out.is_dir() and any(out.iterdir()) and not cfg.force:
         raise EdgeMlaError(f"{out}: run folder exists and is not empty (use --force to overwrite)")
     writable_location(out, "--out")
+    not_over_inputs(out, {"the data folder": data_folder_of(cfg.dataset, cfg.data_dir)})
     return out
 
 
