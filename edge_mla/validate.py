@@ -106,3 +106,19 @@ def not_over_inputs(out, inputs: dict, label: str = "--out") -> None:
         if src == target or target in src.parents:
             where = "is" if src == target else "holds"
             raise EdgeMlaError(f"{label} {out}: {where} {what} {path}, which replacing it would delete; choose another folder")
+
+
+def no_links_under(folder, names, label: str = "--out") -> None:
+    """None of ``names`` in ``folder`` (nor anything under one that is a folder) is a
+    symbolic link. Why: profile writes its results into the engine folder by
+    default, and an engine folder is untrusted input: a ``profile.png`` linked to a
+    file elsewhere was overwritten through the link."""
+    for name in names:
+        top = Path(folder) / name
+        paths = [top]
+        if top.is_dir() and not top.is_symlink():
+            for root, dirs, files in os.walk(top):
+                paths += [Path(root) / n for n in dirs + files]
+        for p in paths:
+            if p.is_symlink():
+                raise EdgeMlaError(f"{label} {folder}: {p} is a symbolic link; results are written only as plain files there (remove the link or choose another --out)")

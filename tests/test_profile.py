@@ -58,6 +58,36 @@ def test_profile_of_a_missing_folder_is_one_line(tmp_path):
     assert "engine folder not found" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_profile_never_writes_through_a_link_in_the_engine_folder(exported, tmp_path, capsys):
+    """An engine folder is untrusted input, and profile writes into it by default: a
+    ``profile.png`` (or ``profile-replay``, or a file under it) that is a link to a
+    file elsewhere is refused before any timing, and nothing outside is touched."""
+    import shutil
+
+    from edge_mla.cli.main import main
+
+    victim = tmp_path / "victim.txt"
+    for name in ("profile.png", "profile.json", "profile-replay", "profile-replay/replay/session.wav"):
+        eng = tmp_path / f"eng-{name.replace('/', '-')}"
+        shutil.copytree(exported.out, eng)
+        victim.write_text("precious")
+        link = eng / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(victim)
+        rc = main(["profile", str(eng), "--backend", "onnxruntime", "--repeats", "1", "--warmup", "0", "--batch", "1", "--threads", "1"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "is a symbolic link" in err and str(link) in err, err
+        assert victim.read_text() == "precious" and (link == eng / "profile.json" or not (eng / "profile.json").exists())
+
+
+def test_profile_out_that_cannot_be_made_is_one_line_before_timing(exported, tmp_path, capsys):
+    from edge_mla.cli.main import main
+
+    rc = main(["profile", str(exported.out), "--backend", "onnxruntime", "--out", "/proc/edge-mla-profile"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--out /proc/edge-mla-profile: cannot create the folder" in err and len(err.splitlines()) == 1, err
+
+
 @pytest.mark.slow
 def test_profile_runtime_stages(exported, tmp_path, demo_cache):
     from edge_mla.runtime.profiling.runtime_profile import RuntimeProfileConfig, profile_runtime

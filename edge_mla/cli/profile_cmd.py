@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> int:
     from edge_mla.errors import EdgeMlaError
-    from edge_mla.validate import writable_location
+    from edge_mla.validate import no_links_under, writable_location
     from edge_mla.runtime.profiling.engines import ProfileConfig, profile_engines, save_json
     from edge_mla.runtime.profiling.report import engine_table, plot_profile, runtime_table
 
@@ -71,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise EdgeMlaError(f"--out {out}: exists and is not a folder")
     writable_location(out / "profile.json", "--out")
+    no_links_under(out, ("profile.json", "profile.png", "profile-replay"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeMlaError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
     rcfg = None
     if args.runtime:
         from edge_mla.runtime.profiling.runtime_profile import RuntimeProfileConfig
@@ -85,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         from edge_mla.runtime.profiling.runtime_profile import profile_runtime
 
         result["runtime"] = profile_runtime(rcfg)
-    out.mkdir(parents=True, exist_ok=True)
     save_json(result, out / "profile.json")
     if not args.no_plot:
         try:

@@ -3,7 +3,10 @@ machines (the JSON the CLI writes)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from edge_mla.errors import EdgeMlaError
 
 
 def engine_table(result: dict) -> str:
@@ -74,5 +77,12 @@ def plot_profile(result: dict, path: Path) -> None:
             ax.set_xlabel("ms")
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:  # written beside and renamed: a link at ``path`` is replaced, never written through
+        fig.savefig(tmp, dpi=90, format="png")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EdgeMlaError(f"{path}: cannot write ({exc.strerror})") from None
+    finally:
+        plt.close(fig)
