@@ -172,11 +172,13 @@ class EngineEntry:
     sample_rate: Optional[int]  # audio engines
     window: Optional[int]  # audio engines: samples per example
     variants: dict  # precision -> VariantSpec
+    reliability_output: Optional[str] = None  # the second output's name; None: an engine exported without one
 
     @classmethod
     def parse(cls, modality: str, o: _Obj) -> "EngineEntry":
         image, audio = o.obj("image", required=False), o.obj("audio", required=False)
         variants = o.obj("variants", required=False)
+        rel = o.obj("reliability_output", required=False)
         return cls(
             modality=modality,
             file=_rel_file(o),
@@ -189,6 +191,7 @@ class EngineEntry:
             sample_rate=audio.num("sample_rate", lo=1000, hi=384000, integer=True) if audio else None,
             window=audio.num("window", lo=1, hi=10_000_000, integer=True) if audio else None,
             variants={p: VariantSpec.parse(variants.obj(p)) for p in variants.data} if variants else {},
+            reliability_output=rel.get("name", "string") if rel else None,
         )
 
     def files(self) -> list:
@@ -321,7 +324,9 @@ def write_manifest(root: Path, data: dict) -> Path:
 
 
 def read_json(path: Path):
-    """A JSON file's content; unreadable or invalid -> one line naming the file."""
+    """A JSON file's content; unreadable or invalid -> one line naming the file. The
+    one reader of every JSON file a user or a folder hands edge-mla (manifest, run
+    folder config, reliability constants, train --config)."""
     try:
         return json.loads(Path(path).read_bytes().decode("utf-8-sig"))
     except OSError as exc:
@@ -330,6 +335,8 @@ def read_json(path: Path):
         raise EdgeMlaError(f"{path}: not UTF-8 text") from None
     except ValueError as exc:
         raise EdgeMlaError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # json's decoder recurses per level: '[' * 1000 is enough
+        raise EdgeMlaError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def load_manifest(root: str | Path, verify: bool = True) -> Manifest:

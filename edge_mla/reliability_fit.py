@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
+from edge_mla.manifest import read_json
 from edge_mla.reliability import (CANDIDATES, DEFAULT_SIGNAL, DEFAULT_THRESHOLD, FORMAT, POWER_CLEAN_TOLERANCE, POWERS, REFERENCE_QUANTILES, RELIABILITY_NAME,
                                   FitData, Reliability, clean_reference, default_weighting, fit_modality)
 
@@ -183,8 +184,12 @@ def select_power(data: dict, rel: Reliability, rule: str, powers=POWERS, toleran
 def save(run_dir: Path, fitted: dict) -> Path:
     path = Path(run_dir) / RELIABILITY_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "candidates": {c: r.to_dict() for c, r in fitted.items()}}) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps({"format": FORMAT, "candidates": {c: r.to_dict() for c, r in fitted.items()}}) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EdgeMlaError(f"{path}: cannot write the fitted reliability constants ({exc.strerror})") from None
     return path
 
 
@@ -193,12 +198,14 @@ def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
     for it, its floor), or None when the run has none yet or another edge-mla
     version fitted them (the caller refits)."""
     path = Path(run_dir) / RELIABILITY_NAME
+    if path.exists() and not path.is_file():
+        raise EdgeMlaError(f"{path}: is not a file; delete it and the next eval or export refits it")
     if not path.is_file():
         return None
     try:
-        d = json.loads(path.read_text())
-    except ValueError as exc:
-        raise EdgeMlaError(f"{path}: not valid JSON ({exc}); delete it and the next eval or export refits it") from None
+        d = read_json(path)
+    except EdgeMlaError as exc:
+        raise EdgeMlaError(f"{exc}; delete it and the next eval or export refits it") from None
     if isinstance(d, dict) and isinstance(d.get("format"), str) and d["format"].startswith("edge-mla-reliability/") and d["format"] != FORMAT:
         log.info("%s was fitted by another edge-mla version (%s; this one reads %s); refitting", path, d["format"], FORMAT)
         return None

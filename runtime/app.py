@@ -119,6 +119,8 @@ class Runtime:
         if engines is None:
             providers = parse_providers(cfg.providers)
             engines = {k.modality: Engine(self.manifest.engine(k.modality, cfg.precision), len(self.classes), cfg.intra_op_threads, cfg.backend, providers) for k, _ in rows}
+            for eng in engines.values():
+                warm_up(eng, len(self.classes))  # as a hot swap does: a folder that cannot run a blank input stops here, not on every frame
         self.engines = {k.modality: engines[k.modality] for k, _ in rows}
         self.workers: dict = {}
         self.nodes: dict = {}  # modality -> SensorNode (kind, source, preprocessing), in table order
@@ -151,7 +153,7 @@ class Runtime:
         --require-reliability. A corrupt block raises (one line naming the file)."""
         manifest = manifest or self.manifest
         rel = manifest.reliability()
-        if rel is None or any("reliability_output" not in manifest.data["engines"][m] for m in manifest.modalities):
+        if rel is None or any(manifest.doc.engines[m].reliability_output is None for m in manifest.modalities):
             where = manifest.root / "manifest.json"
             if cfg.require_reliability:
                 raise EdgeMlaError(f"{where}: no reliability output in this engine folder (exported before it existed, or with --reliability off); re-export it, or run without --require-reliability")

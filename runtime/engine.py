@@ -50,8 +50,7 @@ class Engine:
         if out_shape and isinstance(out_shape[-1], int) and out_shape[-1] != num_classes:
             raise EdgeMlaError(f"{r.path}: engine has {out_shape[-1]} outputs but the manifest lists {num_classes} classes")
         self.input_name, self.output_name = spec.input_name, spec.output_name
-        rel = spec.entry.get("reliability_output")
-        self.reliability_name: Optional[str] = rel.get("name") if isinstance(rel, dict) else None  # the second output
+        self.reliability_name: Optional[str] = spec.parsed.reliability_output if spec.parsed else None  # the second output (checked by the manifest's parse)
         if self.reliability_name is not None and self.reliability_name not in r.output_shapes:
             raise EdgeMlaError(f"{r.path}: manifest says reliability output {self.reliability_name!r} but the engine's outputs are {', '.join(r.output_names)} (manifest does not match its engines)")
 

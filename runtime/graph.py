@@ -105,6 +105,7 @@ class SensorKind:
     rate: Callable[["RunConfig"], Optional[float]] = every_item  # worker runs per second; None: every new item
     gated_as: Optional[str] = None  # report counter of the inputs the gate held back ("silent_windows")
     doctor: Optional[Callable[[], Any]] = None  # `edge-mla doctor`'s check for this kind of device
+    example: Optional[Callable[["EngineSpec"], np.ndarray]] = None  # a blank engine input exactly as ``preprocess`` shapes it (the start-up warm-up)
 
     @property
     def flag(self) -> str:
@@ -115,8 +116,9 @@ class SensorKind:
 # The table. Camera: blank frames are gated in CameraSource itself (they set the
 # sensor state "blank", --blank-threshold); mic: silent windows at the worker
 # (--silence-threshold), the mic stays "ok".
-CAMERA = SensorKind("camera", "image", "camera", builtin.camera_source, builtin.image_preprocess, rate=builtin.video_rate, doctor=builtin.camera_check)
-MIC = SensorKind("mic", "audio", "mic", builtin.mic_source, builtin.audio_preprocess, gate=builtin.silence_gate, rate=builtin.audio_rate, gated_as="silent_windows", doctor=builtin.mic_check)
+CAMERA = SensorKind("camera", "image", "camera", builtin.camera_source, builtin.image_preprocess, rate=builtin.video_rate, doctor=builtin.camera_check, example=builtin.image_example)
+MIC = SensorKind("mic", "audio", "mic", builtin.mic_source, builtin.audio_preprocess, gate=builtin.silence_gate, rate=builtin.audio_rate, gated_as="silent_windows", doctor=builtin.mic_check,
+                 example=builtin.audio_example)
 
 SENSORS: list = [CAMERA, MIC]  # in table order (records and reports list sensors in it); changed in place by register()
 SENSOR_OF: dict = {}  # modality -> sensor name
@@ -163,6 +165,13 @@ def device(cfg: "RunConfig", kind: SensorKind) -> Optional[str]:
     if _is_field(kind.option):
         return getattr(cfg, kind.option)
     return (getattr(cfg, "sensors", None) or {}).get(kind.option)
+
+
+def example_input(spec: "EngineSpec") -> Optional[np.ndarray]:
+    """A blank input for ``spec``'s engine shaped as its sensor kind's preprocessing
+    shapes it, or None when no kind declares one."""
+    kind = next((k for k in SENSORS if k.modality == spec.modality), None)
+    return kind.example(spec) if kind is not None and kind.example is not None else None
 
 
 def configured(cfg: "RunConfig") -> list:

@@ -53,12 +53,28 @@ def _manifest_signature(root: Path) -> Optional[tuple]:
 
 
 def warm_up(engine, num_classes: int) -> None:
-    """One inference on zeros shaped like the engine's input; raise if the output is
-    not (1, classes) and finite."""
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in engine.spec.input_shape[1:]]
-    out = engine.run(np.zeros(shape, np.float32))
-    if out.shape != (1, num_classes) or not np.all(np.isfinite(out)):
-        raise EdgeMlaError(f"{engine.spec.path}: warm-up inference gave {out.shape} {'non-finite ' if not np.all(np.isfinite(out)) else ''}logits (expected (1, {num_classes}))")
+    """One inference on a blank input shaped as the sensor's preprocessing shapes it
+    (``graph.example_input``; zeros of the manifest's shape where no kind declares
+    one); raise one line if it fails or its output is not (1, classes) and finite.
+    Why at start too: a manifest whose named axes hide a size the engine does not
+    take, an engine with another input type, or one that gives NaN, otherwise passed
+    the load checks and failed on every frame (or sent NaN decisions)."""
+    from edge_mla.runtime.graph import example_input
+
+    x = example_input(engine.spec)
+    if x is None:
+        x = np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in engine.spec.input_shape[1:]], np.float32)
+    try:
+        out = np.asarray(engine.run(x))
+    except EdgeMlaError:
+        raise
+    except Exception as exc:  # the backend's own error (ONNX Runtime, TensorRT), on one line
+        said = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise EdgeMlaError(f"{engine.spec.path}: warm-up inference on a blank {engine.spec.modality} input of shape {list(x.shape)} failed ({said})") from None
+    if out.shape != (1, num_classes):
+        raise EdgeMlaError(f"{engine.spec.path}: warm-up inference gave logits of shape {out.shape} (expected (1, {num_classes}))")
+    if not np.all(np.isfinite(out)):
+        raise EdgeMlaError(f"{engine.spec.path}: warm-up inference on a blank {engine.spec.modality} input gave non-finite logits (NaN or inf)")
 
 
 class EngineSwapper:

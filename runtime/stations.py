@@ -119,6 +119,8 @@ def read_stations(path: str | Path, base: Optional[Mapping] = None) -> list:
         raise EdgeMlaError(f"{path}: not UTF-8 text (a TOML file must be UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise EdgeMlaError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise EdgeMlaError(f"{path}: not valid TOML (nested too deeply)") from None
     unknown = sorted(set(data) - {"runtime", "station"})
     if unknown:
         raise EdgeMlaError(f"{path}: unknown table {unknown[0]!r} (expected [runtime] and [[station]])")

@@ -124,6 +124,14 @@ class Worker:
                 if self._stop.wait(0.5):
                     break
                 continue
+            if not (np.all(np.isfinite(logits)) and (rel is None or np.all(np.isfinite(rel)))):
+                # an engine that passed its warm-up can still give NaN on some input:
+                # such a result would vote (argmax of NaN is class 0) and break the JSON
+                # lines, so it is an error and the last good result ages out instead
+                self.errors += 1
+                if self.errors == 1 or self.errors % 100 == 0:
+                    log.warning("%s worker: the engine gave non-finite output; result dropped (%d errors so far)", self.modality, self.errors)
+                continue
             r = Result(self.modality, logits, item.t_capture, t_pre, t_engine, now(), item.seq, rel)
             with self._lock:
                 self._latest = r

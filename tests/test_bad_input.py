@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from badinput_support import (  # noqa: F401  (fixtures)
@@ -88,7 +88,7 @@ def test_run_rejects_bad_manifest_and_keeps_results(capsys, tmp_path, tiny_engin
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b"\xff\xfe{}"], ids=["empty", "not-json", "array", "not-utf8"])
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b"\xff\xfe{}", b"[" * 1000 + b"]" * 1000], ids=["empty", "not-json", "array", "not-utf8", "nested-too-deeply"])
 def test_run_rejects_unreadable_manifest(capsys, tmp_path, tiny_engines, content):
     eng = manifest_copy(tiny_engines, tmp_path / "eng")
     (eng / "manifest.json").write_bytes(content)
@@ -249,6 +249,17 @@ def test_train_rejects_bad_config_file(capsys, tmp_path, mistake):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my.json"]
 
 
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_config_files_nested_too_deeply_are_one_line(capsys, tmp_path, tiny_engines, command):
+    """The JSON and TOML parsers recurse per level: a 2 KB file of brackets raised
+    RecursionError with a traceback."""
+    conf = tmp_path / ("my.json" if command == "train" else "stations.toml")
+    conf.write_text("[" * 5000 + "]" * 5000 if command == "train" else "a = " + "[" * 5000 + "]" * 5000)
+    args = ["--out", tmp_path / "run"] if command == "train" else ["--engines", tiny_engines]
+    rc, _, err = cli(capsys, command, "--config", conf, *args)
+    assert_one_error_line(command, rc, err, str(conf), "nested too deeply")
+
+
 @pytest.mark.parametrize("low,high,needle", [("6", "-24", "LOW must not exceed HIGH"), ("nan", "0", "nan"), ("-90", "0", "-90")])
 def test_train_rejects_bad_gain_range(capsys, tmp_path, low, high, needle):
     rc, _, err = cli(capsys, "train", "--dataset", "demo", "--out", tmp_path / "run", "--aug-gain-db", low, high)
@@ -308,6 +319,7 @@ RUN_FOLDER_MISTAKES = {
     "config-unknown-dataset": ("config.json", {"dataset": "imagenet"}, "dataset must be one of"),
     "config-not-json": ("config.json", b"{", "not valid JSON"),
     "config-array": ("config.json", [], "must be a JSON object"),
+    "config-nested-too-deeply": ("config.json", b"[" * 5000 + b"]" * 5000, "nested too deeply"),
     "checkpoint-empty": ("checkpoint.pt", b"", "empty file (0 bytes)"),
     "checkpoint-garbage": ("checkpoint.pt", b"PK\x03\x04garbage", "cannot load checkpoint"),
 }
@@ -483,3 +495,53 @@ def test_manifest_facts_must_agree_with_shapes(capsys, tmp_path, tiny_engines, m
     eng = edit_manifest(manifest_copy(tiny_engines, tmp_path / "eng"), _set(path, value))
     rc, _, err = cli(capsys, "run", "--engines", eng, "--camera", media["video"], "--mic", media["wav"], "--duration", "1")
     assert_one_error_line("run", rc, err, "manifest.json", needle)
+
+
+def _odd_image_engine(path: Path, kind: str) -> None:
+    """An image engine with the tiny engine's names and shapes that loads and passes
+    every static check, but gives NaN (``nan``) or takes float16 (``float16``)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_mla.runtime.testing.tiny_engines import CLASSES, IMAGE_SIZE
+
+    n = IMAGE_SIZE * IMAGE_SIZE
+    w = np.full((n, len(CLASSES)), np.nan if kind == "nan" else 0.01, np.float32)
+    in_type = TensorProto.FLOAT16 if kind == "float16" else TensorProto.FLOAT
+    nodes = ([helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT)] if kind == "float16" else [helper.make_node("Identity", ["image"], ["x"])]) + [
+        helper.make_node("Flatten", ["x"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["logits"])]
+    graph = helper.make_graph(nodes, "odd", [helper.make_tensor_value_info("image", in_type, ["batch", 1, IMAGE_SIZE, IMAGE_SIZE])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(CLASSES)])], initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("named-axes", "warm-up inference on a blank image input of shape [1, 64, 64] failed"),
+    ("nan", "warm-up inference on a blank image input gave non-finite logits"),
+    ("float16", "warm-up inference on a blank image input of shape [1, 28, 28] failed"),
+])
+def test_run_warms_every_engine_up_at_start(capsys, tmp_path, tiny_engines, media, kind, needle):
+    """What the static checks cannot see (a size hidden behind named axes, an engine
+    that gives NaN or takes another input type) ran on every frame with a traceback
+    per frame, or sent NaN decisions; a blank input through the sensor's own
+    preprocessing at start refuses the folder in one line."""
+    from edge_mla.manifest import sha256_of
+
+    eng = manifest_copy(tiny_engines, tmp_path / "eng")
+    if kind == "named-axes":
+        def fn(m):
+            m["engines"]["image"]["input"]["shape"] = ["batch", 1, "h", "w"]
+            m["engines"]["image"]["image"]["size"] = 64
+    else:
+        _odd_image_engine(eng / "image.fp32.onnx", kind)
+        sha = sha256_of(eng / "image.fp32.onnx")
+
+        def fn(m):
+            m["engines"]["image"]["sha256"] = m["engines"]["image"]["variants"]["fp32"]["sha256"] = sha
+    edit_manifest(eng, fn)
+    out = tmp_path / "results.jsonl"
+    rc, _, err = cli(capsys, "run", "--engines", eng, "--camera", media["video"], "--mic", media["wav"], "--out", out, "--duration", "1")
+    assert_one_error_line("run", rc, err, str(eng / "image.fp32.onnx"), needle)
+    assert not out.exists()

@@ -201,3 +201,23 @@ def test_out_that_is_or_holds_an_input_is_refused_before_any_work(tiny_run, tmp_
     (proj / "calib.npz").unlink()
     assert sorted(p.relative_to(proj) for p in proj.rglob("*")) == before
     assert (run / "checkpoint.pt").read_bytes() == (tiny_run / "checkpoint.pt").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["folder", "nested-too-deeply"])
+def test_unreadable_reliability_cache_is_one_line_and_leaves_nothing(tiny_run, tmp_path, capsys, kind):
+    """A run folder's reliability.json that is a folder (the refit's rename failed
+    after the whole fit, leaving reliability.json.tmp) or nested too deeply."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    path = run / "reliability.json"
+    if path.exists():
+        path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_text("[" * 5000 + "]" * 5000)
+    before = sorted(p.name for p in run.iterdir())
+    rc, err = run_cli(capsys, run, "--out", tmp_path / "e")
+    assert_one_line_error(rc, err, str(path), "delete it")
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert_nothing_written(tmp_path, {"run"})

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
+from badinput_support import write_video
 from test_runtime_support import Collect, run_cli
 
 pytest_plugins = ["export_fixtures"]  # tiny_run, exported (its engines carry the reliability output)
@@ -213,6 +214,38 @@ def test_old_engine_folder_warns_or_is_refused(exported, tmp_path, caplog):
     assert len(warn) == 1 and "\n" not in warn[0] and "entropy" in warn[0]
     with pytest.raises(EdgeMlaError, match="no reliability output"):
         Runtime(RunConfig(engines=engines, camera=None, mic=str(wav), require_reliability=True), outputs=[])
+
+
+@pytest.mark.parametrize("value,needle", [(None, None), ("reliability", "engines.image.reliability_output must be an object"),
+                                         ({"name": ["x"]}, "engines.image.reliability_output.name must be a string")])
+def test_one_engines_reliability_output_null_or_corrupt(exported, tmp_path, caplog, value, needle):
+    """A null ``reliability_output`` on one engine, with the fusion block still there,
+    is an engine without the second output: a warning, or refused with
+    --require-reliability (it ran silently without the camera's reliability). A
+    wrong type is one line naming the manifest."""
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.runtime.app import Runtime
+    from edge_mla.runtime.config import RunConfig
+
+    eng = tmp_path / "eng"
+    shutil.copytree(exported.out, eng)
+    man = json.loads((eng / "manifest.json").read_text())
+    man["engines"]["image"]["reliability_output"] = value
+    (eng / "manifest.json").write_text(json.dumps(man))
+    video = tmp_path / "v.avi"
+    write_video(video)
+    cfg = dict(engines=eng, camera=str(video), mic=None)
+    if needle is not None:
+        with pytest.raises(EdgeMlaError, match=needle) as e:
+            Runtime(RunConfig(**cfg), outputs=[])
+        assert str(eng / "manifest.json") in str(e.value) and "\n" not in str(e.value)
+        return
+    with caplog.at_level(logging.WARNING, logger="edge_mla.runtime.app"):
+        rt = Runtime(RunConfig(**cfg), outputs=[])
+    assert rt.reliability is None and rt.engines["image"].reliability_name is None
+    assert any("no reliability output" in r.getMessage() for r in caplog.records)
+    with pytest.raises(EdgeMlaError, match="no reliability output"):
+        Runtime(RunConfig(**cfg, require_reliability=True), outputs=[])
 
 
 def test_corrupt_constants_exit_2_naming_the_manifest(exported, tmp_path):

@@ -209,6 +209,33 @@ def test_engine_checks_the_manifest_against_the_onnx_file(engines, tmp_path):
         Engine(man.engine("audio"), 12)
 
 
+def test_worker_drops_non_finite_engine_output():
+    """An engine that passed its warm-up can still give NaN on some input: that result
+    is an error, never a vote (argmax of NaN is class 0) nor a NaN in the JSON lines."""
+    import types
+
+    from edge_mla.runtime.workers import Worker
+
+    outs = [np.full((1, 10), np.nan, np.float32), np.ones((1, 10), np.float32), np.array([[np.inf] * 10], np.float32)]
+
+    class Engine:
+        def infer(self, x):
+            return outs[int(x[0])], (np.array([0.9], np.float32) if int(x[0]) != 1 else np.array([np.nan], np.float32))
+
+    items = [types.SimpleNamespace(seq=i + 1, data=np.array([i], np.float32), t_capture=0.0) for i in range(3)]
+    stop = threading.Event()
+
+    def take(last_seq, timeout):
+        nxt = next((it for it in items if it.seq > last_seq), None)
+        if nxt is None:
+            stop.set()
+        return nxt
+
+    w = Worker("audio", Engine(), take, lambda x: x, None, stop)
+    w._run()
+    assert w.results == 0 and w.errors == 3 and w.latest() is None  # NaN logits, NaN reliability, inf logits
+
+
 def test_audio_worker_gate_drops_silent_windows():
     """A muted mic (digital silence) is not data: the worker publishes nothing for it,
     so the last audio result ages out instead of voting whatever the engine makes of

@@ -3,7 +3,6 @@ JSON config file (--config) can set any of them."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
@@ -190,13 +189,10 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str, overrides: dict) -> "TrainConfig":
         """A JSON config file, with explicit CLI flags taking precedence."""
+        from edge_mla.manifest import read_json
+
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except OSError as exc:
-            raise EdgeMlaError(f"{p}: cannot read config ({exc.strerror})") from None
-        except ValueError as exc:
-            raise EdgeMlaError(f"{p}: not valid JSON ({exc})") from None
+        data = read_json(p)
         if not isinstance(data, dict):
             raise EdgeMlaError(f"{p}: a config file holds one JSON object")
         known = {f.name for f in fields(cls)}

@@ -38,6 +38,12 @@ def image_preprocess(source, spec: "EngineSpec", cfg: "RunConfig") -> Callable[[
     return image_preprocessor(spec.image_size or 28)
 
 
+def image_example(spec: "EngineSpec") -> np.ndarray:
+    """A black frame through the same preprocessing: what the camera worker feeds."""
+    size = spec.image_size or 28
+    return image_preprocess(None, spec, None)(np.zeros((size, size), np.uint8))
+
+
 def video_rate(cfg: "RunConfig") -> Optional[float]:
     """--video-rate, or None: frames as they arrive (the worker limits them to --rate)."""
     return cfg.video_rate
@@ -65,6 +71,13 @@ def audio_preprocess(source: "MicSource", spec: "EngineSpec", cfg: "RunConfig"):
     from edge_mla.runtime.audio_stream import AudioWindow
 
     return AudioWindow(source.rate, spec.sample_rate, spec.window)
+
+
+def audio_example(spec: "EngineSpec") -> np.ndarray:
+    """One silent engine window: what the microphone worker feeds."""
+    if not spec.window:
+        raise EdgeMlaError(f"{spec.path.parent}: the audio engine entry has no sample_rate/window")
+    return np.zeros(int(spec.window), np.float32)
 
 
 def silence_gate(cfg: "RunConfig") -> Optional[Callable[[np.ndarray], bool]]:
