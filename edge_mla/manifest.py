@@ -339,14 +339,28 @@ def read_json(path: Path):
         raise EdgeMlaError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
+def _inside(root: Path, f: Path, manifest: Path, what: str) -> None:
+    """``f`` (which may not exist) resolves inside the engine folder ``root``. Why: the
+    names are checked for ``..`` and absolute paths (``_rel_file``), but a link in the
+    folder (an untrusted input) could still point anywhere, and the runtime, profile
+    and doctor would load what it points at."""
+    real, top = f.resolve(), root.resolve()
+    if real != top and top not in real.parents:
+        raise EdgeMlaError(f"{manifest}: {what} is a link that leads outside the engine folder (to {real}); copy the file into the folder")
+
+
 def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
     """Read and check an engine folder: the manifest parses against the schema, and
     (``verify``) every listed ONNX file exists with the recorded sha256, before
     anything loads it."""
     root = Path(root)
     path = required_file(root, MANIFEST_NAME, "engine", "export")
+    _inside(root, path, path, "the manifest")
     data = read_json(path)
     doc = ManifestDoc.parse(path, data)
+    for mod, e in doc.engines.items():
+        for fname in dict.fromkeys([e.file, *(v.file for v in e.variants.values())]):
+            _inside(root, root / fname, path, f"engine file {fname} for {mod}")
     if verify:
         for mod, e in doc.engines.items():
             for fname, sha in e.files():

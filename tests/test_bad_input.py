@@ -545,3 +545,34 @@ def test_run_warms_every_engine_up_at_start(capsys, tmp_path, tiny_engines, medi
     rc, _, err = cli(capsys, "run", "--engines", eng, "--camera", media["video"], "--mic", media["wav"], "--out", out, "--duration", "1")
     assert_one_error_line("run", rc, err, str(eng / "image.fp32.onnx"), needle)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("link", ["engine-file", "folder-in-path", "manifest"])
+def test_links_leading_out_of_the_engine_folder_are_refused(capsys, tmp_path, tiny_engines, media, link):
+    """``..`` and absolute names are refused by the schema; a link inside the folder
+    (to a file, or a folder on the engine's path) pointed the runtime at whatever it
+    names. A link that stays inside the folder is fine."""
+    eng = manifest_copy(tiny_engines, tmp_path / "eng")
+    outside = manifest_copy(tiny_engines, tmp_path / "outside")
+    if link == "engine-file":
+        (eng / "image.fp32.onnx").unlink()
+        (eng / "image.fp32.onnx").symlink_to(outside / "image.fp32.onnx")
+        needle = "engine file image.fp32.onnx for image is a link that leads outside"
+    elif link == "folder-in-path":
+        (eng / "sub").symlink_to(outside)
+        edit_manifest(eng, _set(["engines", "image", "file"], "sub/image.fp32.onnx"))
+        needle = "engine file sub/image.fp32.onnx for image is a link that leads outside"
+    else:
+        (eng / "manifest.json").unlink()
+        (eng / "manifest.json").symlink_to(outside / "manifest.json")
+        needle = "the manifest is a link that leads outside"
+    for command in (["run", "--engines", eng, "--camera", media["video"], "--mic", media["wav"], "--duration", "1"], ["profile", eng, "--backend", "onnxruntime", "--no-plot"]):
+        rc, _, err = cli(capsys, *command)
+        assert_one_error_line(command[0], rc, err, needle)
+    inside = manifest_copy(tiny_engines, tmp_path / "inside")
+    (inside / "store").mkdir()
+    (inside / "image.fp32.onnx").rename(inside / "store" / "image.fp32.onnx")
+    (inside / "image.fp32.onnx").symlink_to(inside / "store" / "image.fp32.onnx")
+    from edge_mla.manifest import load_manifest
+
+    assert load_manifest(inside).engine("image").path == inside / "image.fp32.onnx"
