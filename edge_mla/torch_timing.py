@@ -20,7 +20,11 @@ def torch_eager_timings(cfg, manifest, onnx_timings: list, rng) -> list:
 
     if "torch" not in cfg.backends:
         return []
-    run_dir = cfg.run_dir or manifest.data.get("model", {}).get("run_dir")
+    model_block = manifest.data.get("model")
+    recorded = model_block.get("run_dir") if isinstance(model_block, dict) else None
+    if cfg.run_dir is not None and not Path(cfg.run_dir).is_dir():
+        raise EdgeMlaError(f"--run-dir {cfg.run_dir}: run folder not found")
+    run_dir = cfg.run_dir or (recorded if isinstance(recorded, str) else None)
     if not run_dir or not Path(run_dir).is_dir():
         log.info("PyTorch eager not profiled: no run folder (pass --run-dir)")
         return []
@@ -31,6 +35,15 @@ def torch_eager_timings(cfg, manifest, onnx_timings: list, rng) -> list:
         return []
     from edge_mla.checkpoint import load_checkpoint
 
+    want = model_block.get("checkpoint_sha256") if cfg.run_dir is None and isinstance(model_block, dict) else None
+    if want is not None:  # the folder named by the manifest: time the model it was exported from, or none
+        from edge_mla.checkpoint import CHECKPOINT_NAME
+        from edge_mla.manifest import sha256_of
+
+        ckpt = Path(run_dir) / CHECKPOINT_NAME
+        if not ckpt.is_file() or sha256_of(ckpt) != want:
+            log.warning("PyTorch eager not profiled: %s is not the checkpoint these engines were exported from (sha256 differs; pass --run-dir)", ckpt)
+            return []
     try:
         model, _ = load_checkpoint(run_dir)
     except EdgeMlaError as exc:

@@ -99,6 +99,8 @@ def check_tensorrt() -> Check:
 
 def check_disk(path: Path) -> Check:
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        return Check(FAIL, "disk for clips", f"{p}: exists and is not a folder")
     probe = p if p.exists() else next((q for q in p.parents if q.exists()), Path("/"))
     free = shutil.disk_usage(probe).free / 2**30
     writable = os.access(probe, os.W_OK)
@@ -112,8 +114,15 @@ def check_engines(folder: Optional[Path]) -> Check:
     from edge_mla.errors import EdgeMlaError
     from edge_mla.manifest import load_manifest
 
-    try:
+    from edge_mla.runtime.engine import Engine
+    from edge_mla.runtime.hot_swap import warm_up
+
+    try:  # what `run` checks before its first frame: a folder it refuses fails here too
         m = load_manifest(folder)
+        m.reliability()
+        for mod in m.modalities:
+            if m.doc.engines[mod].format == "onnx":
+                warm_up(Engine(m.engine(mod), len(m.classes), backend="onnxruntime"), len(m.classes))
     except EdgeMlaError as exc:
         return Check(FAIL, "engines", str(exc))
     providers = []
@@ -124,16 +133,16 @@ def check_engines(folder: Optional[Path]) -> Check:
     parts = []
     status = OK
     for mod in m.modalities:
-        e = m.data["engines"][mod]
-        fmt = e.get("format", "onnx")
+        e = m.doc.engines[mod]
+        fmt = e.format
         if fmt == "onnx":
             where = "ONNX Runtime CPU" + (" (CUDA available)" if "CUDAExecutionProvider" in providers else "")
         else:
             where = "TensorRT" if tensorrt_version() else "TensorRT engine but no TensorRT here"
             status = status if tensorrt_version() else FAIL
-        variants = ", ".join(sorted(e.get("variants", {}))) or e["precision"]
-        parts.append(f"{mod} {e['precision']} ({fmt}) -> {where} [variants: {variants}]")
-        if e["precision"] == "int8" and not any("vnni" in f for f in cpu_flags()) and status == OK:
+        variants = ", ".join(sorted(e.variants)) or e.precision
+        parts.append(f"{mod} {e.precision} ({fmt}) -> {where} [variants: {variants}]")
+        if e.precision == "int8" and not any("vnni" in f for f in cpu_flags()) and status == OK:
             status = WARN
     return Check(status, "engines", f"{folder}: " + "; ".join(parts))
 

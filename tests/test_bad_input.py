@@ -442,6 +442,36 @@ def test_profile_input_and_output_mistakes(capsys, tmp_path, tiny_engines):
     assert_one_error_line("profile", rc, err, "--out", "not a folder")
 
 
+PROFILE_FOLDER_MISTAKES = {  # what `run` refuses, profile and doctor refuse too; what it tolerates, they tolerate without a traceback
+    "variants-null": (_set(["engines", "image", "variants"], None), None),
+    "model-null": (_set(["model"], None), None),
+    "model-run-dir-a-number": (_set(["model"], {"run_dir": 5}), None),
+    "shape-not-the-engines": (lambda m: (_set(["engines", "image", "input", "shape"], ["batch", 1, 30, 30])(m), _set(["engines", "image", "image", "size"], 30)(m)), "does not match the manifest's"),
+    "named-axes-hide-size": (lambda m: (_set(["engines", "image", "input", "shape"], ["batch", 1, "h", "w"])(m), _set(["engines", "image", "image", "size"], 64)(m)), "warm-up inference"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(PROFILE_FOLDER_MISTAKES))
+def test_profile_and_doctor_check_the_folder_as_run_does(capsys, tmp_path, tiny_engines, mistake):
+    fn, needle = PROFILE_FOLDER_MISTAKES[mistake]
+    eng = edit_manifest(manifest_copy(tiny_engines, tmp_path / "eng"), fn)
+    rc, out, err = cli(capsys, "profile", eng, "--repeats", "1", "--warmup", "0", "--batch", "1", "--threads", "1", "--no-plot")
+    if needle is None:
+        assert rc == 0 and "Traceback" not in err, err
+    else:
+        assert_one_error_line("profile", rc, err, str(eng), needle)
+    rc, out, err = cli(capsys, "doctor", "--engines", eng)
+    line = next(ln for ln in out.splitlines() if " engines: " in ln)
+    assert line.startswith("OK" if needle is None else "FAIL"), line
+    if needle is not None:
+        assert needle in line
+
+
+def test_profile_explicit_run_dir_must_exist(capsys, tmp_path, tiny_engines):
+    rc, _, err = cli(capsys, "profile", tiny_engines, "--backend", "torch", "--run-dir", tmp_path / "nope")
+    assert_one_error_line("profile", rc, err, "--run-dir", "run folder not found")
+
+
 DEMO_MISTAKES = [("--epochs", "0"), ("--segments", "1"), ("--segment-seconds", "nan"), ("--segment-seconds", "inf"), ("--seed", "-1"), ("--limit", "0")]
 
 

@@ -24,6 +24,8 @@ from edge_mla.runtime.backends import OrtRunner, TensorRTRunner, available_backe
 
 log = logging.getLogger(__name__)
 
+MAX_INPUT_BYTES = 1 << 30  # one timed batch of float32 inputs; more is a mistake, not a profile
+
 
 @dataclass
 class ProfileConfig:
@@ -86,16 +88,31 @@ def example_input(spec_entry: dict, batch: int, rng: np.random.Generator) -> np.
     if not all(isinstance(d, int) for d in dims):
         raise EdgeMlaError(f"{spec_entry['file']}: input shape {spec_entry['input']['shape']} has named axes after the batch; the profiler needs fixed sizes")
     shape = [batch] + dims
+    if 4 * int(np.prod(shape, dtype=np.float64)) > MAX_INPUT_BYTES:
+        raise EdgeMlaError(f"{spec_entry['file']}: a batch of {batch} inputs of shape {dims} is over {MAX_INPUT_BYTES >> 20} MiB; profile a smaller --batch")
     if "audio" in spec_entry:
         return (rng.normal(0, 0.1, shape)).astype(np.float32)
     return rng.random(shape, dtype=np.float32)
 
 
 def _variants(manifest: Manifest, modality: str) -> dict:
-    e = manifest.data["engines"][modality]
-    out = {name: v for name, v in e.get("variants", {}).items() if str(v.get("file", "")).endswith(".onnx")}
-    out.setdefault(e["precision"], {"file": e["file"]})
+    """{precision: ONNX file} of ``modality``'s engine, from the checked manifest."""
+    e = manifest.doc.engines[modality]
+    out = {name: v.file for name, v in e.variants.items() if v.file.endswith(".onnx")}
+    out.setdefault(e.precision, e.file)
     return out
+
+
+def _check_engine(manifest: Manifest, modality: str, precision: str) -> None:
+    """Open the engine as the runtime does (names, shapes and classes against the
+    manifest) and warm it up on a blank input: a folder that ``edge-mla run`` refuses
+    is refused here too, in one line, instead of a traceback from the backend
+    mid-profile or a profile of engines that cannot run."""
+    from edge_mla.runtime.engine import Engine
+    from edge_mla.runtime.hot_swap import warm_up
+
+    engine = Engine(manifest.engine(modality, precision), len(manifest.classes), backend="onnxruntime")
+    warm_up(engine, len(manifest.classes))
 
 
 def _macs(path: Path) -> Optional[int]:
@@ -123,10 +140,11 @@ def profile_engines(cfg: ProfileConfig, progress: bool = True, extra_backends: S
         for prec, var in variants.items():
             if cfg.precisions and prec not in cfg.precisions:
                 continue
+            _check_engine(manifest, m, prec)
             for backend, providers in available_backends(entry, prec):
                 if backend not in cfg.backends:
                     continue
-                fname = plan_for(entry, prec) if backend == "tensorrt" else var["file"]
+                fname = plan_for(entry, prec) if backend == "tensorrt" else var
                 for batch in cfg.batches:
                     for threads in cfg.threads:
                         if backend == "tensorrt" and threads != cfg.threads[0]:
