@@ -79,8 +79,10 @@ def from_npz(path: Path, modalities: Sequence[str], cfg, size: int, seed: int = 
     inputs, n = {}, None
     for m in modalities:
         a = arrays[m]
-        if a.shape[0] == 0:
-            raise EdgeMlaError(f"--calib-data {path}: array {m!r} is empty")
+        if a.dtype.kind not in "iuf":  # strings, booleans, complex, records: not samples
+            raise EdgeMlaError(f"--calib-data {path}: array {m!r} holds {a.dtype} values, expected numbers (float32, or uint8 images)")
+        if a.ndim == 0 or a.shape[0] == 0:
+            raise EdgeMlaError(f"--calib-data {path}: array {m!r} is {'a single value' if a.ndim == 0 else 'empty'}, expected one row per example")
         if m == "image":
             if a.ndim == 3:
                 a = a[:, None]

@@ -122,3 +122,13 @@ def test_calibration_sources_from_npz(tmp_path):
         from_npz(bad, ["image"], cfg, 5)
     with pytest.raises(EdgeMlaError, match="no array named audio"):
         from_npz(bad, ["audio"], cfg, 5)
+    # arrays that are not per-example numbers: one line, not an IndexError / ValueError
+    for name, arr, needle in [("scalar", np.float32(1), "is a single value"), ("strings", np.array([["a"] * 28] * 28 * 5).reshape(5, 28, 28), "holds <U1 values"),
+                              ("bools", np.zeros((5, 28, 28), bool), "holds bool values"), ("complex", np.zeros((5, 28, 28), np.complex64), "holds complex64 values")]:
+        f = tmp_path / f"{name}.npz"
+        np.savez(f, image=arr, audio=np.zeros((5, 8000), np.float32))
+        with pytest.raises(EdgeMlaError, match=needle):
+            from_npz(f, ["image", "audio"], cfg, 5)
+        np.savez(f, image=np.zeros((5, 28, 28), np.float32), audio=arr if name != "strings" else np.array([["a"] * 8000] * 5))
+        with pytest.raises(EdgeMlaError, match="array 'audio'"):
+            from_npz(f, ["image", "audio"], cfg, 5)
