@@ -232,6 +232,9 @@ class ManifestDoc:
             raise EdgeMlaError(f"{file}: lists no engines")
         parsed = {m: EngineEntry.parse(m, engines.obj(m)) for m in engines.data}
         for m, e in parsed.items():
+            v = e.variants.get(e.precision)
+            if v is not None and v.file != e.file:  # run loads one file, profile would time the other
+                raise engines.fail(f"{m}.file", f"is {e.file!r} but variants.{e.precision}.file, the same precision, is {v.file!r}")
             # facts that must agree, or the runtime would fail on every frame instead of at start
             out_shape, in_shape = e.output.shape, e.input.shape
             if isinstance(out_shape[-1], int) and out_shape[-1] != len(classes):
@@ -253,6 +256,7 @@ class EngineSpec:
     output_name: str
     entry: dict  # the raw manifest entry (image/audio facts, variants)
     parsed: Optional[EngineEntry] = None
+    classes: Optional[list] = None  # the manifest's class list (checked against the engine's own stamp)
 
     @property
     def sample_rate(self) -> Optional[int]:
@@ -309,7 +313,7 @@ class Manifest:
             if not var:
                 raise EdgeMlaError(f"{self.root / MANIFEST_NAME}: no {precision} variant for {modality} (have: {', '.join(e.variants) or prec})")
             file, prec = var.file, precision
-        return EngineSpec(modality, self.root / file, prec, e.input.name, list(e.input.shape), e.output.name, self.data["engines"][modality], e)
+        return EngineSpec(modality, self.root / file, prec, e.input.name, list(e.input.shape), e.output.name, self.data["engines"][modality], e, list(self.doc.classes))
 
 
 def write_manifest(root: Path, data: dict) -> Path:

@@ -159,6 +159,9 @@ class Runtime:
                 raise EdgeMlaError(f"{where}: no reliability output in this engine folder (exported before it existed, or with --reliability off); re-export it, or run without --require-reliability")
             log.warning("%s: no reliability output; fusing by the recorded rule %r alone (degraded sensors are not detected; re-export to add it)", where, manifest.fusion_rule)
             return None
+        lacking = [m for m in manifest.modalities if m not in rel.modalities]
+        if lacking:  # its r would be weighed against constants that are not there
+            raise EdgeMlaError(f"{manifest.root / 'manifest.json'}: corrupt reliability constants (fusion.reliability.modalities has no {', '.join(lacking)}, whose engine has a reliability output)")
         return rel
 
     # -- wiring ----------------------------------------------------------------------

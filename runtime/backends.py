@@ -55,6 +55,7 @@ class Runner:
         self.output_names: list = []
         self.input_shapes: dict = {}  # name -> list of int | str (symbolic)
         self.output_shapes: dict = {}
+        self.metadata: dict = {}  # the engine's own key -> value strings (ONNX metadata_props; none for a plan)
         self.runs = 0
         self.seconds = 0.0
 
@@ -131,6 +132,7 @@ class OrtRunner(Runner):
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_shapes = {i.name: list(i.shape) for i in self.session.get_inputs()}
         self.output_shapes = {o.name: list(o.shape) for o in self.session.get_outputs()}
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict:
         outs = self.session.run(None, dict(feeds))

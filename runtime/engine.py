@@ -27,6 +27,38 @@ def cpu_session(path, threads: int = 1) -> OrtRunner:
     return OrtRunner(path, threads)
 
 
+def _check_stamped_facts(path, metadata: dict, spec: EngineSpec, num_classes: int) -> None:
+    """The facts the export stamps into each engine (``edge_mla.*`` metadata) against
+    the manifest's: the modality, the class list, the image size and the audio rate
+    and window. Why: the static checks compare names and shapes only, so a manifest
+    with its classes reordered (every label wrong) or another sample rate (audio
+    resampled wrongly) ran without a word. An engine without the stamp (another
+    tool's, a TensorRT plan) is not checked here."""
+    import json
+
+    def stamped(key: str):
+        raw = metadata.get(f"edge_mla.{key}")
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw) if key != "modality" else raw
+        except ValueError:
+            return None
+
+    where = spec.path.parent / "manifest.json"
+    said = {"modality": spec.modality, "classes": list(spec.classes) if spec.classes is not None else None,
+            "image size": spec.image_size, "audio sample_rate": spec.sample_rate, "audio window": spec.window}
+    image, audio = stamped("image"), stamped("audio")
+    own = {"modality": stamped("modality"), "classes": stamped("classes"),
+           "image size": image.get("size") if isinstance(image, dict) else None,
+           "audio sample_rate": audio.get("sample_rate") if isinstance(audio, dict) else None,
+           "audio window": audio.get("window") if isinstance(audio, dict) else None}
+    for key, value in own.items():
+        if value is not None and said[key] is not None and value != said[key]:
+            shown = (lambda v: v if not isinstance(v, list) or len(v) <= 12 else v[:12] + ["..."])
+            raise EdgeMlaError(f"{where}: says {key} {shown(said[key])} for {path.name}, but the engine was exported with {shown(value)} (manifest does not match its engines)")
+
+
 class Engine:
     """``infer_batch(x)`` -> (logits (N, C), reliability) for preprocessed examples
     ``x`` (batch first); ``infer(x)``/``run(x)`` for one example without a batch axis."""
@@ -50,6 +82,7 @@ class Engine:
         if out_shape and isinstance(out_shape[-1], int) and out_shape[-1] != num_classes:
             raise EdgeMlaError(f"{r.path}: engine has {out_shape[-1]} outputs but the manifest lists {num_classes} classes")
         self.input_name, self.output_name = spec.input_name, spec.output_name
+        _check_stamped_facts(r.path, r.metadata, spec, num_classes)
         self.reliability_name: Optional[str] = spec.parsed.reliability_output if spec.parsed else None  # the second output (checked by the manifest's parse)
         if self.reliability_name is not None and self.reliability_name not in r.output_shapes:
             raise EdgeMlaError(f"{r.path}: manifest says reliability output {self.reliability_name!r} but the engine's outputs are {', '.join(r.output_names)} (manifest does not match its engines)")

@@ -73,6 +73,7 @@ MANIFEST_MISTAKES = {
     "classes-vs-output": (_set(["engines", "image", "output", "shape"], ["batch", 3]), "ends in 3 but classes lists 10"),
     "unknown-fusion-rule": (_set(["fusion", "rule"], "vote"), "fusion.rule must be one of"),
     "window-nan": (_set(["engines", "audio", "audio", "window"], float("nan")), "engines.audio.audio.window must be an integer"),
+    "default-file-not-its-variant": (_set(["engines", "image", "file"], "audio.fp32.onnx"), "engines.image.file is 'audio.fp32.onnx' but variants.fp32.file"),
 }
 
 
@@ -465,6 +466,14 @@ def test_profile_and_doctor_check_the_folder_as_run_does(capsys, tmp_path, tiny_
     assert line.startswith("OK" if needle is None else "FAIL"), line
     if needle is not None:
         assert needle in line
+
+
+def test_profile_precision_the_folder_lacks_and_a_file_as_folder(capsys, tmp_path, tiny_engines):
+    rc, _, err = cli(capsys, "profile", tiny_engines, "--backend", "onnxruntime", "--precision", "int8", "--no-plot")
+    assert_one_error_line("profile", rc, err, "--precision int8", "has no int8 engine (has: fp32)")
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = cli(capsys, "profile", tmp_path / "afile")
+    assert_one_error_line("profile", rc, err, "afile: engine folder not found")
 
 
 def test_profile_explicit_run_dir_must_exist(capsys, tmp_path, tiny_engines):

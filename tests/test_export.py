@@ -514,3 +514,32 @@ def test_the_fault_gate_is_in_the_graph_fp32_and_int8(exported, tiny_run, tmp_pa
     rec2 = refit_fault_gate(q2, two, x, {"audio_silence@3": silent, "clean": x})
     assert rec2 is not None and rec2["blocks"] == ["audio_silence@3"] and len(rec2["prototype_moved"]) == 1
     assert consts(q2)["fmpm"].shape == (2,) and np.all(_ort(q2).run(None, {"audio": silent})[1] < 0.5)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda m: m.__setitem__("classes", m["classes"][::-1]), "says classes"),
+    (lambda m: m["engines"]["audio"]["audio"].__setitem__("sample_rate", 16000), "says audio sample_rate 16000"),
+])
+def test_engine_refuses_a_manifest_that_contradicts_its_own_stamp(exported, tmp_path, edit, needle):
+    """Each exported engine carries the manifest's facts (metadata_props); a manifest
+    edited afterwards (classes reordered: every label wrong; another sample rate:
+    audio resampled wrongly) passes the name and shape checks, so the runtime
+    compares the facts at load."""
+    import shutil
+
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.manifest import load_manifest
+    from edge_mla.runtime.engine import Engine
+
+    eng = tmp_path / "eng"
+    shutil.copytree(exported.out, eng)
+    m = json.loads((eng / "manifest.json").read_text())
+    edit(m)
+    (eng / "manifest.json").write_text(json.dumps(m))
+    man = load_manifest(eng)
+    mod = "audio" if "audio" in needle else "image"
+    with pytest.raises(EdgeMlaError, match=needle) as e:
+        Engine(man.engine(mod), len(man.classes))
+    assert "manifest does not match its engines" in str(e.value) and "\n" not in str(e.value)
+    untouched = load_manifest(exported.out)
+    assert Engine(untouched.engine(mod), len(untouched.classes)).run(np.zeros(_ort(exported.out / f"{mod}.fp32.onnx").get_inputs()[0].shape[1:], np.float32)).shape == (1, 10)

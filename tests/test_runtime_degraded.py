@@ -248,6 +248,24 @@ def test_one_engines_reliability_output_null_or_corrupt(exported, tmp_path, capl
         Runtime(RunConfig(**cfg, require_reliability=True), outputs=[])
 
 
+def test_reliability_constants_missing_for_one_engine_are_refused(exported, tmp_path):
+    """An engine with a reliability output whose constants are not in the block was
+    fused against defaults (reference 1), silently."""
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.runtime.app import Runtime
+    from edge_mla.runtime.config import RunConfig
+
+    eng = tmp_path / "eng"
+    shutil.copytree(exported.out, eng)
+    man = json.loads((eng / "manifest.json").read_text())
+    del man["fusion"]["reliability"]["modalities"]["audio"]
+    (eng / "manifest.json").write_text(json.dumps(man))
+    video = tmp_path / "v.avi"
+    write_video(video)
+    with pytest.raises(EdgeMlaError, match=r"corrupt reliability constants \(fusion.reliability.modalities has no audio"):
+        Runtime(RunConfig(engines=eng, camera=str(video), mic=None), outputs=[])
+
+
 def test_corrupt_constants_exit_2_naming_the_manifest(exported, tmp_path):
     eng = tmp_path / "eng"
     shutil.copytree(exported.out, eng)

@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         from edge_mla.torch_timing import torch_eager_timings  # imports torch only when called
 
         extra.append(torch_eager_timings)
+    if not Path(args.engines).is_dir():
+        raise EdgeMlaError(f"{args.engines}: engine folder not found")
     out = Path(args.out or args.engines)
     # every option and the output folder checked before minutes of timing
     if out.exists() and not out.is_dir():

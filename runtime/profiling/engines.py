@@ -134,6 +134,10 @@ def profile_engines(cfg: ProfileConfig, progress: bool = True, extra_backends: S
     timings: list = []
     notes: list = []
     jobs = []
+    have = {prec for m in manifest.modalities for prec in _variants(manifest, m)}
+    missing = [prec for prec in cfg.precisions or [] if prec not in have]
+    if missing:
+        raise EdgeMlaError(f"--precision {missing[0]}: {cfg.engines} has no {missing[0]} engine (has: {', '.join(sorted(have))})")
     for m in manifest.modalities:
         entry = manifest.data["engines"][m]
         variants = _variants(manifest, m)
