@@ -147,6 +147,19 @@ class Runtime:
         self.output_error: Optional[str] = None
         self._emit_lock = threading.Lock()
 
+    def check_swap(self, manifest):
+        """What a hot swap to ``manifest`` must keep (the sensors' preprocessing and the
+        microphone's ring buffer were built for the running engines: a new image size,
+        sample rate or window would fail every inference), then its reliability
+        constants (``_check_reliability``); raises EdgeMlaError to refuse the folder."""
+        for m, eng in self.engines.items():
+            old, new = eng.spec, manifest.engine(m, self.cfg.precision)
+            for fact in ("image_size", "sample_rate", "window"):
+                if getattr(old, fact) != getattr(new, fact):
+                    raise EdgeMlaError(f"{manifest.root}: the new {m} engine takes {fact.replace('_', ' ')} {getattr(new, fact)}, the running one {getattr(old, fact)}; "
+                                       "the sensors are set up for the running one, so restart the runtime for it")
+        return self._check_reliability(self.cfg, manifest)
+
     def _check_reliability(self, cfg: RunConfig, manifest=None):
         """The manifest's reliability block; an older engine folder without one runs
         on the recorded rule with a one-line warning, or is refused with

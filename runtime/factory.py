@@ -50,7 +50,7 @@ class FactoryFloor:
             self.clips = ClipRecorder(cfg, rt.source_of("image"), rt.source_of("audio"), rt.classes, lambda: rt.engine_checksum)
             self.hooks.append(self.clips.on_decision)
         self.swapper = EngineSwapper(cfg.engines, list(rt.engines), rt.classes, rt.open_engine, rt.apply_swap, rt._stop, watch=cfg.watch, period=cfg.watch_period,
-                                     check=lambda manifest: rt._check_reliability(cfg, manifest))
+                                     check=rt.check_swap)
         self._started: list = []
 
     def start(self) -> None:

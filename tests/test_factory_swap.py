@@ -189,3 +189,36 @@ def test_a_folder_with_a_corrupt_reliability_block_is_refused_before_its_engines
     assert opened == [] and rt.floor.swapper.swaps == {"ok": 0, "refused": 1}
     refusals = [r.getMessage() for r in caplog.records if "engine swap refused" in r.getMessage()]
     assert len(refusals) == 1 and "manifest.json: corrupt reliability constants" in refusals[0]
+
+
+@pytest.mark.parametrize("fact", ["IMAGE_SIZE", "WINDOW"])
+def test_a_folder_whose_engines_take_other_inputs_is_refused(engines, session, tmp_path, caplog, monkeypatch, fact):
+    """The camera's preprocessing and the microphone's ring buffer are built for the
+    running engines: a folder taking 32x32 images or a 4000-sample window passed the
+    warm-up (shaped by the new manifest) and then every inference failed."""
+    from edge_mla.runtime import Runtime
+    from edge_mla.runtime.replay.recorder import session_config
+    from edge_mla.runtime.testing import tiny_engines
+
+    folder = shutil.copytree(engines, tmp_path / "eng")
+    monkeypatch.setattr(tiny_engines, fact, 32 if fact == "IMAGE_SIZE" else 4000)
+    other = tiny_engines.build_tiny_engines(tmp_path / "other", seed=5)
+    out = Collect()
+    rt = Runtime(session_config(session, engines=folder, loop=True, json_stdout=False, rate=10), outputs=[out])
+    old = rt.engine_checksum
+    rt.start()
+    try:
+        wait_for(lambda: len(out) >= 5, 15)
+        for name in ("image.fp32.onnx", "audio.fp32.onnx", "manifest.json"):  # the manifest last, as a deploy would
+            shutil.copy(other / name, folder / name)
+        rt.reload()
+        wait_for(lambda: rt.floor.swapper.swaps["refused"] == 1, 10)
+        n = len(out)
+        wait_for(lambda: len(out) >= n + 5, 10)
+    finally:
+        report = rt.join()
+    assert {r["engines"] for r in out.records} == {old} and all(r["decision"] for r in out.records[-5:])
+    assert report.workers["image"]["errors"] == report.workers["audio"]["errors"] == 0
+    refusal = next(r.getMessage() for r in caplog.records if "engine swap refused" in r.getMessage())
+    want = "image engine takes image size 32, the running one 28" if fact == "IMAGE_SIZE" else "audio engine takes window 4000, the running one 8000"
+    assert want in refusal and "restart the runtime" in refusal
