@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,23 @@ def _reason(exc: BaseException) -> str:
     return first_line(exc)
 
 
+def _open_fifo(path: Path) -> IO:
+    """A named pipe for writing, or one line when no process reads it. Why: a plain
+    open() of a FIFO blocks until a reader comes, and a blocked open ignores
+    SIGTERM and --duration (the handlers only set a flag), so the run hung for good."""
+    import errno
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise EdgeMlaError(f"--out {path}: a named pipe that no process is reading; start the reader first") from None
+        raise
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)  # then write as to any file
+    return os.fdopen(fd, "w", buffering=1)
+
+
 class _Sink:
     """A text target (a file opened late, or a stream) whose write failures become
     one OutputFailed instead of a traceback per line."""
@@ -94,7 +112,10 @@ class _Sink:
         check_output_path(self.path, self._mode)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "a" if self._mode == "append" else "w", buffering=1)
+            if stat.S_ISFIFO(self.path.stat().st_mode if self.path.exists() else 0):
+                self._f = _open_fifo(self.path)
+            else:
+                self._f = open(self.path, "a" if self._mode == "append" else "w", buffering=1)
         except OSError as exc:
             raise EdgeMlaError(f"{self.target}: cannot open ({_reason(exc)})") from None
 

@@ -145,6 +145,29 @@ def test_run_out_mistakes(capsys, tmp_path, tiny_engines, media):
     assert '{"old": 1}' not in res.read_text()
 
 
+def test_run_out_named_pipe_needs_a_reader_and_feeds_one(capsys, tmp_path, tiny_engines, media):
+    """A FIFO nobody reads blocked open() for good (SIGTERM and --duration ignored);
+    with a reader the records go through it."""
+    import threading
+
+    fifo = tmp_path / "records.fifo"
+    os.mkfifo(fifo)
+    base = ["run", "--engines", tiny_engines, "--camera", "none", "--mic", media["wav"], "--duration", "1", "--out", fifo]
+    rc, _, err = cli(capsys, *base)
+    assert_one_error_line("run", rc, err, f"--out {fifo}", "no process is reading")
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(open(fifo).read().splitlines()))
+    reader.start()
+    for _ in range(200):  # the reader's open() returns only once a writer opens
+        rc, _, err = cli(capsys, *base)
+        if rc == 0 or "no process is reading" not in err:
+            break
+        time.sleep(0.01)
+    reader.join(10)
+    assert rc == 0, err
+    assert got and all(json.loads(x)["t"] >= 0 for x in got)
+
+
 def test_run_disk_full_ends_cleanly(capsys, tiny_engines, media):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
