@@ -97,30 +97,34 @@ class RunConfig:
 
 # Every numeric knob and its valid range (edge_mla.validate.number's keywords).
 # The flag a user typed is derived from the field name, except where the CLI's differs.
+# Upper bounds on times and lower bounds on rates: a wait longer than
+# threading.TIMEOUT_MAX (about 292 years) raised OverflowError in a worker, fusion or
+# swap thread, which died while the run went on; OpenCV takes its timeouts as int32 ms.
+HOUR, DAY = 3600.0, 86400.0
 NUMERIC = {
-    "rate": dict(lo=0, lo_open=True, hi=1000),
-    "staleness": dict(lo=0, lo_open=True),
-    "duration": dict(lo=0, lo_open=True, optional=True),
-    "video_rate": dict(lo=0, lo_open=True, hi=1000, optional=True),
+    "rate": dict(lo=1e-3, hi=1000),
+    "staleness": dict(lo=0, lo_open=True, hi=DAY),
+    "duration": dict(lo=0, lo_open=True, hi=1e9, optional=True),
+    "video_rate": dict(lo=1e-3, hi=1000, optional=True),
     "hop": dict(lo=0, lo_open=True, hi=60),
     "mic_rate": dict(lo=1000, hi=384000, integer=True),
-    "camera_timeout": dict(lo=0, lo_open=True),
-    "mic_timeout": dict(lo=0, lo_open=True),
-    "open_timeout": dict(lo=0, lo_open=True),
+    "camera_timeout": dict(lo=0, lo_open=True, hi=HOUR),
+    "mic_timeout": dict(lo=0, lo_open=True, hi=HOUR),
+    "open_timeout": dict(lo=0, lo_open=True, hi=HOUR),
     "silence_threshold": dict(lo=0, hi=1),  # RMS, full scale 1.0
     "blank_threshold": dict(lo=0, hi=255),  # grey-level standard deviation
-    "backoff_initial": dict(lo=0, lo_open=True),
-    "backoff_max": dict(lo=0, lo_open=True),
+    "backoff_initial": dict(lo=0, lo_open=True, hi=HOUR),
+    "backoff_max": dict(lo=0, lo_open=True, hi=HOUR),
     "intra_op_threads": dict(lo=1, hi=256, integer=True),
-    "degraded_hold": dict(lo=0, lo_open=True),
-    "health_window": dict(lo=0, lo_open=True),
+    "degraded_hold": dict(lo=0, lo_open=True, hi=DAY),
+    "health_window": dict(lo=0, lo_open=True, hi=DAY),
     "clip_pre": dict(lo=0, lo_open=True, hi=600),
     "clip_post": dict(lo=0, lo_open=True, hi=600),
     "clip_confidence": dict(lo=0, hi=1),
-    "clip_low_seconds": dict(lo=0, lo_open=True),
+    "clip_low_seconds": dict(lo=0, lo_open=True, hi=DAY),
     "clips_max_mb": dict(lo=0, lo_open=True),
     "mqtt_spool_max": dict(lo=1, integer=True),
-    "watch_period": dict(lo=0, lo_open=True),
+    "watch_period": dict(lo=0, lo_open=True, hi=DAY),
     "batch_wait": dict(lo=0, hi=1),
 }
 FLAG_OF = {"intra_op_threads": "--threads"}
@@ -140,6 +144,11 @@ def validate(cfg: RunConfig) -> None:
         raise EdgeMlaError(f"sensors: no registered sensor kind named {unknown[0]!r} (sensors takes: {', '.join(sorted(graph.extra_options())) or 'nothing until a sensor kind is registered'})")
     if not graph.configured(cfg):
         raise EdgeMlaError(" and ".join(k.flag for k in graph.SENSORS) + ": nothing to run")
+    for f in fields(cfg):  # a NUL cannot be in a path, a host or a device name: open() and bind() raised a traceback
+        values = getattr(cfg, f.name).items() if isinstance(getattr(cfg, f.name), dict) else [(f.name, getattr(cfg, f.name))]
+        for key, v in values:
+            if isinstance(v, (str, Path)) and "\x00" in str(v):
+                raise EdgeMlaError(f"{FLAG_OF.get(key, key)}: holds a NUL character ({str(v).replace(chr(0), '<NUL>')!r})")
     for name, kw in NUMERIC.items():
         setattr(cfg, name, number(getattr(cfg, name), FLAG_OF.get(name, name), **kw))
     if cfg.backoff_max < cfg.backoff_initial:

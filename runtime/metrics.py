@@ -36,7 +36,7 @@ def parse_host_port(value: str, option: str = "--metrics") -> tuple:
     """``HOST:PORT`` -> (host, port); one clear line otherwise."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise EdgeMlaError(f"{option} {value}: expected HOST:PORT (e.g. 0.0.0.0:9100)")
     return host, int(port)
 

@@ -65,11 +65,37 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         raise EdgeMlaError(f"--mqtt {url}: the URL must start with mqtt:// or mqtts://")
     if not u.hostname:
         raise EdgeMlaError(f"--mqtt {url}: no broker host (mqtt://HOST:PORT/TOPIC)")
+    if u.username is not None or u.password is not None:
+        raise EdgeMlaError(f"--mqtt {url}: credentials in the URL are not used; pass --mqtt-username and --mqtt-password-file")
+    if port == 0:
+        raise EdgeMlaError(f"--mqtt {url}: port 0 is not a broker port (1-65535)")
+    try:
+        u.hostname.encode("idna")  # what the socket layer will do, in paho's thread, with no one to tell
+    except UnicodeError:
+        raise EdgeMlaError(f"--mqtt {url}: {u.hostname!r} is not a valid host name") from None
     topic = u.path.lstrip("/")
     if not topic or any(c in topic for c in "+#") or topic.endswith("/"):
         raise EdgeMlaError(f"--mqtt {url}: give a topic without wildcards after the host (mqtt://HOST:PORT/TOPIC)")
+    mqtt_string(topic, "--mqtt", "topic", reserve=len("/status/") + 64)  # room for the status topic of any station name
     tls = u.scheme == "mqtts"
     return MqttTarget(tls, u.hostname, port or (8883 if tls else 1883), topic)
+
+
+MQTT_STRING_MAX = 65535  # bytes: MQTT strings carry a 16-bit length
+
+
+def mqtt_string(value: str, option: str, what: str, reserve: int = 0) -> None:
+    """``value`` can go into an MQTT packet: UTF-8 without NUL, under the protocol's
+    string limit. Why checked here: paho raised in its own thread (struct.error,
+    UnicodeEncodeError) and MQTT was silently dead for the rest of the run."""
+    try:
+        n = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise EdgeMlaError(f"{option}: the {what} holds bytes that are not UTF-8 text") from None
+    if "\x00" in value:
+        raise EdgeMlaError(f"{option}: the {what} holds a NUL character")
+    if n + reserve > MQTT_STRING_MAX:
+        raise EdgeMlaError(f"{option}: the {what} is {n} bytes; MQTT allows {MQTT_STRING_MAX - reserve}")
 
 
 def default_spool_path(station: str) -> Path:
@@ -107,6 +133,14 @@ class MqttOutput:
         password = _read_password(cfg.mqtt_password_file) if cfg.mqtt_password_file is not None else None
         if cfg.mqtt_ca is not None:
             _check_ca(cfg.mqtt_ca)
+        # one client id per station: a broker disconnects the older of two clients with the same id
+        base_id = cfg.mqtt_client_id or f"edge-mla-{socket.gethostname()}"
+        self.client_id = cfg.mqtt_client_id if cfg.mqtt_client_id and self.station == DEFAULT_STATION else f"{base_id}-{self.station}"
+        mqtt_string(self.client_id, "--mqtt-client-id", "client id")
+        if cfg.mqtt_username is not None:
+            mqtt_string(cfg.mqtt_username, "--mqtt-username", "user name")
+        if password is not None:
+            mqtt_string(password, "--mqtt-password-file", "password")
         from edge_mla.runtime.spool import Spool
 
         spool_path = cfg.mqtt_spool or default_spool_path(self.station)
@@ -116,9 +150,6 @@ class MqttOutput:
             raise EdgeMlaError(f"--mqtt-spool {spool_path}: cannot open the spool ({exc})") from None
         self._seq = self.spool.last_seq
         self.status_topic = self.target.status_topic(self.station)
-        # one client id per station: a broker disconnects the older of two clients with the same id
-        base_id = cfg.mqtt_client_id or f"edge-mla-{socket.gethostname()}"
-        self.client_id = cfg.mqtt_client_id if cfg.mqtt_client_id and self.station == DEFAULT_STATION else f"{base_id}-{self.station}"
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True, protocol=mqtt.MQTTv311)
         if cfg.mqtt_username is not None or password is not None:
             c.username_pw_set(cfg.mqtt_username, password)

@@ -35,6 +35,8 @@ RUN_NUMBERS = [
     ("--mic-rate", "0"), ("--blank-threshold", "-1"), ("--blank-threshold", "nan"),
     ("--silence-threshold", "inf"), ("--hop", "nan"), ("--duration", "nan"), ("--duration", "inf"),
     ("--video-rate", "inf"), ("--camera-timeout", "0"), ("--mic-timeout", "nan"),
+    # a wait past threading.TIMEOUT_MAX killed the fusion or worker thread; OpenCV takes int32 ms
+    ("--rate", "1e-12"), ("--video-rate", "1e-10"), ("--camera-timeout", "3000000"), ("--mic-timeout", "1e12"),
 ]
 
 
@@ -43,7 +45,7 @@ def test_run_rejects_bad_numbers(capsys, tmp_path, tiny_engines, media, flag, va
     out = tmp_path / "results.jsonl"
     out.write_text("kept\n")
     rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--camera", media["video"], "--mic", media["wav"], "--out", out, "--force", flag, value)
-    assert_one_error_line("run", rc, err, flag, value if value not in ("1e9",) else "1e+09")
+    assert_one_error_line("run", rc, err, flag, {"1e9": "1e+09", "1e12": "1e+12", "3000000": "3e+06"}.get(value, value))
     assert out.read_text() == "kept\n"
 
 
@@ -143,6 +145,26 @@ def test_run_out_mistakes(capsys, tmp_path, tiny_engines, media):
     assert lines[0] == '{"old": 1}' and len(lines) > 1 and all(json.loads(x) for x in lines)
     assert cli(capsys, *base, "--out", res, "--force")[0] == 0
     assert '{"old": 1}' not in res.read_text()
+
+
+@pytest.mark.parametrize("camera,needle", [("2147483648", "a camera index must be 0 to 2147483647"), ("-1", "a camera index must be 0 to"),
+                                           ("file:///tmp/clip.avi", "without file://")])
+def test_run_camera_values_that_cannot_open_are_one_line(capsys, tiny_engines, camera, needle):
+    rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--camera", camera, "--mic", "none", "--duration", "1")
+    assert_one_error_line("run", rc, err, f"--camera {camera}", needle)
+
+
+@pytest.mark.parametrize("key", ["out", "engines", "clips", "metrics", "camera"])
+def test_stations_file_value_with_a_nul_is_one_line(capsys, tmp_path, tiny_engines, media, key):
+    """TOML can carry a NUL ("\\u0000"); open(), bind() and OpenCV raised a traceback."""
+    values = {"engines": str(tiny_engines), "camera": str(media["video"]), "out": str(tmp_path / "o.jsonl")}
+    values[key] = values.get(key, "x") + "\x00y"
+    body = "[runtime]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items() if k != "camera") + f"[[station]]\nname = 'a'\ncamera = {json.dumps(values['camera'])}\n"
+    conf = tmp_path / "stations.toml"
+    conf.write_text(body)
+    rc, _, err = cli(capsys, "run", "--config", conf)
+    assert_one_error_line("run", rc, err, "NUL")
+    assert "\x00" not in err and not (tmp_path / "o.jsonl").exists()
 
 
 def test_run_out_named_pipe_needs_a_reader_and_feeds_one(capsys, tmp_path, tiny_engines, media):

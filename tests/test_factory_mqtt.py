@@ -42,7 +42,10 @@ def test_spool_is_bounded_ordered_and_keeps_seq_across_restarts(tmp_path):
     s2.close()
 
 
-@pytest.mark.parametrize("url,needle", [("http://h:1/t", "must start with mqtt://"), ("mqtt://:1883/t", "no broker host"), ("mqtt://h:1883/", "give a topic"), ("mqtt://h:99999/t", "malformed URL"), ("mqtt://h/a/#", "without wildcards")])
+@pytest.mark.parametrize("url,needle", [("http://h:1/t", "must start with mqtt://"), ("mqtt://:1883/t", "no broker host"), ("mqtt://h:1883/", "give a topic"), ("mqtt://h:99999/t", "malformed URL"), ("mqtt://h/a/#", "without wildcards"),
+                                         ("mqtt://h:0/t", "port 0"), ("mqtt://u:pw@h/t", "credentials in the URL"), ("mqtt://a..b/t", "not a valid host name"),
+                                         ("mqtt://" + "x" * 64 + ".example/t", "not a valid host name"), ("mqtt://h/" + "a" * 70000, "MQTT allows"),
+                                         ("mqtt://h/a\udcffb", "not UTF-8 text"), ("mqtt://h/a\x00b", "NUL character")])
 def test_malformed_mqtt_url(url, needle):
     from edge_mla.errors import EdgeMlaError
     from edge_mla.runtime.mqtt_output import parse_mqtt_url
@@ -56,6 +59,10 @@ def test_bad_mqtt_options_exit_2_at_start(engines, session, tmp_path):
 
     base = ["run", "--engines", str(engines), "--replay", str(session.root), "--out", str(tmp_path / "o.jsonl"), "--mqtt-spool", str(tmp_path / "spool.db")]
     _one_error_line(run_cli(base + ["--mqtt", "mqtt//nohost"]), "--mqtt mqtt//nohost")
+    # strings paho would have failed on in its own thread (MQTT silently dead for the run)
+    _one_error_line(run_cli(base + ["--mqtt", "mqtt://127.0.0.1:1883/t", "--mqtt-client-id", "c" * 70000]), "--mqtt-client-id: the client id is 70000 bytes")
+    _one_error_line(run_cli(base + ["--mqtt", "mqtt://127.0.0.1:1883/t", "--mqtt-username", "u" * 70000]), "--mqtt-username: the user name is 70000 bytes")
+    assert not (tmp_path / "spool.db").exists()  # refused before the spool is made
     _one_error_line(run_cli(base + ["--mqtt", "mqtt://127.0.0.1:1883/t", "--mqtt-password-file", str(tmp_path / "none.txt")]), "--mqtt-password-file")
     bad_ca = tmp_path / "ca.pem"
     bad_ca.write_text("not a certificate")

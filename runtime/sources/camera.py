@@ -43,16 +43,19 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # before cv2 loads: no WARN lines around our own
 
 FROZEN = "frozen"
+MAX_CAMERA_INDEX = 2**31 - 1  # OpenCV takes the index as a C int
 BLANK = "blank"
 
 
 def camera_kind(spec: str) -> str:
     """"index", "url" or "file" for a --camera value; a malformed one (a negative
     index, a URL without a host) is fatal at start, whatever --require-sensors says."""
-    if spec.isdigit():
+    if spec.isascii() and spec.lstrip("-").isdigit():
+        if spec.startswith("-") or int(spec) > MAX_CAMERA_INDEX:
+            raise EdgeMlaError(f"--camera {spec}: a camera index must be 0 to {MAX_CAMERA_INDEX}")
         return "index"
-    if spec.lstrip("-").isdigit():
-        raise EdgeMlaError(f"--camera {spec}: a camera index must be 0 or more")
+    if spec.lower().startswith("file://"):
+        raise EdgeMlaError(f"--camera {spec}: give a video file as a path, without file://")
     if "://" in spec:
         from urllib.parse import urlsplit
 

@@ -44,7 +44,7 @@ class SoundDeviceInput:
         self.spec = spec
         if spec.lstrip("-").isdigit() and spec.startswith("-"):
             raise EdgeMlaError(f"--mic {spec}: an input device index must be 0 or more")
-        self.device = None if spec == "default" else (int(spec) if spec.isdigit() else spec)
+        self.device = None if spec == "default" else (int(spec) if spec.isascii() and spec.isdigit() else spec)
         self.rate = int(rate)
         self.name = spec
         self._stream = None
