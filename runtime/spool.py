@@ -27,6 +27,15 @@ class Spool:
         self.max_messages = int(max_messages)
         self.station = station
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_beside(self.path)
+        try:
+            self._open()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self) -> None:
+        station = self.station
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash, not a power cut
@@ -34,6 +43,12 @@ class Spool:
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (station TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, dropped INTEGER NOT NULL)")
         row = self._db.execute("SELECT last_seq, dropped FROM meta WHERE station=?", (station,)).fetchone()
         self.last_seq, self.dropped = (row[0], row[1]) if row else (0, 0)
+        for name, v in (("last_seq", self.last_seq), ("dropped", self.dropped)):
+            if not isinstance(v, int) or v < 0:  # SQLite keeps what it is given: 'abc' made every push raise
+                raise ValueError(f"corrupt spool: meta.{name} is {v!r}, not a count")
+        bad = self._db.execute("SELECT COUNT(*) FROM queue WHERE typeof(seq) != 'integer' OR typeof(payload) != 'text'").fetchone()[0]
+        if bad:
+            raise ValueError(f"corrupt spool: {bad} queued messages are not (integer seq, text payload)")
         self.depth = self._db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
 
     def push(self, items: Iterable[tuple]) -> int:
@@ -74,3 +89,26 @@ class Spool:
             self._db.close()
         except sqlite3.Error:
             log.debug("spool: close failed", exc_info=True)
+        self._lock.close()  # releases the lock
+
+
+def _lock_beside(path: Path):
+    """An exclusive lock on ``PATH.lock``, held while the spool is open. Why: two
+    `edge-mla run` processes on one host with the same station name share the default
+    spool, and each published the other's decisions with repeated sequence numbers."""
+    import fcntl
+    import os
+
+    f = open(path.with_name(path.name + ".lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise ValueError(f"in use by another edge-mla run (pid {holder}); give each run its own --mqtt-spool or station name") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

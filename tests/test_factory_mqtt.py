@@ -7,6 +7,8 @@ MQTT options give one line and exit 2."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -40,6 +42,33 @@ def test_spool_is_bounded_ordered_and_keeps_seq_across_restarts(tmp_path):
     assert (s2.last_seq, s2.dropped, s2.depth) == (8, 3, 3)
     assert [r[2] for r in s2.pending(0, 2)] == ["m6", "m7"]
     s2.close()
+
+
+def test_spool_has_one_holder_and_refuses_corrupt_contents(tmp_path):
+    """Two runs with one station name shared the default spool (each published the
+    other's decisions, seq repeated); a spool whose counters are not counts made every
+    decision raise in the output, lost with a traceback each."""
+    import os
+    import sqlite3
+
+    from edge_mla.runtime.spool import Spool
+
+    path = tmp_path / "s.db"
+    s = Spool(path, max_messages=5)
+    code = f"from edge_mla.runtime.spool import Spool; Spool({str(path)!r}, 5)"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert other.returncode != 0 and f"in use by another edge-mla run (pid {os.getpid()})" in other.stderr
+    s.push([(1, "m1")])
+    s.close()
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0  # released on close
+    for sql, needle in (("UPDATE meta SET last_seq = 'abc'", "meta.last_seq is 'abc'"), ("UPDATE meta SET last_seq = 1, dropped = -4", "meta.dropped is -4"),
+                        ("UPDATE meta SET dropped = 0; INSERT INTO queue (seq, payload) VALUES ('x', 'p')", "1 queued messages are not")):
+        db = sqlite3.connect(str(path))
+        db.executescript(sql)
+        db.close()
+        with pytest.raises(ValueError, match=needle):
+            Spool(path, max_messages=5)
+    Spool(tmp_path / "fresh.db", max_messages=5).close()  # the lock of a refused spool is released too
 
 
 @pytest.mark.parametrize("url,needle", [("http://h:1/t", "must start with mqtt://"), ("mqtt://:1883/t", "no broker host"), ("mqtt://h:1883/", "give a topic"), ("mqtt://h:99999/t", "malformed URL"), ("mqtt://h/a/#", "without wildcards"),
