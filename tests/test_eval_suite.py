@@ -73,3 +73,30 @@ def test_bad_limit_and_signal_exit_2(tiny_run):
     assert p.returncode == 2 and "--limit" in p.stderr
     p = run_cli(["eval", str(tiny_run), "--signal", "nope", "--limit", "10"])
     assert p.returncode == 2 and "--signal" in p.stderr
+
+
+def test_eval_keeps_its_result_in_the_run_folder_without_following_links(tiny_run, tmp_path):
+    """SPLIT.json is written beside and renamed (a link there, from an untrusted run
+    folder, made eval overwrite the file it named); a --limit subset goes to its own
+    file instead of replacing the full figures; a folder in the way is one line
+    before any evaluation."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run / "test.json").unlink(missing_ok=True)
+    (run / "test.json").symlink_to(victim)
+    p = run_cli(["eval", str(run), "--no-corrupt", "--limit", "20"], timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((run / "test-limit20.json").read_text())["n"] == 20 and (run / "test.json").is_symlink()
+    p = run_cli(["eval", str(run), "--no-corrupt"], timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert victim.read_text() == "precious" and not (run / "test.json").is_symlink()
+    assert json.loads((run / "test.json").read_text())["n"] > 20
+    (run / "val.json").mkdir()
+    p = run_cli(["eval", str(run), "--split", "val"], timeout=300)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "val.json: is a folder" in err[0], p.stderr
+    assert not list(run.glob(".*tmp*"))

@@ -11,7 +11,8 @@ Evaluate a run folder on the test split (or --split val): image-only, audio-only
 fused by entropy (MLA's rule), mean and sum fusion, one modality missing, and
 corrupted inputs (image blacked out, audio silent, audio replaced by noise).
 The dataset and seed come from the run's config.json; --data-dir overrides its data
-folder. --json prints one JSON object (keys image, audio, fused, fused_mean, ...).
+folder. --json prints one JSON object (keys image, audio, fused, fused_mean, ...);
+the same object is kept in RUN_DIR/SPLIT.json (SPLIT-limitN.json with --limit).
 
 Unless --no-corrupt, the corruption suite runs too (edge_mla/corruptions.py: train
 and held-out families, 3 severities each) with the training method's fusion rule
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--no-suite", dest="suite", action="store_false", help="skip the corruption suite only (keep the three legacy corrupted-input passes)")
     p.add_argument("--signal", default=None, help="reliability signal: msp, energy, mahalanobis, energy+mahalanobis (default: the chosen one)")
     p.add_argument("--refit-reliability", action="store_true", help="refit the reliability constants even if RUN_DIR/reliability.json exists")
-    p.add_argument("--limit", type=int, default=0, help="score a stratified subset of this many pairs (0: all)")
+    p.add_argument("--limit", type=int, default=0, help="score a stratified subset of this many pairs (0: all); the result goes to RUN_DIR/SPLIT-limitN.json, not SPLIT.json")
     p.set_defaults(func=run)
 
 
@@ -74,11 +75,29 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def result_path(run_dir: Path, split: str, limit: int) -> Path:
+    """Where eval keeps its result in the run folder: SPLIT.json for the whole split
+    (the file train writes), SPLIT-limitN.json for a --limit subset, so a quick
+    look never replaces the full figures."""
+    return Path(run_dir) / (f"{split}.json" if not limit else f"{split}-limit{limit}.json")
+
+
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    from edge_mla.errors import EdgeMlaError
     from edge_mla.evaluate import evaluate_run
 
+    out = result_path(args.run_dir, args.eval_split, args.limit)
+    if out.is_dir() and not out.is_symlink():  # checked before minutes of evaluation
+        raise EdgeMlaError(f"{out}: is a folder; eval writes its result there (remove it)")
     res = evaluate_run(args.run_dir, args.data_dir, args.eval_split, args.corrupt, args.signal, args.refit_reliability, args.limit, args.suite)
-    out = Path(args.run_dir) / f"{args.eval_split}.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:  # written beside and renamed: a link at ``out`` (the run folder is untrusted) is replaced, never written through
+        tmp.write_text(json.dumps(res, indent=2) + "\n")
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EdgeMlaError(f"{out}: cannot write the result ({exc.strerror})") from None
     print(json.dumps(res) if args.json else format_table(res))
     return 0
