@@ -54,8 +54,14 @@ def load_checkpoint(run_dir: str | os.PathLike):
         raise EdgeMlaError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {first_line(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise EdgeMlaError(f"{path}: not an edge-mla checkpoint (expected format {FORMAT})")
+    mc = payload.get("model_config")
+    if not isinstance(mc, dict):
+        raise EdgeMlaError(f"{path}: checkpoint model_config is malformed (expected an object, got {type(mc).__name__})")
     try:
-        cfg = ModelConfig.from_dict(payload["model_config"])
+        cfg = ModelConfig.from_dict(mc)
+    except (ValueError, TypeError, EdgeMlaError) as exc:
+        raise EdgeMlaError(f"{path}: checkpoint model_config is malformed ({first_line(exc)})") from None
+    try:
         model = build_model(cfg)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, RuntimeError) as exc:
@@ -66,8 +72,24 @@ def load_checkpoint(run_dir: str | os.PathLike):
     except TypeError as exc:  # a field of the wrong type in model_config
         raise EdgeMlaError(f"{path}: checkpoint model_config is malformed ({first_line(exc)})") from None
     _check_payload_fields(path, payload, cfg.num_classes)
+    _check_weights(path, payload["state_dict"], model)
     model.eval()
     return model, payload
+
+
+def _check_weights(path: Path, stored: dict, model) -> None:
+    """Every stored weight the model keeps as a float is a float, and finite. Why:
+    load_state_dict copies an int64 tensor into a float parameter without a word, and
+    NaN weights gave 10% everywhere (and a reliability.json of NaN) with exit 0."""
+    import torch
+
+    own = model.state_dict()
+    for k, v in stored.items():
+        if k in own and own[k].is_floating_point() and isinstance(v, torch.Tensor):
+            if not v.is_floating_point():
+                raise EdgeMlaError(f"{path}: checkpoint stores {k} as {str(v.dtype).replace('torch.', '')}, not floating point")
+            if not bool(torch.isfinite(v).all()):
+                raise EdgeMlaError(f"{path}: checkpoint holds non-finite weights ({k}: NaN or inf; did training diverge?)")
 
 
 def _check_payload_fields(path: Path, payload: dict, num_classes) -> None:

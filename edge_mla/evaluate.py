@@ -244,7 +244,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str =
     """The eval figures of a run folder; ``suite`` adds the corruption suite with
     reliability weighting (fits RUN_DIR/reliability.json when missing)."""
     from edge_mla.checkpoint import load_checkpoint
-    from edge_mla.data import load_dataset
+    from edge_mla.data.registry import load_for_model
     from edge_mla.manifest import load_run_config
     from edge_mla.reliability import DEFAULT_SIGNAL
     from edge_mla.reliability_fit import load_or_fit
@@ -255,7 +255,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str =
     conf = load_run_config(run_dir)
     name = conf.need_dataset(" (which data should the run be scored on?)")
     model, payload = load_checkpoint(run_dir)
-    ds = load_dataset(name, data_dir or conf.data_dir, seed=conf.seed, split=conf.split)
+    ds = load_for_model({"dataset": name, "data_dir": data_dir or conf.data_dir, "seed": conf.seed, "split": conf.split}, model.cfg, payload.get("classes"))
     split = ds.split(split_name)
     if limit and limit < len(split):
         from edge_mla.calib.select import stratified_indices

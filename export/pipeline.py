@@ -226,8 +226,8 @@ def _set_metadata(path: Path, facts: dict) -> None:
 def export_run(cfg: ExportConfig) -> ExportResult:
     """Export ``cfg.run_dir`` into ``cfg.out``; see the module docstring."""
     from edge_mla.checkpoint import load_checkpoint
-    from edge_mla.data.registry import data_folder_of
-    from edge_mla.export.rundata import dataset_spec, load_for_model
+    from edge_mla.data.registry import data_folder_of, load_for_model
+    from edge_mla.export.rundata import dataset_spec
 
     run_dir = cfg.run_dir
     if not run_dir.is_dir():
@@ -244,7 +244,7 @@ def export_run(cfg: ExportConfig) -> ExportResult:
 
         calib = sources.from_path(cfg.calib_data, modalities, mcfg, cfg.calib_size, spec["seed"])
     log.info("loading %s data (seed %d) for parity, calibration and the gate", spec["dataset"], spec["seed"])
-    ds = load_for_model(spec, mcfg)
+    ds = load_for_model(spec, mcfg, payload.get("classes"))
     if len(ds.val) == 0:
         raise EdgeMlaError(f"dataset {spec['dataset']}: the validation split is empty; the gate needs it")
     if cfg.int8 != "off" and calib is None:

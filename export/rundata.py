@@ -25,25 +25,3 @@ def dataset_spec(run_dir: Path, dataset: Optional[str], data_dir: Optional[str])
     # A different dataset than the run's: its data_dir from the run no longer applies.
     ddir = data_dir if data_dir else (cfg.data_dir if not dataset or dataset == cfg.dataset else None)
     return {"dataset": name, "data_dir": ddir, "seed": cfg.seed, "split": cfg.split}
-
-
-def load_for_model(spec: dict, model_cfg):
-    """Load the dataset of ``spec`` and check it fits the model."""
-    name = spec["dataset"]
-    if name == "folder":
-        if not spec.get("data_dir"):
-            raise EdgeMlaError("--dataset folder needs --data-dir pointing at a folder with pairs.csv")
-        from edge_mla.data.folder import load_folder
-
-        ds = load_folder(spec["data_dir"], seed=spec["seed"], sample_rate=model_cfg.sample_rate, window_seconds=model_cfg.window / model_cfg.sample_rate, image_size=model_cfg.image_size)
-    else:
-        from edge_mla.data import load_dataset
-
-        ds = load_dataset(name, spec.get("data_dir"), seed=spec["seed"], split=spec["split"])
-    if len(ds.classes) != model_cfg.num_classes:
-        raise EdgeMlaError(f"dataset {name} has {len(ds.classes)} classes but the checkpoint has {model_cfg.num_classes}")
-    if ds.sample_rate != model_cfg.sample_rate or ds.image_size != model_cfg.image_size:
-        raise EdgeMlaError(
-            f"dataset {name} ({ds.sample_rate} Hz, {ds.image_size}px images) does not match the model ({model_cfg.sample_rate} Hz, {model_cfg.image_size}px)"
-        )
-    return ds

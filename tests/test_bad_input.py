@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from badinput_support import (  # noqa: F401  (fixtures)
-    ROOT, assert_one_error_line, bad_folder, cli, cli_subprocess, edit_manifest, manifest_copy, media, pairs_root, snapshot, tiny_engines, write_wav,
+    ROOT, assert_one_error_line, bad_folder, cli, cli_subprocess, edit_manifest, folder_dataset, manifest_copy, media, pairs_root, snapshot, tiny_engines, write_wav,
 )
 
 NAN_INF = ["nan", "inf", "-inf"]
@@ -463,6 +463,61 @@ def test_checkpoint_plain_fields_are_checked_in_one_line(tmp_path, field, value,
     with pytest.raises(EdgeMlaError, match=rf"checkpoint\.pt: .*{msg}") as err:
         load_checkpoint(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def _nan_weights(sd):
+    return {k: v.clone().fill_(float("nan")) if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def _int_weights(sd):
+    return {k: v.to(__import__("torch").int64) if v.is_floating_point() else v for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda p: {**p, "model_config": [1, 2]}, "model_config is malformed (expected an object, got list)"),
+    (lambda p: {**p, "model_config": {**p["model_config"], "hop": 0}}, "model_config: hop must be an integer >= 1"),
+    (lambda p: {**p, "model_config": {**p["model_config"], "n_fft": 100000}}, "n_fft must be an integer >= 16 and <= 16384"),
+    (lambda p: {**p, "model_config": {**p["model_config"], "sample_rate": -8000}}, "sample_rate must be an integer >= 1000"),
+    (lambda p: {**p, "model_config": {**p["model_config"], "num_classes": 0}}, "num_classes must be an integer >= 1"),
+    (lambda p: {**p, "model_config": {**p["model_config"], "window": 100}}, "need hop <= n_fft <= window"),
+    (lambda p: {**p, "state_dict": _nan_weights(p["state_dict"])}, "holds non-finite weights"),
+    (lambda p: {**p, "state_dict": _int_weights(p["state_dict"])}, "as int64, not floating point"),
+])
+def test_checkpoint_model_config_and_weights_are_checked_in_one_line(tmp_path, capsys, edit, msg):
+    """An untrusted checkpoint's front-end numbers failed deep in torch (hop 0), took
+    37 GiB (n_fft 100000) or ran silently wrong (a negative rate); NaN or int weights
+    loaded without a word and scored 10% everywhere."""
+    import torch
+
+    from edge_mla.checkpoint import load_checkpoint, save_checkpoint
+    from edge_mla.errors import EdgeMlaError
+    from edge_mla.models import ModelConfig, build_model
+
+    save_checkpoint(tmp_path / "checkpoint.pt", build_model(ModelConfig(preset="tiny")), [str(i) for i in range(10)], "mla", 2)
+    _, payload = load_checkpoint(tmp_path)
+    torch.save(edit(payload), tmp_path / "checkpoint.pt")
+    with pytest.raises(EdgeMlaError, match=r"checkpoint\.pt: ") as err:
+        load_checkpoint(tmp_path)
+    assert msg in str(err.value) and "\n" not in str(err.value)
+    assert capsys.readouterr().err == ""  # no torch warning (num_classes 0 printed one before the line)
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_data_whose_classes_are_not_the_checkpoints_is_one_line(capsys, tmp_path, pairs_root, command):
+    """eval scored a model trained on a/b on a folder labelled c/d (the same count)
+    and printed the accuracy; export and eval share one check."""
+    from edge_mla.checkpoint import save_checkpoint
+    from edge_mla.models import ModelConfig, build_model
+
+    other = folder_dataset(tmp_path / "other", classes=("c", "d"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": "folder", "data_dir": str(pairs_root), "seed": 0, "split": "official"}))
+    save_checkpoint(run / "checkpoint.pt", build_model(ModelConfig(preset="tiny", num_classes=2, sample_rate=16000, window=16000)), ["a", "b"], "mla", 1)
+    args = ["--no-corrupt"] if command == "eval" else ["--out", tmp_path / "eng", "--no-progress"]
+    rc, _, err = cli(capsys, command, run, "--data-dir", other, *args)
+    assert_one_error_line(command, rc, err, "has classes c, d but the checkpoint was trained on a, b")
+    assert not (tmp_path / "eng").exists() and not (run / "test.json").exists()
 
 
 # -- profile / demo ------------------------------------------------------------------

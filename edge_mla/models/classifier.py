@@ -22,6 +22,16 @@ from edge_mla.models.encoders import AudioEncoder, ImageEncoder, ResNet18, TinyC
 from edge_mla.models.frontend import LogMel
 
 PRESETS = ("tiny", "resnet18")
+MODEL_NUMBERS = {  # edge_mla.validate.number's keywords per numeric field
+    "num_classes": dict(lo=1, hi=100_000, integer=True),
+    "image_size": dict(lo=8, hi=4096, integer=True),
+    "sample_rate": dict(lo=1000, hi=384000, integer=True),
+    "window": dict(lo=16, hi=10_000_000, integer=True),
+    "n_mels": dict(lo=1, hi=1024, integer=True),
+    "n_fft": dict(lo=16, hi=16384, integer=True),
+    "hop": dict(lo=1, hi=16384, integer=True),
+    "dim": dict(lo=0, hi=8192, integer=True),
+}
 HEADS = ("shared", "concat", "separate", "concat_aux")
 
 
@@ -45,6 +55,13 @@ class ModelConfig:
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}")
         self.modalities = tuple(self.modalities)
+        from edge_mla.validate import numbers
+
+        # A checkpoint's model_config is untrusted: hop 0 or a 100000-point FFT failed
+        # deep in torch (or allocated 37 GiB), a 0 Hz or negative rate ran with NaN.
+        numbers(self, MODEL_NUMBERS, where="model_config")
+        if self.n_fft > self.window or self.hop > self.n_fft or self.n_mels > self.n_fft // 2 + 1:
+            raise ValueError(f"audio front end: need hop <= n_fft <= window and n_mels <= n_fft / 2 + 1 (got hop {self.hop}, n_fft {self.n_fft}, window {self.window}, n_mels {self.n_mels})")
         if not self.dim:
             self.dim = 64 if self.preset == "tiny" else 512
 
