@@ -268,13 +268,14 @@ def test_train_rejects_bad_pairs_csv_and_writes_nothing(capsys, tmp_path, pairs_
 TRAIN_NUMBERS = [("--epochs", "0"), ("--lr", "nan"), ("--lr", "inf"), ("--lr", "-0.1"), ("--momentum", "1.5"), ("--momentum", "nan"),
                  ("--weight-decay", "nan"), ("--batch-size", "-1"), ("--seed", "-1"), ("--limit", "0"), ("--val-limit", "0"),
                  ("--owm-alpha", "nan"), ("--owm-alpha", "0"), ("--ogm-alpha", "inf"), ("--threads", "-1"),
-                 ("--aug-speed", "0.9"), ("--aug-speed", "nan")]
+                 ("--aug-speed", "0.9"), ("--aug-speed", "nan"),
+                 ("--mmpareto-gamma", "nan"), ("--mmpareto-gamma", "-5"), ("--weight-decay", "1e300")]
 
 
 @pytest.mark.parametrize("flag,value", TRAIN_NUMBERS, ids=[f"{f}={v}" for f, v in TRAIN_NUMBERS])
 def test_train_rejects_bad_numbers(capsys, tmp_path, flag, value):
     rc, _, err = cli(capsys, "train", "--dataset", "demo", "--out", tmp_path / "run", flag, value)
-    assert_one_error_line("train", rc, err, flag, value)
+    assert_one_error_line("train", rc, err, flag, {"1e300": "1e+300"}.get(value, value))
     assert not any(tmp_path.iterdir())
 
 
@@ -282,7 +283,9 @@ TRAIN_CONFIG_MISTAKES = {"seed-a-string": ({"seed": "zero"}, "seed"), "epochs-fr
                          "augment-a-string": ({"augment": "yes"}, "augment"), "order-an-int": ({"modality_order": 3}, "modality_order"),
                          "method-a-list": ({"method": ["mla"]}, "method"), "unknown-key": ({"epochz": 3}, "epochz"),
                          "gain-one-number": ({"aug_gain_db": 6}, "aug-gain-db"), "gain-three": ({"aug_gain_db": [-6, 0, 6]}, "aug-gain-db"),
-                         "gain-too-loud": ({"aug_gain_db": [0, 90]}, "aug-gain-db"), "gain-a-string": ({"aug_gain_db": ["-6", "6"]}, "aug-gain-db")}
+                         "gain-too-loud": ({"aug_gain_db": [0, 90]}, "aug-gain-db"), "gain-a-string": ({"aug_gain_db": ["-6", "6"]}, "aug-gain-db"),
+                         "gamma-a-string": ({"mmpareto_gamma": "abc"}, "mmpareto-gamma"), "gamma-null": ({"mmpareto_gamma": None}, "mmpareto-gamma"),
+                         "lr-step-past-the-end": ({"lr_step": 3}, "lr-step"), "ogm-ends-before-it-starts": ({"ogm_start": 3, "ogm_end": 1}, "is before --ogm-start")}
 
 
 @pytest.mark.parametrize("mistake", list(TRAIN_CONFIG_MISTAKES))
@@ -310,6 +313,14 @@ def test_config_files_nested_too_deeply_are_one_line(capsys, tmp_path, tiny_engi
 def test_train_rejects_bad_gain_range(capsys, tmp_path, low, high, needle):
     rc, _, err = cli(capsys, "train", "--dataset", "demo", "--out", tmp_path / "run", "--aug-gain-db", low, high)
     assert_one_error_line("train", rc, err, "--aug-gain-db", needle)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_diverging_training_run_is_not_published(capsys, tmp_path):
+    """--lr 100 is in range but blows the weights up: the run folder was published with
+    NaN weights and chance-level scores, exit 0."""
+    rc, _, err = cli(capsys, "train", "--dataset", "demo", "--limit", "200", "--val-limit", "50", "--epochs", "1", "--lr", "100", "--no-progress", "--no-test", "--out", tmp_path / "run")
+    assert_one_error_line("train", rc, err, "training diverged in epoch 1", "lower --lr")
     assert not any(tmp_path.iterdir())
 
 

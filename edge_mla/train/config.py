@@ -48,12 +48,13 @@ NUMERIC = {
     "batch_size": dict(lo=1, hi=65_536, integer=True),
     "lr": dict(lo=0, lo_open=True, hi=100),
     "momentum": dict(lo=0, hi=1, hi_open=True),
-    "weight_decay": dict(lo=0),
-    "lr_step": dict(lo=0),
+    "weight_decay": dict(lo=0, hi=1),  # an L2 factor; 1e300 overflowed inside torch's SGD
+    "lr_step": dict(lo=0, hi=1),  # a fraction of the epochs
     "seed": dict(lo=0, hi=2**32 - 1, integer=True),
     "limit": dict(lo=1, integer=True, optional=True),
     "val_limit": dict(lo=1, integer=True, optional=True),
     "ogm_alpha": dict(lo=0),
+    "mmpareto_gamma": dict(lo=0, lo_open=True, hi=100),  # not checked before: NaN trained a model of NaN and published it
     "ogm_start": dict(lo=0, integer=True),
     "ogm_end": dict(lo=0, integer=True, optional=True),
     "threads": dict(lo=0, hi=1024, integer=True),
@@ -124,6 +125,8 @@ class TrainConfig:
         if self.split not in ("official", "speaker"):
             raise EdgeMlaError(f"unknown --split {self.split!r}; choose official or speaker")
         numbers(self, NUMERIC)
+        if self.ogm_end is not None and self.ogm_end < self.ogm_start:
+            raise EdgeMlaError(f"--ogm-end {self.ogm_end} is before --ogm-start {self.ogm_start}: OGM-GE would never modulate")
         for name in ("augment", "progress", "force"):
             if not isinstance(getattr(self, name), bool):
                 raise EdgeMlaError(f"{name} must be true or false (got {getattr(self, name)!r})")

@@ -174,6 +174,9 @@ def _train_into(cfg: TrainConfig, out: Optional[Path], world: World, device: "to
         if world.active:
             sums = _rank_mean(sums, world, device)
             world.sync_buffers(model)  # BatchNorm statistics: the validated model is every rank's
+        bad = next((n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if bad is not None:  # a diverged run was published with NaN weights (and scored at chance)
+            raise EdgeMlaError(f"training diverged in epoch {epoch + 1}: {bad} holds NaN or inf (lower --lr, or check the data for NaN); no run folder written")
         if not world.is_main:
             method.epoch_stats()  # keeps per-epoch state (OGM-GE's epoch count) in step
             continue
