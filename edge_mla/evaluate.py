@@ -257,6 +257,8 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str =
     model, payload = load_checkpoint(run_dir)
     ds = load_for_model({"dataset": name, "data_dir": data_dir or conf.data_dir, "seed": conf.seed, "split": conf.split}, model.cfg, payload.get("classes"))
     split = ds.split(split_name)
+    if len(split) == 0:
+        raise EdgeMlaError(f"dataset {ds.name}: the {split_name} split has no pairs; nothing to score")
     if limit and limit < len(split):
         from edge_mla.calib.select import stratified_indices
 

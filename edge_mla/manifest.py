@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Optional
 
 from edge_mla.errors import EdgeMlaError, required_file
+from edge_mla.preprocess import AUDIO_RATES
 from edge_mla.validate import number
 
 FORMAT = "edge-mla-engines/1"
@@ -188,7 +189,7 @@ class EngineEntry:
             input=TensorSpec.parse(o.obj("input")),
             output=TensorSpec.parse(o.obj("output")),
             image_size=image.num("size", required=False, lo=1, hi=4096, integer=True) if image else None,
-            sample_rate=audio.num("sample_rate", lo=1000, hi=384000, integer=True) if audio else None,
+            sample_rate=audio.num("sample_rate", lo=AUDIO_RATES[0], hi=AUDIO_RATES[1], integer=True) if audio else None,
             window=audio.num("window", lo=1, hi=10_000_000, integer=True) if audio else None,
             variants={p: VariantSpec.parse(variants.obj(p)) for p in variants.data} if variants else {},
             reliability_output=rel.get("name", "string") if rel else None,

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# Sample rates edge-mla takes anywhere (a model, a manifest, a WAV file, a mic): below
+# 1 kHz a clip is not speech-band audio (a 1 Hz header resampled one second into 256M
+# samples), above 384 kHz no sound card records.
+AUDIO_RATES = (1000, 384000)
+
 
 def image_to_tensor(frame: np.ndarray, size: int, invert: bool = False) -> np.ndarray:
     """Convert a frame (H, W), (H, W, 1) or BGR (H, W, 3), uint8 or float in [0, 1],

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+from edge_mla.preprocess import AUDIO_RATES
+
 DEFAULT_STATION = "default"  # the one station a run without --config describes
 
 
@@ -107,7 +109,7 @@ NUMERIC = {
     "duration": dict(lo=0, lo_open=True, hi=1e9, optional=True),
     "video_rate": dict(lo=1e-3, hi=1000, optional=True),
     "hop": dict(lo=0, lo_open=True, hi=60),
-    "mic_rate": dict(lo=1000, hi=384000, integer=True),
+    "mic_rate": dict(lo=AUDIO_RATES[0], hi=AUDIO_RATES[1], integer=True),
     "camera_timeout": dict(lo=0, lo_open=True, hi=HOUR),
     "mic_timeout": dict(lo=0, lo_open=True, hi=HOUR),
     "open_timeout": dict(lo=0, lo_open=True, hi=HOUR),

@@ -235,6 +235,8 @@ PAIRS_MISTAKES = {
     "label-only-in-test": (lambda r: _csv(["image,audio,label,split"] + [x + ",train" for x in r[1:9]] + [x + ",val" for x in r[9:]] + [r[1][:-1] + "z,test"]), "'z' have no training pairs (only in test)"),
     "bad-split": (lambda r: _csv(["image,audio,label,split"] + [x + ",training" for x in r[1:]]), "split 'training' must be train, val or test"),
     "no-rows": (lambda r: _csv(r[:1]), "no pairs listed"),
+    "label-column-twice": (lambda r: _csv(["image,audio,label,label"] + [x + ",zzz" for x in r[1:]]), "'label' appear more than once"),  # the last one won
+    "one-class": (lambda r: _csv(r[:1] + [x.rsplit(",", 1)[0] + ",a" for x in r[1:]]), "only one class ('a')"),
 }
 
 
@@ -254,6 +256,35 @@ def test_pairs_csv_with_bom_and_padding_reads(tmp_path, pairs_root):
     d = bad_folder(pairs_root, tmp_path / "ds", _csv(rows, bom=True))
     ds = load_folder(str(d))
     assert ds.classes == ["a", "b"] and len(ds.train) + len(ds.val) + len(ds.test) == 12
+
+
+def test_folder_without_test_pairs_is_refused_before_training(capsys, tmp_path, pairs_root):
+    """A split column with train and val only: the run trained to the end, then the
+    test scoring failed with a traceback and the run was lost."""
+    rows = _rows(pairs_root)
+    d = bad_folder(pairs_root, tmp_path / "ds", _csv(["image,audio,label,split"] + [x + (",train" if i % 2 else ",val") for i, x in enumerate(rows[1:])]))
+    rc, _, err = cli(capsys, "train", "--dataset", "folder", "--data-dir", d, "--out", tmp_path / "run", "--epochs", "1", "--no-progress")
+    assert_one_error_line("train", rc, err, "the test split has no pairs", "--no-test")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+@pytest.mark.parametrize("kind", ["1-hz", "nan"])
+def test_folder_audio_that_is_not_audio_is_one_line(capsys, tmp_path, pairs_root, kind):
+    """A 1 Hz header resampled a one-second clip into 256M samples (GiBs); NaN samples
+    were cast to undefined int16 values with a warning."""
+    import shutil
+
+    import soundfile as sf
+
+    d = tmp_path / "ds"
+    shutil.copytree(pairs_root, d)
+    first = d / _rows(pairs_root)[1].split(",")[1]
+    if kind == "1-hz":
+        sf.write(str(first), np.zeros(16000, np.float32), 1)
+    else:
+        sf.write(str(first), np.full(8000, np.nan, np.float32), 8000, subtype="FLOAT")
+    rc, _, err = cli(capsys, "data", "info", "--dataset", "folder", "--data-dir", d)
+    assert_one_error_line("data", rc, err, str(first), "sample rate 1 Hz is not audio" if kind == "1-hz" else "NaN or infinite samples")
 
 
 @pytest.mark.parametrize("mistake", ["latin-1", "label-only-in-test", "empty-label"])

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         table.append(format_table(res))
 
     with ddp.rank_guard(cfg, world):
-        out = train(cfg, world, test_before_publish if args.test else None)
+        out = train(cfg, world, test_before_publish if args.test else None, require_test=args.test)
     if out is None:  # a rank other than 0: rank 0 writes the run folder
         return 0
     print(f"run folder: {out}")

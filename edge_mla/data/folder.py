@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_mla.data.pairs import PairedDataset, PairedSplit
 from edge_mla.errors import EdgeMlaError
-from edge_mla.preprocess import image_to_tensor, resample
+from edge_mla.preprocess import AUDIO_RATES, image_to_tensor, resample
 
 log = logging.getLogger(__name__)
 REQUIRED = ("image", "audio", "label")
@@ -38,6 +38,10 @@ def read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:
         raise EdgeMlaError(f"{path}: cannot read audio ({exc})") from None
+    if not AUDIO_RATES[0] <= sr <= AUDIO_RATES[1]:  # a 1 Hz header made a 1 s clip 256M samples at 16 kHz
+        raise EdgeMlaError(f"{path}: sample rate {sr} Hz is not audio ({AUDIO_RATES[0]}-{AUDIO_RATES[1]} Hz)")
+    if not np.isfinite(data).all():
+        raise EdgeMlaError(f"{path}: holds NaN or infinite samples")
     x = resample(data.mean(axis=1), int(sr), sample_rate)
     return np.clip(x * 32767, -32768, 32767).astype(np.int16)
 
@@ -69,6 +73,9 @@ def read_pairs_csv(csv_path: Path) -> list:
     try:
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
+        twice = sorted({h for h in header if header.count(h) > 1})
+        if twice:  # csv.DictReader keeps the last one: a second "label" column silently replaced the labels
+            raise EdgeMlaError(f"{csv_path}: column(s) {', '.join(map(repr, twice))} appear more than once in the header")
         missing = [c for c in REQUIRED if c not in header]
         if missing:
             raise EdgeMlaError(f"{csv_path}: missing column(s) {', '.join(missing)} (have: {', '.join(map(repr, header)) or 'none'})")
@@ -102,6 +109,10 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
     else:
         names = sorted({r["label"] for r in rows})
         classes = sorted(names, key=int) if all(n.lstrip("-").isdigit() for n in names) else names
+    if len(set(classes)) != len(classes):
+        raise EdgeMlaError(f"{classes_file}: lists a class twice")
+    if len(classes) < 2:
+        raise EdgeMlaError(f"{classes_file if classes_file.is_file() else csv_path}: only one class ({', '.join(map(repr, classes))}); a classifier needs at least two")
     cls_index = {c: i for i, c in enumerate(classes)}
     images, clips, labels, parts = [], [], [], []
     img_cache: dict = {}

@@ -20,12 +20,13 @@ from torch import nn
 from edge_mla import MODALITIES
 from edge_mla.models.encoders import AudioEncoder, ImageEncoder, ResNet18, TinyCNN
 from edge_mla.models.frontend import LogMel
+from edge_mla.preprocess import AUDIO_RATES
 
 PRESETS = ("tiny", "resnet18")
 MODEL_NUMBERS = {  # edge_mla.validate.number's keywords per numeric field
     "num_classes": dict(lo=1, hi=100_000, integer=True),
     "image_size": dict(lo=8, hi=4096, integer=True),
-    "sample_rate": dict(lo=1000, hi=384000, integer=True),
+    "sample_rate": dict(lo=AUDIO_RATES[0], hi=AUDIO_RATES[1], integer=True),
     "window": dict(lo=16, hi=10_000_000, integer=True),
     "n_mels": dict(lo=1, hi=1024, integer=True),
     "n_fft": dict(lo=16, hi=16384, integer=True),

@@ -76,7 +76,7 @@ def _subsample(split, limit, rng):
     return split.subset(np.sort(rng.choice(len(split), size=limit, replace=False)))
 
 
-def train(cfg: TrainConfig, world: Optional[World] = None, before_publish: Optional[Callable[[Path], None]] = None) -> Optional[Path]:
+def train(cfg: TrainConfig, world: Optional[World] = None, before_publish: Optional[Callable[[Path], None]] = None, require_test: bool = False) -> Optional[Path]:
     """Train into a temporary folder beside the run folder and rename it into place
     at the end: an error, Ctrl-C or SIGTERM leaves nothing (and an old run folder
     replaced with --force survives until then). ``before_publish(tmp)`` adds files
@@ -85,17 +85,17 @@ def train(cfg: TrainConfig, world: Optional[World] = None, before_publish: Optio
     world = world or World()
     device = rank_device(resolve_device(cfg.device), world.local_rank)  # before any folder: --device cuda without CUDA is one line
     if not world.is_main:
-        _train_into(cfg, None, world, device)
+        _train_into(cfg, None, world, device, require_test)
         return None
     final = prepare_run_dir(cfg)
     with staged_folder(final) as tmp:
-        _train_into(cfg, tmp, world, device)
+        _train_into(cfg, tmp, world, device, require_test)
         if before_publish is not None:
             before_publish(tmp)
     return final
 
 
-def _train_into(cfg: TrainConfig, out: Optional[Path], world: World, device: "torch.device") -> Optional[Path]:
+def _train_into(cfg: TrainConfig, out: Optional[Path], world: World, device: "torch.device", require_test: bool = False) -> Optional[Path]:
     import torch
 
     from edge_mla.models import ModelConfig, build_model
@@ -105,6 +105,8 @@ def _train_into(cfg: TrainConfig, out: Optional[Path], world: World, device: "to
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     ds = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, split=cfg.split)
+    if require_test and len(ds.test) == 0:  # the run was lost to a traceback after training
+        raise EdgeMlaError(f"dataset {ds.name}: the test split has no pairs, so the run cannot be scored at the end; add test pairs, or pass --no-test")
     rng = np.random.default_rng(cfg.seed)
     train_split = _subsample(ds.train, cfg.limit, rng)
     val_split = _subsample(ds.val, cfg.val_limit, np.random.default_rng(cfg.seed + 1))

@@ -17,13 +17,14 @@ from typing import Callable, Optional
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError, first_line
+from edge_mla.preprocess import AUDIO_RATES
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.sources.base import in_outage
 
 log = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 0.02
-MIN_RATE, MAX_RATE = 1000, 384000
+MIN_RATE, MAX_RATE = AUDIO_RATES
 
 
 def riff_problem(path: str) -> Optional[str]:
