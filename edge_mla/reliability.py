@@ -229,8 +229,8 @@ class ModalityReliability:
             if len(coef) != len(feats):
                 raise ValueError("coef and features differ in length")
             t = float(d["temperature"])
-            if not t > 0:
-                raise ValueError("temperature must be positive")
+            if not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]:  # 1e-300 divided logits into overflow
+                raise ValueError(f"temperature {t:g} is outside {TEMPERATURE_RANGE[0]:g}-{TEMPERATURE_RANGE[1]:g}")
             means = precision = None
             if "mahalanobis" in feats:
                 means = np.asarray(d["means"], np.float64)
@@ -251,6 +251,9 @@ class ModalityReliability:
         except (KeyError, TypeError, ValueError) as exc:
             raise EdgeMlaError(f"{where}: corrupt reliability constants ({exc.__class__.__name__}: {exc})") from None
         return cls(t, feats, coef, float(d["bias"]), means, precision, fault, float(reference))
+
+
+TEMPERATURE_RANGE = (1e-2, 1e2)  # what a fit on validation can give (measured 0.6-3); beyond it a file is corrupt
 
 
 @dataclass

@@ -221,6 +221,22 @@ def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
     return Reliability.from_dict(block, str(path)).for_rule(rule)
 
 
+def _check_fits_model(path: Path, rel: Reliability, model, num_classes: int) -> None:
+    """A cached file's constants are this model's: one block per modality it has, and
+    class means of its feature size. Why: the file is run-folder input, and constants
+    copied from another run (other classes, another feature size, another modality)
+    were used as they were (a matmul traceback, or figures for a model not evaluated)."""
+    want = set(model.modalities)
+    if set(rel.modalities) != want:
+        raise EdgeMlaError(f"{path}: holds constants for {', '.join(sorted(rel.modalities)) or 'no modality'}, but the model has {', '.join(sorted(want))}; "
+                           "delete it and the next eval or export refits it")
+    dim = model.cfg.dim
+    for m, mr in rel.modalities.items():
+        if mr.means is not None and tuple(mr.means.shape) != (num_classes, dim):
+            raise EdgeMlaError(f"{path}: the {m} class means are {tuple(mr.means.shape)}, but the model has {num_classes} classes of {dim} features; "
+                               "delete it and the next eval or export refits it")
+
+
 def load_or_fit(run_dir, model, payload: dict, ds, rule: str, signal: str = DEFAULT_SIGNAL, refit: bool = False, seed: int = 0) -> Reliability:
     """The run's reliability constants for ``signal``, weighted for fusion ``rule``,
     fitting (and caching) every candidate when the run has none or ``refit``, on
@@ -229,6 +245,8 @@ def load_or_fit(run_dir, model, payload: dict, ds, rule: str, signal: str = DEFA
     if signal not in CANDIDATES:
         raise EdgeMlaError(f"--signal {signal!r}: choose one of {', '.join(CANDIDATES)}")
     rel = None if refit else load(Path(run_dir), signal, rule)
+    if rel is not None:
+        _check_fits_model(Path(run_dir) / RELIABILITY_NAME, rel, model, len(ds.classes))
     if rel is None:
         log.info("fitting reliability constants (%s) on the validation split", ", ".join(CANDIDATES))
         from edge_mla.checkpoint import CHECKPOINT_NAME

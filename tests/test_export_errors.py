@@ -221,3 +221,30 @@ def test_unreadable_reliability_cache_is_one_line_and_leaves_nothing(tiny_run, t
     assert_one_line_error(rc, err, str(path), "delete it")
     assert sorted(p.name for p in run.iterdir()) == before
     assert_nothing_written(tmp_path, {"run"})
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda m: m.pop("audio"), "holds constants for image, but the model has audio, image"),
+    (lambda m: m["image"].update(means=[r[:3] for r in m["image"]["means"]], precision=[r[:3] for r in m["image"]["precision"][:3]]), "the image class means are (10, 3)"),
+    (lambda m: m["image"].update(temperature=1e-300), "temperature 1e-300 is outside"),
+])
+def test_cached_reliability_constants_must_be_this_models(tiny_run, tmp_path, capsys, edit, needle):
+    """reliability.json is run-folder input: constants of another run (another feature
+    size, another modality set) or an absurd temperature gave a matmul traceback or
+    figures that do not belong to the model."""
+    from edge_mla.cli.main import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cache = run / "reliability.json"
+    if not cache.is_file():
+        assert main(["eval", str(run), "--limit", "20"]) == 0
+        capsys.readouterr()
+    d = json.loads(cache.read_text())
+    for cand in d["candidates"].values():
+        if "means" in cand["modalities"]["image"]:  # the default signal's candidates carry the Gaussian
+            edit(cand["modalities"])
+    cache.write_text(json.dumps(d))
+    rc = main(["eval", str(run), "--limit", "20"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(cache) in err[0] and needle in err[0], err
