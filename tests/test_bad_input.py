@@ -167,6 +167,33 @@ def test_stations_file_value_with_a_nul_is_one_line(capsys, tmp_path, tiny_engin
     assert "\x00" not in err and not (tmp_path / "o.jsonl").exists()
 
 
+@pytest.mark.parametrize("edit,needle", [
+    (lambda t: [1, 2], "not an edge-mla replay truth file"),
+    (lambda t: t.pop("video") and t, "video must name a file inside the session folder (got None)"),
+    (lambda t: {**t, "video": 5}, "video must name a file inside the session folder (got 5)"),
+    (lambda t: {**t, "audio": "../../../../etc/passwd"}, "audio must name a file inside the session folder"),
+    (lambda t: {**t, "outages": None}, "outages must be an object"),
+    (lambda t: {**t, "outages": {"camera": [[1]]}}, "outages.camera must be a list of [start, end] seconds"),
+    (lambda t: {**t, "outages": {"camera": [["a", "b"]]}}, "outages.camera must be a list of [start, end] seconds"),
+])
+def test_run_replay_with_a_corrupt_truth_file_is_one_line(capsys, tmp_path, tiny_engines, media, edit, needle):
+    """A replay session's truth.json is a file handed to the runtime: a wrong type gave
+    AttributeError / KeyError / TypeError tracebacks, and a '..' name was followed out
+    of the session folder."""
+    import shutil
+
+    from edge_mla.runtime.replay.recorder import TRUTH_FORMAT
+
+    session = tmp_path / "session"
+    session.mkdir()
+    shutil.copy(media["video"], session / "session.avi")
+    shutil.copy(media["wav"], session / "session.wav")
+    truth = {"format": TRUTH_FORMAT, "video": "session.avi", "audio": "session.wav", "outages": {"camera": [], "mic": []}}
+    (session / "truth.json").write_text(json.dumps(edit(truth)))
+    rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--replay", session, "--duration", "1")
+    assert_one_error_line("run", rc, err, str(session / "truth.json"), needle)
+
+
 def test_run_out_named_pipe_needs_a_reader_and_feeds_one(capsys, tmp_path, tiny_engines, media):
     """A FIFO nobody reads blocked open() for good (SIGTERM and --duration ignored);
     with a reader the records go through it."""

@@ -193,14 +193,26 @@ def load_session(path: str | Path) -> Session:
     truth_path = p if p.suffix == ".json" else p / "truth.json"
     if not truth_path.is_file():
         raise EdgeMlaError(f"{p}: not a replay session (no truth.json; record one with record_session)")
-    try:
-        truth = json.loads(truth_path.read_text())
-    except ValueError as exc:
-        raise EdgeMlaError(f"{truth_path}: not valid JSON ({exc})") from None
-    if truth.get("format") != TRUTH_FORMAT:
+    from edge_mla.manifest import read_json
+
+    truth = read_json(truth_path)
+    if not isinstance(truth, dict) or truth.get("format") != TRUTH_FORMAT:
         raise EdgeMlaError(f"{truth_path}: not an edge-mla replay truth file (expected {TRUTH_FORMAT})")
     root = truth_path.parent
-    return Session(root, root / truth["video"], root / truth["audio"], truth_path, truth)
+    files = {}
+    for key in ("video", "audio"):
+        name = truth.get(key)
+        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise EdgeMlaError(f"{truth_path}: {key} must name a file inside the session folder (got {name!r})")
+        files[key] = root / name
+    outages = truth.get("outages")
+    if not isinstance(outages, dict):
+        raise EdgeMlaError(f"{truth_path}: outages must be an object of camera/mic [start, end] lists (got {outages!r})")
+    for sensor, spans in outages.items():
+        ok = isinstance(spans, list) and all(isinstance(sp, list) and len(sp) == 2 and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in sp) and sp[0] <= sp[1] for sp in spans)
+        if not ok:
+            raise EdgeMlaError(f"{truth_path}: outages.{sensor} must be a list of [start, end] seconds (got {spans!r})")
+    return Session(root, files["video"], files["audio"], truth_path, truth)
 
 
 def session_config(session: Session, **overrides):
