@@ -35,6 +35,7 @@ from edge_mla.runtime.config import DEFAULT_STATION
 log = logging.getLogger(__name__)
 
 WINDOW = 200  # messages in flight (published, not yet acknowledged)
+NO_ANSWER_S = 5.0  # no CONNACK this long after the start: say so (a port that accepts TCP but is no broker was silent)
 STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
 
 
@@ -169,6 +170,7 @@ class MqttOutput:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._first_failure_logged = False
+        self._started_at = time.monotonic()
         self._last_error = ""
         self.published = 0  # acknowledged by the broker
         self.connects = 0
@@ -183,6 +185,7 @@ class MqttOutput:
             self.client.connect_async(self.target.host, self.target.port, keepalive=15)
         except Exception as exc:
             raise EdgeMlaError(f"--mqtt {self.target.host}:{self.target.port}: {exc}") from None
+        self._started_at = time.monotonic()
         self.client.loop_start()
         self._thread.start()
         if self.required and not self._connected.wait(connect_timeout):
@@ -283,6 +286,8 @@ class MqttOutput:
                 break
 
     def _step(self) -> None:
+        if not self._first_failure_logged and not self._connected.is_set() and self.connects == 0 and time.monotonic() - self._started_at > NO_ANSWER_S:
+            self._log_failure_once(f"no MQTT answer within {NO_ANSWER_S:.0f}s ({self._last_error or 'the port takes connections but no broker replied'})")
         batch = self._drain(self._in)
         if batch:
             dropped = self.spool.push(batch)

@@ -106,6 +106,25 @@ def test_bad_mqtt_options_exit_2_at_start(engines, session, tmp_path):
     assert "mqtt: 0 acknowledged" in p.stderr
 
 
+def test_a_port_that_is_no_broker_is_reported(engines, session, tmp_path):
+    """A listener that accepts TCP and never sends a CONNACK (a stalled broker, another
+    service): no warning came, decisions piled up in the spool in silence."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held = []
+    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(4)], daemon=True).start()
+    url = f"mqtt://127.0.0.1:{srv.getsockname()[1]}/plant/t"
+    p = run_cli(["run", "--engines", str(engines), "--replay", str(session.root), "--out", str(tmp_path / "o.jsonl"),
+                 "--mqtt-spool", str(tmp_path / "spool.db"), "--mqtt", url, "--duration", "7"], timeout=90)
+    srv.close()
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("no MQTT answer within 5s") == 1 and "spooled" in p.stderr, p.stderr
+
+
 def test_every_seq_arrives_once_across_a_broker_restart(engines, session, broker, tmp_path):
     """The broker is stopped for 3 s and restarted in the middle of a run; the
     runtime spools meanwhile and sends the backlog in order on reconnect."""
