@@ -314,6 +314,55 @@ def test_folder_audio_that_is_not_audio_is_one_line(capsys, tmp_path, pairs_root
     assert_one_error_line("data", rc, err, str(first), "sample rate 1 Hz is not audio" if kind == "1-hz" else "NaN or infinite samples")
 
 
+DEMO_CACHE_MISTAKES = {
+    "no-voice": (lambda d: d.pop("voice"), "no 'voice' array"),
+    "labels-past-9": (lambda d: d.update(image_labels=d["image_labels"] + 20), "labels are not the digits 0-9"),
+    "rate-an-array": (lambda d: d.update(sample_rate=np.array([8000, 8000], np.int32)), "sample rate"),
+    "rate-zero": (lambda d: d.update(sample_rate=np.int32(0)), "sample rate"),
+    "flat-images": (lambda d: d.update(images=d["images"].reshape(len(d["images"]), -1)), "images of shape"),
+    "offsets-reversed": (lambda d: d.update(offsets=d["offsets"][::-1].copy()), "clip offsets"),
+    "truncated": (None, "corrupt demo dataset"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(DEMO_CACHE_MISTAKES))
+def test_corrupt_demo_cache_is_one_line(capsys, tmp_path, demo_cache, monkeypatch, mistake):
+    """The demo cache lives outside the repo and outlives versions and crashes: a
+    missing key, labels past 9, an array as the rate or broken offsets gave
+    KeyError / ValueError / TypeError tracebacks or trained on garbage."""
+    from edge_mla.data.demo import demo_path
+
+    src = demo_path()
+    monkeypatch.setenv("EDGE_MLA_CACHE", str(tmp_path / "cache"))
+    dst = demo_path()
+    dst.parent.mkdir()
+    edit, needle = DEMO_CACHE_MISTAKES[mistake]
+    if edit is None:
+        dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    else:
+        with np.load(src) as z:
+            d = {k: z[k] for k in z.files}
+        edit(d)
+        np.savez(dst, **d)
+    rc, _, err = cli(capsys, "train", "--dataset", "demo", "--epochs", "1", "--out", tmp_path / "run")
+    assert_one_error_line("train", rc, err, str(dst), needle, "run 'edge-mla data demo'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_demo_cache_path_mistakes_are_one_line(capsys, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("EDGE_MLA_CACHE", str(tmp_path / "afile" / "sub"))
+    rc, _, err = cli(capsys, "data", "demo")
+    assert_one_error_line("data", rc, err, "cannot create the cache folder", "EDGE_MLA_CACHE")
+    monkeypatch.setenv("EDGE_MLA_CACHE", str(tmp_path / "cache"))
+    from edge_mla.data.demo import demo_path
+
+    demo_path().mkdir(parents=True)  # a folder where the archive goes: refused before minutes of synthesis
+    rc, _, err = cli(capsys, "data", "demo", "--force")
+    assert_one_error_line("data", rc, err, "exists and is not a file")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [demo_path().name]
+
+
 @pytest.mark.parametrize("mistake", ["latin-1", "label-only-in-test", "empty-label"])
 def test_train_rejects_bad_pairs_csv_and_writes_nothing(capsys, tmp_path, pairs_root, mistake):
     make, needle = PAIRS_MISTAKES[mistake]

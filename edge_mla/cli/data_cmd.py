@@ -25,14 +25,19 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from edge_mla.data import load_dataset
-    from edge_mla.data.demo import build_demo, demo_path
+    from edge_mla.data.demo import build_demo, demo_path, read_demo_archive
+    from edge_mla.errors import EdgeMlaError
 
     if args.action == "demo":
         path = demo_path()
         if path.is_file() and not args.force:
-            print(f"demo dataset already built: {path}")
-        else:
-            print(f"demo dataset written: {build_demo(path)}")
+            try:
+                read_demo_archive(path)
+                print(f"demo dataset already built: {path}")
+                return 0
+            except EdgeMlaError as exc:  # a corrupt cache is what this command is for
+                print(f"rebuilding: {exc}")
+        print(f"demo dataset written: {build_demo(path)}")
         return 0
     ds = load_dataset(args.dataset, args.data_dir, split=args.split)
     print(json.dumps({"name": ds.name, "classes": ds.classes, "train": len(ds.train), "val": len(ds.val), "test": len(ds.test), "sample_rate": ds.sample_rate, "window": ds.window, "image_size": ds.image_size, **ds.info}, indent=2, default=str))

@@ -57,7 +57,12 @@ def build_demo(path: Optional[Path] = None, takes_per_voice: int = 3, seed: int 
     from edge_mla.preprocess import image_to_tensor
 
     path = Path(path or demo_path())
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():
+        raise EdgeMlaError(f"{path}: exists and is not a file; remove it (or set EDGE_MLA_CACHE) and run 'edge-mla data demo'")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeMlaError(f"{path.parent}: cannot create the cache folder ({exc.strerror}); set EDGE_MLA_CACHE to a writable folder") from None
     rng = np.random.default_rng(seed)
     digits = load_digits()
     imgs = np.stack([image_to_tensor((d / 16.0).astype(np.float32), IMAGE_SIZE)[0] for d in digits.images])
@@ -84,10 +89,20 @@ def build_demo(path: Optional[Path] = None, takes_per_voice: int = 3, seed: int 
         labels.append(word)
         voices.append(voice)
     tmp = path.with_suffix(".tmp.npz")
+    try:
+        _write_archive(tmp, path, imgs_u8, digits.target, audio, offsets, labels, voices)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EdgeMlaError(f"{path}: cannot write the demo dataset ({exc.strerror})") from None
+    log.info("demo dataset written to %s", path)
+    return path
+
+
+def _write_archive(tmp: Path, path: Path, imgs_u8, image_labels, audio: list, offsets: list, labels: list, voices: list) -> None:
     np.savez_compressed(
         tmp,
         images=imgs_u8,
-        image_labels=digits.target.astype(np.uint8),
+        image_labels=np.asarray(image_labels).astype(np.uint8),
         audio=np.concatenate(audio),
         offsets=np.asarray(offsets, np.int64),
         label=np.asarray(labels, np.uint8),
@@ -96,8 +111,6 @@ def build_demo(path: Optional[Path] = None, takes_per_voice: int = 3, seed: int 
         version=np.int32(DEMO_VERSION),
     )
     os.replace(tmp, path)
-    log.info("demo dataset written to %s", path)
-    return path
 
 
 def _trim_silence(x: np.ndarray, thresh: float = 0.02) -> np.ndarray:
@@ -109,17 +122,47 @@ def _trim_silence(x: np.ndarray, thresh: float = 0.02) -> np.ndarray:
     return x[max(idx[0] - pad, 0) : idx[-1] + pad]
 
 
+def read_demo_archive(path: Path) -> dict:
+    """The demo archive's arrays, checked: what ``build_demo`` writes, or one line
+    saying to rebuild it. Why: the cache lives outside the repo and outlives
+    versions and crashes; a missing key, a label out of 0-9, a wrong rate or broken
+    offsets gave KeyError / ValueError tracebacks or trained on garbage."""
+    def bad(why: str) -> EdgeMlaError:
+        return EdgeMlaError(f"{path}: corrupt demo dataset ({why}); delete it and run 'edge-mla data demo'")
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise bad(f"{exc.__class__.__name__}: {exc}") from None
+    want = {"images": "u", "image_labels": "u", "audio": "i", "offsets": "i", "label": "u", "voice": "U", "sample_rate": "i", "version": "i"}
+    for key, kind in want.items():
+        if key not in d:
+            raise bad(f"no {key!r} array")
+        if d[key].dtype.kind != kind:
+            raise bad(f"{key} holds {d[key].dtype}")
+    if d["version"].shape != () or int(d["version"]) != DEMO_VERSION or d["sample_rate"].shape != () or int(d["sample_rate"]) != SAMPLE_RATE:
+        raise bad(f"version {d['version']!r} / sample rate {d['sample_rate']!r}, expected {DEMO_VERSION} / {SAMPLE_RATE}")
+    n_img, n_clip = len(d["image_labels"]), len(d["label"])
+    if d["images"].ndim != 3 or d["images"].shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(d["images"]) != n_img:
+        raise bad(f"images of shape {d['images'].shape} for {n_img} labels")
+    offs = d["offsets"]
+    if offs.ndim != 1 or len(offs) != n_clip + 1 or offs[0] != 0 or offs[-1] != len(d["audio"]) or np.any(np.diff(offs) <= 0) or d["audio"].ndim != 1:
+        raise bad("clip offsets do not cut the audio into one clip per label")
+    if d["voice"].shape != (n_clip,) or d["image_labels"].ndim != 1 or d["label"].ndim != 1:
+        raise bad("labels and voices are not one per image / clip")
+    if set(np.unique(d["image_labels"]).tolist()) != set(range(10)) or set(np.unique(d["label"]).tolist()) != set(range(10)):
+        raise bad("labels are not the digits 0-9")
+    return d
+
+
 def load_demo(seed: int = 0, build: bool = True) -> PairedDataset:
     path = demo_path()
     if not path.is_file():
         if not build:
             raise EdgeMlaError(f"{path}: demo dataset not built yet; run 'edge-mla data demo'")
         build_demo(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise EdgeMlaError(f"{path}: cannot read the demo dataset ({exc}); delete it and run 'edge-mla data demo'") from None
+    d = read_demo_archive(path)
     rng = np.random.default_rng(seed)
     images = (d["images"].astype(np.float32) / 255.0)[:, None]
     ylab = d["image_labels"].astype(np.int64)
