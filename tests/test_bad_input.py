@@ -314,6 +314,42 @@ def test_folder_audio_that_is_not_audio_is_one_line(capsys, tmp_path, pairs_root
     assert_one_error_line("data", rc, err, str(first), "sample rate 1 Hz is not audio" if kind == "1-hz" else "NaN or infinite samples")
 
 
+AVMNIST_MISTAKES = {
+    "y-train-cut": ("mnist", lambda d: d.update(y_train=d["y_train"][:100]), "y_train must be"),
+    "x-train-only-validation": ("mnist", lambda d: d.update(x_train=d["x_train"][:10000], y_train=d["y_train"][:10000]), "more than the 10000 validation rows"),
+    "labels-past-9": ("mnist", lambda d: d.update(y_test=d["y_test"] + 10), "y_test must hold the digits 0-9"),
+    "nan-images": ("mnist", lambda d: d.update(x_test=np.full(d["x_test"].shape, np.nan, np.float32)), "x_test must hold finite pixel values"),
+    "a-digit-missing": ("fsdd", lambda d: d.update(label=np.where(d["label"] == 3, 4, d["label"])), "label must hold the digits 0-9"),
+    "rate-an-array": ("fsdd", lambda d: d.update(sample_rate=np.array([8000, 8000])), "sample_rate"),
+    "audio-2d": ("fsdd", lambda d: d.update(audio=d["audio"][:, None]), "audio must be one finite 1-D array"),
+    "offsets-reversed": ("fsdd", lambda d: d.update(offsets=d["offsets"][::-1].copy()), "offsets must cut the audio"),
+    "speaker-short": ("fsdd", lambda d: d.update(speaker=d["speaker"][:-5]), "speaker must have one entry per clip"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(AVMNIST_MISTAKES))
+def test_corrupt_avmnist_archives_are_one_line(capsys, tmp_path, mistake):
+    """The user's data folder: a cut y_train trained on 0 pairs and published a run, a
+    missing digit or an array as the rate gave tracebacks, NaN images trained NaN."""
+    import shutil
+
+    from edge_mla.data.avmnist import resolve_data_dir
+
+    src = resolve_data_dir(None)
+    which, edit, needle = AVMNIST_MISTAKES[mistake]
+    d_dir = tmp_path / "data"
+    d_dir.mkdir()
+    other = "fsdd" if which == "mnist" else "mnist"
+    (d_dir / f"{other}.npz").symlink_to(src / f"{other}.npz")
+    with np.load(src / f"{which}.npz") as z:
+        d = {k: z[k] for k in z.files}
+    edit(d)
+    np.savez(d_dir / f"{which}.npz", **d)
+    rc, _, err = cli(capsys, "data", "info", "--dataset", "avmnist", "--data-dir", d_dir)
+    assert_one_error_line("data", rc, err, str(d_dir / f"{which}.npz"), needle)
+    shutil.rmtree(d_dir)
+
+
 DEMO_CACHE_MISTAKES = {
     "no-voice": (lambda d: d.pop("voice"), "no 'voice' array"),
     "labels-past-9": (lambda d: d.update(image_labels=d["image_labels"] + 20), "labels are not the digits 0-9"),

@@ -60,20 +60,50 @@ def _load_npz(path: Path, keys: tuple) -> dict:
         raise EdgeMlaError(f"{path}: cannot read as a NumPy .npz archive ({exc.__class__.__name__}: {exc})") from None
 
 
+def _digits(path: Path, key: str, y: np.ndarray, n: int) -> None:
+    """``y`` is ``n`` integer labels covering exactly the digits 0-9."""
+    if y.ndim != 1 or len(y) != n or y.dtype.kind not in "iu":
+        raise EdgeMlaError(f"{path}: {key} must be {n} integer labels (got {y.dtype} of shape {y.shape})")
+    if set(np.unique(y).tolist()) != set(range(10)):
+        raise EdgeMlaError(f"{path}: {key} must hold the digits 0-9 (got {sorted(set(np.unique(y).tolist()))[:12]})")
+
+
 def load_mnist(data_dir: Path) -> dict:
-    d = _load_npz(data_dir / "mnist.npz", ("x_train", "y_train", "x_test", "y_test"))
+    """mnist.npz, checked: the data folder is the user's, and a cut, relabelled or NaN
+    array trained on nothing (0 pairs) or on garbage with exit 0."""
+    path = data_dir / "mnist.npz"
+    d = _load_npz(path, ("x_train", "y_train", "x_test", "y_test"))
     for k in ("x_train", "x_test"):
         if d[k].ndim != 3 or d[k].shape[1:] != (28, 28):
-            raise EdgeMlaError(f"{data_dir / 'mnist.npz'}: {k} has shape {d[k].shape}, expected (N, 28, 28)")
+            raise EdgeMlaError(f"{path}: {k} has shape {d[k].shape}, expected (N, 28, 28)")
+        if d[k].dtype.kind not in "uif" or (d[k].dtype.kind == "f" and not np.isfinite(d[k]).all()):
+            raise EdgeMlaError(f"{path}: {k} must hold finite pixel values (got {d[k].dtype})")
+    if len(d["x_train"]) <= MNIST_VAL_ROWS or not len(d["x_test"]):
+        raise EdgeMlaError(f"{path}: x_train needs more than the {MNIST_VAL_ROWS} validation rows, and x_test some rows (got {len(d['x_train'])} and {len(d['x_test'])})")
+    _digits(path, "y_train", d["y_train"], len(d["x_train"]))
+    _digits(path, "y_test", d["y_test"], len(d["x_test"]))
     return d
 
 
 def load_fsdd(data_dir: Path) -> dict:
-    d = _load_npz(data_dir / "fsdd.npz", ("audio", "offsets", "label", "speaker", "index", "sample_rate"))
-    if d["offsets"].shape[0] != d["label"].shape[0] + 1:
-        raise EdgeMlaError(f"{data_dir / 'fsdd.npz'}: offsets and label lengths disagree")
-    if int(d["sample_rate"]) != SAMPLE_RATE:
-        raise EdgeMlaError(f"{data_dir / 'fsdd.npz'}: sample_rate {int(d['sample_rate'])}, expected {SAMPLE_RATE}")
+    """fsdd.npz, checked (see load_mnist)."""
+    path = data_dir / "fsdd.npz"
+    d = _load_npz(path, ("audio", "offsets", "label", "speaker", "index", "sample_rate"))
+    n = d["label"].shape[0] if d["label"].ndim == 1 else -1
+    offs, audio = d["offsets"], d["audio"]
+    if audio.ndim != 1 or audio.dtype.kind not in "iuf" or (audio.dtype.kind == "f" and not np.isfinite(audio).all()):
+        raise EdgeMlaError(f"{path}: audio must be one finite 1-D array of samples (got {audio.dtype} of shape {audio.shape})")
+    if offs.ndim != 1 or offs.dtype.kind not in "iu" or offs.shape[0] != n + 1 or offs[0] != 0 or offs[-1] != len(audio) or np.any(np.diff(offs) <= 0):
+        raise EdgeMlaError(f"{path}: offsets must cut the audio into one clip per label (0, increasing, ending at {len(audio)})")
+    _digits(path, "label", d["label"], n)
+    for key in ("speaker", "index"):
+        if d[key].shape != (n,):
+            raise EdgeMlaError(f"{path}: {key} must have one entry per clip ({n}; got shape {d[key].shape})")
+    if d["index"].dtype.kind not in "iu" or (d["index"] < 0).any():
+        raise EdgeMlaError(f"{path}: index must be recording numbers >= 0")
+    sr = d["sample_rate"]
+    if sr.shape != () or sr.dtype.kind not in "iu" or int(sr) != SAMPLE_RATE:
+        raise EdgeMlaError(f"{path}: sample_rate {sr!r}, expected {SAMPLE_RATE}")
     return d
 
 

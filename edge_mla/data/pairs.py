@@ -13,6 +13,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from edge_mla.errors import EdgeMlaError
+
 from edge_mla.data.augment import AudioAugment
 from edge_mla.preprocess import fit_window
 
@@ -100,7 +102,7 @@ def pair_by_label(
     for c in np.unique(image_labels):
         pool = np.flatnonzero(clip_labels == c)
         if pool.size == 0:
-            raise ValueError(f"no audio clip with label {c} to pair with its images")
+            raise EdgeMlaError(f"no audio clip with label {c} to pair with its images in this split (the data's labels or split do not cover every class)")
         rows = np.flatnonzero(image_labels == c)
         clip_index[rows] = pool[rng.integers(0, pool.size, rows.size)]
     return clip_index
