@@ -24,7 +24,7 @@ queue (a full queue counts a drop, it never waits); a collector thread follows t
 sensors; a writer thread encodes and writes. A slow disk costs clips, never
 decisions. Frames are kept as references to the arrays the camera already made
 (no copy, no encoding until a clip is written), so the pre-roll costs memory
-(about 5 s x fps x frame size), not CPU.
+(about 5 s x fps x frame size, at most --clips-buffer-mb), not CPU.
 """
 
 from __future__ import annotations
@@ -78,6 +78,11 @@ class ClipRecorder:
         self.pre, self.post = cfg.clip_pre, cfg.clip_post
         self.conf_threshold, self.low_seconds = cfg.clip_confidence, cfg.clip_low_seconds
         self.budget = cfg.clips_max_mb * 2**20
+        # Raw frames are kept by reference (no encoding), so the roll is bounded in bytes
+        # too: 1080p at 30 fps is ~190 MB a second, and --clip-pre 60 took 11 GB.
+        self.buffer = cfg.clips_buffer_mb * 2**20
+        self._frame_bytes = 0
+        self.trimmed = 0  # frames dropped from the roll to stay within --clips-buffer-mb
         self.camera, self.mic = camera, mic
         self.classes = list(classes)
         self.checksum = checksum
@@ -113,7 +118,7 @@ class ClipRecorder:
             t.join(timeout)
 
     def snapshot(self) -> dict:
-        return {"written": self.written, "dropped": self.dropped, "deleted": self.deleted}
+        return {"written": self.written, "dropped": self.dropped, "deleted": self.deleted, "trimmed": self.trimmed}
 
     # -- collector thread ----------------------------------------------------------
     def _collect(self) -> None:
@@ -127,6 +132,7 @@ class ClipRecorder:
                 if item is not None:
                     frame_seq = item.seq
                     self._frames.append((item.t_capture, item.data))
+                    self._frame_bytes += getattr(item.data, "nbytes", 0)
             else:
                 self._stop.wait(0.02)
             if self.mic is not None:
@@ -148,10 +154,20 @@ class ClipRecorder:
             keep_from = (self._active["t0"] if self._active else t) - self.pre
             for dq in (self._frames, self._audio, self._records):
                 while dq and dq[0][0] < keep_from:
-                    dq.popleft()
+                    self._pop(dq)
+            while self._frames and self._frame_bytes > self.buffer:
+                self._pop(self._frames)
+                self.trimmed += 1
+                if self.trimmed == 1:
+                    log.warning("clips: the camera frames of the roll exceed --clips-buffer-mb %.0f; clips keep fewer seconds of pre-roll", self.buffer / 2**20)
         if self._active is not None:
             self._finish(now())
         self._jobs.put(None)
+
+    def _pop(self, dq: collections.deque) -> None:
+        _t, item = dq.popleft()
+        if dq is self._frames:
+            self._frame_bytes -= getattr(item, "nbytes", 0)
 
     def _check(self, t: float, rec: dict) -> None:
         reasons = []

@@ -80,6 +80,7 @@ class RunConfig:
     clip_confidence: float = field(default=0.5, metadata={"help": "fused confidence below this for --clip-low-seconds triggers a clip (default 0.5; 0: off)", "metavar": "P"})
     clip_low_seconds: float = field(default=2.0, metadata={"help": "how long confidence must stay low before a clip (default 2)", "metavar": "S"})
     clips_max_mb: float = field(default=1024.0, metadata={"help": "disk budget of --clips; the oldest clips are deleted beyond it (default 1024)", "metavar": "MB"})
+    clips_buffer_mb: float = field(default=512.0, metadata={"help": "memory for the camera frames of --clips' pre- and post-roll; the oldest frames go beyond it (default 512)", "metavar": "MB"})
     watch: bool = field(default=False, metadata={"help": "swap engines when the engine folder's manifest.json changes (SIGHUP always does)"})
     watch_period: float = 1.0  # seconds between manifest.json checks under --watch
 
@@ -125,6 +126,7 @@ NUMERIC = {
     "clip_confidence": dict(lo=0, hi=1),
     "clip_low_seconds": dict(lo=0, lo_open=True, hi=DAY),
     "clips_max_mb": dict(lo=0, lo_open=True),
+    "clips_buffer_mb": dict(lo=1, hi=1 << 20),
     "mqtt_spool_max": dict(lo=1, integer=True),
     "watch_period": dict(lo=0, lo_open=True, hi=DAY),
     "batch_wait": dict(lo=0, hi=1),

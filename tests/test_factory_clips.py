@@ -103,3 +103,37 @@ def test_clips_path_that_is_a_file_exits_2(engines, session, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
     _one_error_line(run_cli(["run", "--engines", str(engines), "--replay", str(session.root), "--out", str(tmp_path / "o.jsonl"), "--clips", str(f / "sub")]), "--clips")
+
+
+def test_the_roll_of_camera_frames_is_bounded_in_memory(engines, session, tmp_path):
+    """Frames are kept raw for the pre-roll: 1080p at 30 fps with --clip-pre 60 held
+    about 11 GB. --clips-buffer-mb caps the roll; the oldest frames go first, counted."""
+    from edge_mla.runtime import Runtime
+    from edge_mla.runtime.replay.recorder import session_config
+
+    cfg = session_config(session, engines=engines, json_stdout=False, rate=10, clips=tmp_path / "clips", clip_pre=60.0, clip_post=1.0, clips_buffer_mb=1.0, duration=6.0)
+    rt = Runtime(cfg, outputs=[])
+    clips = rt.floor.clips
+    peak = []
+    orig = clips._pop
+
+    def watch(dq):
+        peak.append(clips._frame_bytes)
+        orig(dq)
+
+    clips._pop = watch
+    rt.run()
+    frame = session_frame_bytes(session)
+    assert clips.trimmed > 0 and clips.snapshot()["trimmed"] == clips.trimmed
+    assert max(peak) <= 2**20 + frame  # at most one frame over the cap, before it is trimmed
+    assert clips._frame_bytes <= 2**20
+
+
+def session_frame_bytes(session) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(session.video))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    return frame.nbytes
