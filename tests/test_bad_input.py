@@ -853,7 +853,7 @@ def test_links_leading_out_of_the_engine_folder_are_refused(capsys, tmp_path, ti
         needle = "engine file image.fp32.onnx for image is a link that leads outside"
     elif link == "folder-in-path":
         (eng / "sub").symlink_to(outside)
-        edit_manifest(eng, _set(["engines", "image", "file"], "sub/image.fp32.onnx"))
+        edit_manifest(eng, lambda m: (_set(["engines", "image", "file"], "sub/image.fp32.onnx")(m), _set(["engines", "image", "variants", "fp32", "file"], "sub/image.fp32.onnx")(m)))
         needle = "engine file sub/image.fp32.onnx for image is a link that leads outside"
     else:
         (eng / "manifest.json").unlink()
