@@ -104,9 +104,9 @@ def _check_payload_fields(path: Path, payload: dict, num_classes) -> None:
     if method is not None and (not isinstance(method, str) or method not in METHODS):
         raise EdgeMlaError(f"{path}: checkpoint names an unknown training method {method!r} (known: {', '.join(METHODS)})")
     classes = payload.get("classes")
-    if classes is not None and (not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() for c in classes)
+    if classes is not None and (not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() and c.isprintable() for c in classes)
                                 or len(set(classes)) != len(classes) or (num_classes is not None and len(classes) != num_classes)):
-        raise EdgeMlaError(f"{path}: checkpoint class names are malformed (expected {num_classes} distinct non-empty strings, as the model has classes)")
+        raise EdgeMlaError(f"{path}: checkpoint class names are malformed (expected {num_classes} distinct non-empty printable strings, as the model has classes)")
     epoch = payload.get("epoch")
     if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
         raise EdgeMlaError(f"{path}: checkpoint epoch {epoch!r} is not a count of epochs")

@@ -252,6 +252,10 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split_name: str =
 
     if limit < 0:
         raise EdgeMlaError(f"--limit must be >= 0 (got {limit})")
+    from edge_mla.reliability import CANDIDATES
+
+    if signal is not None and signal not in CANDIDATES:  # checked even when --no-corrupt leaves it unused
+        raise EdgeMlaError(f"--signal {signal!r}: choose one of {', '.join(CANDIDATES)}")
     conf = load_run_config(run_dir)
     name = conf.need_dataset(" (which data should the run be scored on?)")
     model, payload = load_checkpoint(run_dir)

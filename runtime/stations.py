@@ -98,6 +98,8 @@ def _options(table: Mapping, where: str, path: Path, types: dict, allow: frozens
         expected = _accepts(types[name], value)
         if expected is not None:
             raise EdgeMlaError(f"{path}: {where}: {key} must be {expected}, not {_typename(value)}")
+        if name in out:  # clip-pre and clip_pre are one option: which one won was silent
+            raise EdgeMlaError(f"{path}: {where}: {key} sets {name} a second time")
         out[name] = value
     return out
 

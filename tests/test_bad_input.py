@@ -194,6 +194,27 @@ def test_run_replay_with_a_corrupt_truth_file_is_one_line(capsys, tmp_path, tiny
     assert_one_error_line("run", rc, err, str(session / "truth.json"), needle)
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--camera", "none", "--clips", ""], "--clips: an empty path"),  # Path("") is ".": clips went into the current folder
+    (["run", "--camera", "none", "--out", ""], "--out: an empty path"),
+    (["train", "--dataset", "demo", "--out", ""], "--out: an empty path"),
+    (["eval", "RUN", "--no-corrupt", "--signal", "foo"], "--signal 'foo': choose one of"),
+])
+def test_empty_paths_and_unused_but_wrong_options_are_one_line(capsys, tmp_path, tiny_engines, media, args, needle):
+    args = [str(tmp_path) if a == "RUN" else a for a in args]
+    if args[0] == "run":
+        args += ["--engines", tiny_engines, "--mic", media["wav"], "--duration", "1"]
+    rc, _, err = cli(capsys, *args)
+    assert_one_error_line(args[0], rc, err, needle)
+
+
+def test_a_stations_key_given_twice_is_one_line(capsys, tmp_path, tiny_engines, media):
+    conf = tmp_path / "stations.toml"
+    conf.write_text(f"[runtime]\nengines = {json.dumps(str(tiny_engines))}\nclip-pre = 3\nclip_pre = 9\n[[station]]\nname = 'a'\nmic = {json.dumps(str(media['wav']))}\n")
+    rc, _, err = cli(capsys, "run", "--config", conf)
+    assert_one_error_line("run", rc, err, str(conf), "sets clip_pre a second time")
+
+
 def test_run_out_named_pipe_needs_a_reader_and_feeds_one(capsys, tmp_path, tiny_engines, media):
     """A FIFO nobody reads blocked open() for good (SIGTERM and --duration ignored);
     with a reader the records go through it."""
@@ -599,6 +620,7 @@ def test_refused_checkpoint_is_one_line_without_torch_warnings(tmp_path, run_fol
     ("classes", "0123456789", "class names are malformed"),
     ("classes", ["0", "1"], "class names are malformed"),  # not the model's 10
     ("classes", ["0"] * 10, "class names are malformed"),
+    ("classes", [str(i) for i in range(9)] + ["a\nb"], "class names are malformed"),  # a newline split every one-line message naming it
     ("epoch", "three", "is not a count of epochs"),  # copied into the manifest as it was before
     ("epoch", -1, "is not a count of epochs"),
 ])

@@ -134,6 +134,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, Path)):
                 raise EdgeMlaError(f"{flag(name)} must be a path (got {v!r})")
+            if isinstance(v, str) and not v.strip():  # --out "" fell back to the default folder without a word
+                raise EdgeMlaError(f"{flag(name)}: an empty path (leave the option out instead)")
         g = self.aug_gain_db
         if not isinstance(g, (list, tuple)) or len(g) != 2:
             raise EdgeMlaError(f"--aug-gain-db takes two numbers, LOW HIGH in dB (got {g!r})")
