@@ -24,6 +24,15 @@ def _retag(folder, note: str) -> None:
     (folder / "manifest.json").write_text(json.dumps(m, indent=2))
 
 
+def _reload_refused(rt, out, refused: int, then: int) -> None:
+    """Ask for a swap, wait until it is the ``refused``-th refusal, then for ``then``
+    more decisions from the old engines."""
+    rt.reload()
+    wait_for(lambda: rt.floor.swapper.swaps["refused"] == refused, 10)
+    n = len(out)
+    wait_for(lambda: len(out) >= n + then, 10)
+
+
 def _max_gap(records: list) -> float:
     t = np.array([r["t"] for r in records])
     return float(np.diff(t).max())
@@ -82,10 +91,7 @@ def test_broken_folder_is_refused_and_the_old_engines_keep_running(engines, sess
         m["engines"]["image"]["sha256"] = m["engines"]["image"]["variants"]["fp32"]["sha256"] = __import__("hashlib").sha256((folder / "image.fp32.onnx").read_bytes()).hexdigest()
         m["classes"] = m["classes"][::-1]
         (folder / "manifest.json").write_text(json.dumps(m))
-        rt.reload()
-        wait_for(lambda: rt.floor.swapper.swaps["refused"] == 2, 10)
-        n = len(out)
-        wait_for(lambda: len(out) >= n + 10, 10)
+        _reload_refused(rt, out, refused=2, then=10)
     finally:
         report = rt.join()
     assert {r["engines"] for r in out.records} == {old}
@@ -211,10 +217,7 @@ def test_a_folder_whose_engines_take_other_inputs_is_refused(engines, session, t
         wait_for(lambda: len(out) >= 5, 15)
         for name in ("image.fp32.onnx", "audio.fp32.onnx", "manifest.json"):  # the manifest last, as a deploy would
             shutil.copy(other / name, folder / name)
-        rt.reload()
-        wait_for(lambda: rt.floor.swapper.swaps["refused"] == 1, 10)
-        n = len(out)
-        wait_for(lambda: len(out) >= n + 5, 10)
+        _reload_refused(rt, out, refused=1, then=5)
     finally:
         report = rt.join()
     assert {r["engines"] for r in out.records} == {old} and all(r["decision"] for r in out.records[-5:])
