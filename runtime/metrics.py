@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
@@ -224,8 +225,11 @@ class MetricsServer:
             def log_message(self, *args) -> None:  # scrapes every few seconds: not worth a log line
                 pass
 
+        server_class = ThreadingHTTPServer
+        if ":" in self.host:  # an IPv6 address ([::1]:9100, [::]:9100): the default family is IPv4 only
+            server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
         try:
-            self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+            self._server = server_class((self.host, self.port), Handler)
         except OSError as exc:
             raise EdgeMlaError(f"--metrics {self.host}:{self.port}: cannot listen ({exc.strerror or exc})") from None
         self._server.daemon_threads = True

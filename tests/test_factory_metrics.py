@@ -139,3 +139,28 @@ def test_stations_with_different_metrics_addresses_are_refused(engines, session)
     st = [Station(n, session_config(session, engines=engines, metrics=a)) for n, a in (("a", "127.0.0.1:9101"), ("b", "127.0.0.1:9102"))]
     with pytest.raises(EdgeMlaError, match="one endpoint per process"):
         MultiRuntime(st)
+
+
+def test_metrics_on_an_ipv6_address():
+    """[::1]:PORT was refused with 'Address family not supported': the server was
+    IPv4 only."""
+    import urllib.request
+
+    from edge_mla.runtime.metrics import MetricsServer, RuntimeMetrics
+    from edge_mla.runtime.testing.mjpeg import free_port
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    port = free_port()
+    srv = MetricsServer(f"[::1]:{port}", RuntimeMetrics(5.0))
+    srv.start()
+    try:
+        body = urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=5).read().decode()
+    finally:
+        srv.close()
+    assert "edge_mla_" in body
