@@ -113,11 +113,15 @@ def _wav_variants(tmp: Path, wav: Path) -> dict:
     (tmp / "zero.wav").write_bytes(b[:40] + (0).to_bytes(4, "little"))
     (tmp / "garbage.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
     (tmp / "text.wav").write_text("hello")
+    import soundfile as sf
+
+    sf.write(str(tmp / "nan.wav"), np.full(8000, np.nan, np.float32), 8000, subtype="FLOAT")
     return {"cut": ("cut.wav", "truncated"), "header-only": ("header-only.wav", "truncated"), "zero": ("zero.wav", "no audio samples"),
-            "garbage": ("garbage.wav", "WAV"), "text": ("text.wav", "cannot read as audio"), "missing": ("nope.wav", "no such WAV file")}
+            "garbage": ("garbage.wav", "WAV"), "text": ("text.wav", "cannot read as audio"), "missing": ("nope.wav", "no such WAV file"),
+            "nan": ("nan.wav", "NaN or infinite samples")}
 
 
-@pytest.mark.parametrize("kind", ["cut", "header-only", "zero", "garbage", "text", "missing"])
+@pytest.mark.parametrize("kind", ["cut", "header-only", "zero", "garbage", "text", "missing", "nan"])
 def test_run_rejects_bad_wav(capsys, tmp_path, tiny_engines, media, kind):
     name, needle = _wav_variants(tmp_path, media["wav"])[kind]
     rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--camera", "none", "--mic", tmp_path / name, "--out", tmp_path / "o.jsonl")

@@ -73,6 +73,8 @@ class WavFileInput:
             raise EdgeMlaError(f"--mic {path}: holds no audio samples")
         if not MIN_RATE <= rate <= MAX_RATE:
             raise EdgeMlaError(f"--mic {path}: sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
+        if not np.isfinite(pcm).all():  # every window was gated out as silence while the mic said ok
+            raise EdgeMlaError(f"--mic {path}: holds NaN or infinite samples")
         self.path = path
         self.pcm = np.ascontiguousarray(pcm[:, 0])
         self.rate = int(rate)
