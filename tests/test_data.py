@@ -121,6 +121,6 @@ def test_folder_dataset_errors_name_the_file(tmp_path):
     (tmp_path / "pairs.csv").write_text("image,label\na.png,1\n")
     with pytest.raises(EdgeMlaError, match="missing column"):
         load_dataset("folder", str(tmp_path))
-    (tmp_path / "pairs.csv").write_text("image,audio,label\nmissing.png,a.wav,1\n")
+    (tmp_path / "pairs.csv").write_text("image,audio,label\nmissing.png,a.wav,1\nmissing.png,a.wav,2\n")
     with pytest.raises(EdgeMlaError, match="missing.png: cannot read image"):
         load_dataset("folder", str(tmp_path))

@@ -24,7 +24,7 @@ def test_missing_sensor_at_start_is_lost_not_fatal(engines, tmp_path, flags, sen
     assert all(r["sensors"][sensor]["state"] == "lost" and not r["decision"] for r in lines[2:])
 
 
-@pytest.mark.parametrize("flags,needle", [(["--camera", "-1", "--mic", "none"], "--camera -1: a camera index must be 0 or more"), (["--camera", "rtsp:///stream", "--mic", "none"], "malformed URL"), (["--camera", "none", "--mic", "-2"], "--mic -2: an input device index must be 0 or more")])
+@pytest.mark.parametrize("flags,needle", [(["--camera", "-1", "--mic", "none"], "--camera -1: a camera index must be 0 to 2147483647"), (["--camera", "rtsp:///stream", "--mic", "none"], "malformed URL"), (["--camera", "none", "--mic", "-2"], "--mic -2: an input device index must be 0 or more")])
 def test_malformed_sensor_specs_stay_fatal(engines, flags, needle):
     _one_error_line(run_cli(["run", "--engines", str(engines), *flags]), needle)
 

@@ -79,7 +79,7 @@ def test_unknown_mic(engines):
 
 
 def test_bad_values(engines, session):
-    _one_error_line(run_cli(["run", "--engines", str(engines), "--replay", str(session.root), "--rate", "0"]), "--rate must be a finite number > 0")
+    _one_error_line(run_cli(["run", "--engines", str(engines), "--replay", str(session.root), "--rate", "0"]), "--rate must be a finite number >= 0.001")
     _one_error_line(run_cli(["run", "--engines", str(engines), "--replay", str(session.root.parent)]), "not a replay session")
 
 
