@@ -124,6 +124,28 @@ def test_a_failing_rank_gives_one_line_and_no_run_folder(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_failed_launch_never_deletes_out_nor_what_it_holds(tmp_path, capsys):
+    """The launcher removed --out after any failure: with --force the previous run,
+    and a folder the run refused to replace (the current folder, the data folder).
+    The launcher now checks --out as a single process does, and a failure leaves it."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "checkpoint.pt").write_text("the previous run")
+    r = _cli("train", "--dataset", "avmnist", "--data-dir", str(tmp_path / "nowhere"), "--nproc", "2", "--out", str(old), "--force")
+    assert r.returncode == 2 and "a training process failed" in r.stderr, r.stderr
+    assert (old / "checkpoint.pt").read_text() == "the previous run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # no staging folder left either
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keep.txt").write_text("x")
+    assert main(["train", "--dataset", "folder", "--data-dir", str(data), "--nproc", "2", "--out", str(tmp_path), "--force"]) == 2
+    assert "holds the data folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--nproc", "2", "--out", str(tmp_path / "afile")]) == 2  # a NotADirectoryError traceback before
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert (data / "keep.txt").read_text() == "x"
+
+
 def _rank_pid(root: int, local_rank: str):
     """The pid of the process below ``root`` whose environment says LOCAL_RANK=local_rank."""
     children = {}
@@ -169,6 +191,28 @@ def test_a_rank_killed_mid_training_leaves_no_run_folder(tmp_path, demo_cache):
     lines = [ln for ln in err.strip().splitlines() if not ln[:2].isdigit()]  # rank 0's own log lines start with a time
     assert len(lines) == 1 and "a training process failed" in lines[0], err
     assert not run.exists() and not staged() and not list(tmp_path.glob(".run.tmp-*"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_every_rank(tmp_path, demo_cache):
+    """SIGTERM (systemd stop, kill) reached only the launcher: torchrun and the ranks
+    were re-parented, trained on and published the run after it said 'interrupted'."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edge_mla.cli.main", "train", "--dataset", "demo", "--epochs", "50", "--batch-size", "32",
+                             "--threads", "1", "--no-progress", "--nproc", "2", "--out", str(run)], stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob(".run.tmp-*/config.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    ranks = [_rank_pid(proc.pid, r) for r in ("0", "1")]
+    assert all(ranks), "the ranks never started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "interrupted" in err, err
+    time.sleep(2)
+    for pid in ranks:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), f"rank {pid} still running"
+    assert not run.exists() and not list(tmp_path.glob(".run.tmp-*"))
 
 
 _KILLED = """[rank0]: Traceback (most recent call last):

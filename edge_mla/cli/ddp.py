@@ -163,19 +163,16 @@ def _check(cfg: TrainConfig) -> Path:
         cores = available_cores()
         if cfg.nproc > cores:
             raise EdgeMlaError(f"--nproc {cfg.nproc}: more training processes than the {cores} CPU core(s) this machine gives us")
-    from edge_mla.train.trainer import default_run_dir
+    from edge_mla.train.trainer import prepare_run_dir
 
-    out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    if out.exists() and any(out.iterdir()) and not cfg.force:
-        raise EdgeMlaError(f"{out}: run folder exists and is not empty (use --force to overwrite)")
-    return out
+    return prepare_run_dir(cfg)  # the single-process checks: a file, not empty without --force, over its own inputs
 
 
 def launch(cfg: TrainConfig, test: bool = True, corrupt: bool = True, log_level: str = "INFO") -> int:
     """Run `edge-mla train` as cfg.nproc ranks through torch.distributed.run on this
     machine; the ranks' log lines pass through, a failure becomes one line (exit 2)."""
     out = _check(cfg)
-    existed = out.exists() and any(out.iterdir())
+    staged_before = set(out.parent.glob(f".{out.name}.tmp-*")) if out.parent.is_dir() else set()
     values = {**cfg.to_dict(), "out": str(out)}
     with tempfile.TemporaryDirectory(prefix="edge-mla-ddp-") as tmp:
         conf = Path(tmp) / "config.json"
@@ -185,25 +182,59 @@ def launch(cfg: TrainConfig, test: bool = True, corrupt: bool = True, log_level:
                *([] if test else ["--no-test"]), *([] if corrupt else ["--no-corrupt"])]
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(cfg.threads or max(1, available_cores() // cfg.nproc)))
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+        # its own process group: a SIGTERM or Ctrl-C of this launcher is passed on to
+        # torchrun and every rank (they trained on and published the run after the
+        # launcher had said "interrupted")
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
         failure = FailureReason()
         kept: list = []
         assert proc.stderr is not None
-        for line in proc.stderr:
-            if _RANK_LOG.match(line):
-                sys.stderr.write(line)
-            else:
-                failure.feed(line)
-                kept.append(line)
-        code = proc.wait()
+        try:
+            for line in proc.stderr:
+                if _RANK_LOG.match(line):
+                    sys.stderr.write(line)
+                else:
+                    failure.feed(line)
+                    kept.append(line)
+            code = proc.wait()
+        except BaseException:
+            _stop_group(proc)
+            _drop_staging(out, staged_before)
+            raise
     if code != 0:
-        if out.exists() and (not existed or cfg.force):
-            shutil.rmtree(out, ignore_errors=True)
+        # Rank 0 writes the run through a staging folder (edge_mla.staging): a failed
+        # run never touched ``out``, which may hold the previous run (--force) or be a
+        # folder the run refused to replace. Only a staging folder a killed rank left
+        # behind is removed.
+        _drop_staging(out, staged_before)
         log_note = ""
         if failure.error is None:  # not one of our own one-line errors: keep torchrun's whole story
             log_note = _keep_log(kept)
         raise EdgeMlaError(f"--nproc {cfg.nproc}: a training process failed ({failure.reason(code)}); no run folder written{log_note}")
     return 0
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM torchrun's process group, then SIGKILL what is left after ``grace`` s."""
+    import signal as _signal
+
+    for sig, wait in ((_signal.SIGTERM, grace), (_signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _drop_staging(out: Path, before: set) -> None:
+    """Remove the staging folders of ``out`` that appeared during this launch."""
+    if out.parent.is_dir():
+        for tmp in set(out.parent.glob(f".{out.name}.tmp-*")) - before:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _keep_log(lines: list) -> str:
