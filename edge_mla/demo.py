@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
-from edge_mla.validate import numbers, writable_location
+from edge_mla.validate import not_over_inputs, numbers, writable_location
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class DemoConfig:
     latency_repeats: int = 200
 
     def __post_init__(self) -> None:
+        if isinstance(self.out, str) and not self.out.strip():  # Path("") is the current folder
+            raise EdgeMlaError("--out: an empty path (leave the option out instead)")
         self.out = Path(self.out)
         numbers(self, NUMERIC)
         if self.out.exists() and not self.out.is_dir():
@@ -59,11 +62,39 @@ class DemoConfig:
         if self.out.is_dir() and any(self.out.iterdir()) and not self.force:
             raise EdgeMlaError(f"{self.out}: demo folder exists and is not empty (use --force to redo the demo)")
         writable_location(self.out / "report.json", "--out")
+        from edge_mla.data.demo import cache_dir
+
+        not_over_inputs(self.out, {"the demo data cache": cache_dir()})
 
 
 def run_demo(cfg: DemoConfig, say=print) -> dict:
     """Run every step; ``say`` receives one line per step for the user. Returns the
     report dict that is also written to OUT/report.json."""
+    out = cfg.out
+    # The steps write into OUT itself (the manifest and the report name these paths),
+    # so instead of a staging folder the old demo (--force) is moved aside and removed
+    # only at the end; a failure or Ctrl-C removes the half-made one and puts it back.
+    old = None
+    if out.exists() or out.is_symlink():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        result = _run_steps(cfg, out, say)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        if old.is_symlink() or not old.is_dir():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return result
+
+
+def _run_steps(cfg: DemoConfig, out: Path, say) -> dict:
     from edge_mla.data.demo import build_demo, demo_path
     from edge_mla.export.pipeline import ExportConfig, export_run
     from edge_mla.runtime.app import run_for
@@ -72,10 +103,6 @@ def run_demo(cfg: DemoConfig, say=print) -> dict:
     from edge_mla.runtime.replay.script import default_script
     from edge_mla.train import TrainConfig, train
 
-    out = cfg.out
-    if out.exists() and any(out.iterdir()):  # non-empty only with --force (DemoConfig)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
     timings: dict = {}
 
     def step(name: str):

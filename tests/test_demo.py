@@ -35,3 +35,33 @@ def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert (tmp_path / "d" / "x").read_text() == "keep"
+
+
+def test_demo_never_replaces_what_it_reads_and_restores_the_old_demo(tmp_path, capsys, monkeypatch):
+    """--out . --force wiped the current folder (then a traceback); a demo cut short
+    with --force had already deleted the previous one. Now the current folder and the
+    data cache are refused, and the old demo comes back when the new one fails."""
+    from edge_mla import demo
+    from edge_mla.cli.main import main
+
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "precious.txt").write_text("keep")
+    monkeypatch.chdir(here)
+    assert main(["demo", "--out", ".", "--force"]) == 2
+    assert "is the current folder" in capsys.readouterr().err and (here / "precious.txt").read_text() == "keep"
+    assert main(["demo", "--out", ""]) == 2
+    assert "--out: an empty path" in capsys.readouterr().err
+    old = tmp_path / "d"
+    old.mkdir()
+    (old / "report.md").write_text("the previous demo")
+
+    def cut_short(cfg, out, say):
+        (out / "run").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "_run_steps", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(demo.DemoConfig(out=old, force=True))
+    assert sorted(p.name for p in old.iterdir()) == ["report.md"] and (old / "report.md").read_text() == "the previous demo"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "here"]  # nothing moved aside left behind

@@ -145,3 +145,20 @@ def test_memory_stays_bounded_over_a_long_replay(engines, replay, tmp_path):
     late = np.median(rss[rss[:, 0] >= seconds - 20, 1])
     assert late - early < 8.0, f"RSS grew from {early:.1f} MB to {late:.1f} MB"
     assert rep["image_errors"] == 0 and rep["decisions"] >= 9 * seconds
+
+
+def test_a_scripted_camera_outage_from_the_start_is_not_fatal(engines, tmp_path):
+    """`edge-mla demo --segments 2` scripted the camera's outage from t=0, and the file
+    source took "not open at t=0" for a file it cannot open: exit 2 after minutes of
+    training and export."""
+    from edge_mla.runtime import run_for
+    from edge_mla.runtime.replay import default_script, record_session
+    from edge_mla.runtime.replay.recorder import session_config
+
+    script = default_script(2, 1.0)
+    assert any(f.kind == "camera_gone" and f.start == 0 for f in script.faults)
+    session = record_session(script, tmp_path / "s", dataset="demo")
+    out = Collect()
+    report = run_for(session_config(session, engines=engines, json_stdout=False), duration=script.duration, outputs=[out])
+    assert report.decisions > 0
+    assert out.records[0]["sensors"]["camera"]["state"] == "lost"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = """\
 Run the whole edge-mla path on the built-in demo data, about 5-10 minutes on 2 CPU
@@ -32,7 +31,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def run(args: argparse.Namespace) -> int:
     from edge_mla.demo import DemoConfig, format_report, run_demo
 
-    cfg = DemoConfig(out=Path(args.out), epochs=args.epochs, limit=args.limit, segments=args.segments, segment_seconds=args.segment_seconds,
+    cfg = DemoConfig(out=args.out, epochs=args.epochs, limit=args.limit, segments=args.segments, segment_seconds=args.segment_seconds,
                      int8=args.int8, seed=args.seed, force=args.force, progress=not args.no_progress)
     result = run_demo(cfg)
     print()

@@ -149,8 +149,19 @@ class CameraSource:
         if self.kind == "file" and not os.path.isfile(self.spec):
             raise EdgeMlaError(f"--camera {self.spec}: no such file (give an index like 0, a video file or a stream URL)")
         self._media_t0 = now()
+        scripted = self.kind == "file" and in_outage(self.outages, 0.0)
+        if scripted:
+            # a scripted outage from t=0 (a replay): the file must still open, then the
+            # outage runs as scripted (it was fatal: "cannot open the camera (file)")
+            import cv2
+
+            probe = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG)
+            opened = probe.isOpened()
+            probe.release()
+            if not opened:
+                raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
         cap = self._open()
-        if cap is None and (self.strict or self.kind == "file"):
+        if cap is None and not scripted and (self.strict or self.kind == "file"):
             raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
         self._cap = cap
         self._last_new = self._last_read = now()
