@@ -91,7 +91,7 @@ def from_npz(path: Path, modalities: Sequence[str], cfg, size: int, seed: int = 
                 raise EdgeMlaError(f"--calib-data {path}: image has shape {tuple(arrays[m].shape)}, expected (N, {', '.join(map(str, want))}) preprocessed frames")
             a = a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else 1.0)
         else:
-            if a.ndim != 2:
+            if a.ndim != 2 or a.shape[1] == 0:  # (N, 0) calibrated INT8 on silence
                 raise EdgeMlaError(f"--calib-data {path}: audio has shape {tuple(a.shape)}, expected (N, samples) PCM at {cfg.sample_rate} Hz")
             a = np.stack([fit_window(row, cfg.window) for row in a])
         if not np.isfinite(a).all():
@@ -101,7 +101,9 @@ def from_npz(path: Path, modalities: Sequence[str], cfg, size: int, seed: int = 
         n = a.shape[0]
         inputs[m] = np.ascontiguousarray(a, np.float32)
     labels = arrays.get("label")
-    labels = np.asarray(labels).reshape(-1) if labels is not None and np.asarray(labels).shape[:1] == (n,) else np.zeros(n, np.int64)
+    if labels is not None and (labels.ndim != 1 or labels.shape[0] != n):  # (N, 2) flattened to 2N labels: an IndexError
+        raise EdgeMlaError(f"--calib-data {path}: label has shape {labels.shape}, expected ({n},) (one label per example) or no label array")
+    labels = labels if labels is not None else np.zeros(n, np.int64)
     idx = stratified_indices(labels, size, seed)
     return CalibrationSet({m: a[idx] for m, a in inputs.items()}, f"npz {path}", labels[idx], {"pairs": int(len(idx)), "of": int(n)})
 

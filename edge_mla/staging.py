@@ -18,9 +18,23 @@ from typing import Iterator
 from edge_mla.errors import EdgeMlaError
 
 
-def swap_into_place(tmp: Path, out: Path) -> None:
+def _identity(path: Path):
+    """(device, inode) of ``path`` itself (a link is not followed), or None."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def swap_into_place(tmp: Path, out: Path, expect=False) -> None:
     """Replace ``out`` by ``tmp``; the old folder is moved aside first and removed
-    only once the new one is in place."""
+    only once the new one is in place. ``expect``: what ``out`` was when the command
+    started (``_identity``); if something else is there now, another command wrote it
+    meanwhile and nothing is replaced (two exports to one --out: the later one
+    silently deleted the earlier one's folder, without --force)."""
+    if expect is not False and _identity(out) != expect:
+        raise EdgeMlaError(f"--out {out}: changed while this command ran (another command writing there?); nothing was replaced, run it again")
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -48,9 +62,10 @@ def staged_folder(out: Path, label: str = "--out") -> Iterator[Path]:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the result is an ordinary folder
+    before = _identity(out)
     try:
         yield tmp
-        swap_into_place(tmp, out)
+        swap_into_place(tmp, out, expect=before)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

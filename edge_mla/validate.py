@@ -83,6 +83,9 @@ def writable_location(path, label: str) -> None:
     is a folder we may write in. Checked before any work starts, so ``--out`` under
     a file or in a read-only place fails with one line instead of a traceback at
     the end of a long run."""
+    text = str(path)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):  # a newline in a folder name split one-line messages and moved build_engines.sh's cd
+        raise EdgeMlaError(f"{label} {text!r}: holds a control character (newline, tab, ...); choose a plain name")
     parent = Path(path).absolute().parent
     while not parent.exists():
         parent = parent.parent

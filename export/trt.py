@@ -135,7 +135,7 @@ SCRIPT_HEAD = """#!/usr/bin/env bash
 # (implicit INT8, TensorRT 10), with GPU fallback for layers the DLA lacks.
 # Then add the plans to manifest.json yourself or re-run the export with TensorRT.
 set -euo pipefail
-cd "$(dirname "$0")"
+case "$0" in */*) cd -- "${0%%/*}" ;; esac  # the engine folder, even when its name ends in a newline ($(dirname) strips it)
 TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"
 MAX_BATCH="${MAX_BATCH:-%(max_batch)d}"
 WORKSPACE_MB="${WORKSPACE_MB:-%(workspace_mb)d}"

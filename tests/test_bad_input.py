@@ -289,6 +289,9 @@ PAIRS_MISTAKES = {
     "no-rows": (lambda r: _csv(r[:1]), "no pairs listed"),
     "label-column-twice": (lambda r: _csv(["image,audio,label,label"] + [x + ",zzz" for x in r[1:]]), "'label' appear more than once"),  # the last one won
     "one-class": (lambda r: _csv(r[:1] + [x.rsplit(",", 1)[0] + ",a" for x in r[1:]]), "only one class ('a')"),
+    "image-outside": (lambda r: _csv(r[:2] + ["../" + r[2]] + r[3:]), ":3: image '../images/"),  # read from anywhere before
+    "audio-absolute": (lambda r: _csv(r[:2] + [r[2].split(",")[0] + ",/etc/passwd," + r[2].rsplit(",", 1)[1]] + r[3:]), ":3: audio '/etc/passwd' must be a path inside"),
+    "image-a-fifo": (lambda r: _csv(r[:2] + ["fifo.png," + r[2].split(",", 1)[1]] + r[3:]), "'fifo.png' is not a regular file"),
 }
 
 
@@ -296,6 +299,7 @@ PAIRS_MISTAKES = {
 def test_data_info_rejects_bad_pairs_csv(capsys, tmp_path, pairs_root, mistake):
     make, needle = PAIRS_MISTAKES[mistake]
     d = bad_folder(pairs_root, tmp_path / "ds", make(_rows(pairs_root)))
+    os.mkfifo(d / "fifo.png")  # a FIFO named as an image hung the command
     rc, _, err = cli(capsys, "data", "info", "--dataset", "folder", "--data-dir", d)
     assert_one_error_line("data", rc, err, str(d / "pairs.csv"), needle)
 
@@ -804,6 +808,23 @@ def test_staged_folder_is_all_or_nothing(tmp_path):
     with pytest.raises(EdgeMlaError, match=r"^--out /proc/edge-mla-nope/engines: cannot create the folder"):
         with staged_folder(Path("/proc/edge-mla-nope/engines")):
             pass
+    # another command published --out while this one ran: it is not replaced (two
+    # exports to one --out: the later one deleted the earlier one's folder)
+    for before in (None, "old"):
+        other = tmp_path / f"other-{before}"
+        if before:
+            other.mkdir()
+        with pytest.raises(EdgeMlaError, match="changed while this command ran"):
+            with staged_folder(other) as tmp:
+                (tmp / "mine.txt").write_text("mine")
+                side = tmp_path / "side"
+                side.mkdir()
+                (side / "theirs.txt").write_text("theirs")
+                if before:
+                    os.replace(other, tmp_path / "gone")
+                os.replace(side, other)
+        assert sorted(p.name for p in other.iterdir()) == ["theirs.txt"]
+        assert not list(tmp_path.glob(f".{other.name}.tmp-*"))
 
 
 @pytest.mark.parametrize("path,value,needle", [(["engines", "image", "image", "size"], 32, "image.size is 32 but input.shape ends in [28, 28]"),

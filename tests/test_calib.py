@@ -132,3 +132,10 @@ def test_calibration_sources_from_npz(tmp_path):
         np.savez(f, image=np.zeros((5, 28, 28), np.float32), audio=arr if name != "strings" else np.array([["a"] * 8000] * 5))
         with pytest.raises(EdgeMlaError, match="array 'audio'"):
             from_npz(f, ["image", "audio"], cfg, 5)
+    f = tmp_path / "labels.npz"
+    np.savez(f, image=np.zeros((5, 28, 28), np.float32), audio=np.zeros((5, 8000), np.float32), label=np.zeros((5, 2), int))
+    with pytest.raises(EdgeMlaError, match=r"label has shape \(5, 2\), expected \(5,\)"):  # an IndexError before
+        from_npz(f, ["image", "audio"], cfg, 5)
+    np.savez(f, image=np.zeros((5, 28, 28), np.float32), audio=np.zeros((5, 0), np.float32))
+    with pytest.raises(EdgeMlaError, match=r"audio has shape \(5, 0\)"):  # calibrated INT8 on silence before
+        from_npz(f, ["image", "audio"], cfg, 5)

@@ -248,3 +248,26 @@ def test_cached_reliability_constants_must_be_this_models(tiny_run, tmp_path, ca
     rc = main(["eval", str(run), "--limit", "20"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and str(cache) in err[0] and needle in err[0], err
+
+
+def test_the_reliability_cache_is_written_through_a_fresh_name(tmp_path):
+    """A link at the old fixed temp name (reliability.json.tmp) made a fit write the
+    constants wherever it pointed; two fits at once raced on that one name."""
+    from edge_mla.reliability_fit import save
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "reliability.json.tmp").symlink_to(victim)
+    save(run, {})
+    assert victim.read_text() == "precious" and json.loads((run / "reliability.json").read_text())["candidates"] == {}
+    assert not (run / "reliability.json").is_symlink() and sorted(p.name for p in run.iterdir()) == ["reliability.json", "reliability.json.tmp"]
+
+
+def test_out_with_a_control_character_is_refused(tiny_run, tmp_path, capsys):
+    """A folder name ending in a newline split the final one-line message, and the
+    build_engines.sh written there changed into the sibling folder."""
+    rc, err = run_cli(capsys, tiny_run, "--out", str(tmp_path / "eng\n"))
+    assert_one_line_error(rc, err, "holds a control character")
+    assert_nothing_written(tmp_path, set())

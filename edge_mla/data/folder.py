@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,21 @@ def read_pairs_csv(csv_path: Path) -> list:
     return rows
 
 
+def _member(base: Path, name: str, csv_path: Path, lineno: int, column: str) -> Path:
+    """``base / name`` for a pairs.csv cell: a name inside the dataset folder, of a
+    regular file. Why: a pairs.csv from elsewhere named '../x' or absolute paths and
+    was read as it was, and a FIFO (or /dev/zero) named there hung the command. A link
+    the folder's owner placed (images/ -> a big disk) is followed: that is their
+    layout, not the file's."""
+    where = f"{csv_path}:{lineno}" if lineno else str(csv_path)
+    p = base / name
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise EdgeMlaError(f"{where}: {column} {name!r} must be a path inside the dataset folder")
+    if p.exists() and not stat.S_ISREG(p.stat().st_mode):
+        raise EdgeMlaError(f"{where}: {column} {name!r} is not a regular file")
+    return p
+
+
 def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_seconds: float = 1.0, image_size: int = 28) -> PairedDataset:
     base = Path(root)
     csv_path = base / "pairs.csv"
@@ -120,7 +136,7 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
     for lineno, r in enumerate(rows, start=2):
         if r["label"] not in cls_index:
             raise EdgeMlaError(f"{csv_path}:{lineno}: label {r['label']!r} is not in {classes_file.name if classes_file.is_file() else 'the classes'}")
-        ip, ap = base / r["image"], base / r["audio"]
+        ip, ap = (_member(base, r[c], csv_path, lineno, c) for c in ("image", "audio"))
         if ip not in img_cache:
             img_cache[ip] = len(images)
             images.append(read_image_file(ip, image_size))
@@ -130,8 +146,8 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
         labels.append(cls_index[r["label"]])
         parts.append(r["split"])
     labels_a = np.asarray(labels, np.int64)
-    img_idx = np.asarray([img_cache[base / r["image"]] for r in rows], np.int64)
-    clip_idx = np.asarray([clip_cache[base / r["audio"]] for r in rows], np.int64)
+    img_idx = np.asarray([img_cache[_member(base, r["image"], csv_path, 0, "image")] for r in rows], np.int64)
+    clip_idx = np.asarray([clip_cache[_member(base, r["audio"], csv_path, 0, "audio")] for r in rows], np.int64)
     part = np.asarray([{"train": 0, "val": 1, "test": 2}.get(p, -1) for p in parts])
     if (part < 0).any():
         rng = np.random.default_rng(seed)
