@@ -20,6 +20,8 @@ from edge_mla.runtime.hot_swap import EngineSwapper
 
 log = logging.getLogger(__name__)
 
+ENGINE_HANG_S = 10.0  # one engine call this long is a hung engine (a slow one takes milliseconds)
+
 
 class FactoryFloor:
     def __init__(self, rt, metrics=None) -> None:
@@ -79,11 +81,18 @@ class FactoryFloor:
         sd_notify.notify("READY=1\nSTATUS=deciding")
 
     def fusion_alive(self) -> bool:
-        """The fusion thread runs and produced a record recently (the watchdog's test)."""
+        """The watchdog's test: the fusion thread runs and produced a record recently,
+        and no engine call has been running for ENGINE_HANG_S. Why the second part: the
+        fusion loop goes on emitting "no fresh modality" records when every engine hangs,
+        which fed the watchdog while no decision could come again. A lost sensor is not a
+        hang (its worker waits for data, not for the engine), so it does not restart the
+        service."""
         fusion = getattr(self.rt, "fusion", None)
         last = self.rt.last_emit
         limit = max(10.0 / self.rt.cfg.rate, 2.0)
-        return fusion is not None and fusion._thread.is_alive() and last is not None and now() - last < limit
+        t = now()
+        hung = any(w.busy_since is not None and t - w.busy_since > ENGINE_HANG_S for w in self.rt.workers.values())
+        return fusion is not None and fusion._thread.is_alive() and last is not None and t - last < limit and not hung
 
     def close(self) -> None:
         """After the runtime's threads stopped, before the outputs close."""

@@ -26,6 +26,8 @@ from edge_mla.runtime.clock import now
 
 log = logging.getLogger(__name__)
 
+METRICS_CLIENT_TIMEOUT_S = 10.0  # a scrape answers in milliseconds; an idle connection is closed after this
+
 # every state a sensor can report (sources/base.py, camera.py); a state not listed
 # here (a newer one) still gets its own series
 SENSOR_STATES = ("off", "starting", "ok", "lost", "frozen", "blank", "degraded", "ended", "stopped")
@@ -203,6 +205,10 @@ class MetricsServer:
         metrics = self.metrics
 
         class Handler(BaseHTTPRequestHandler):
+            # a client that sends half a request and waits held a thread and a file
+            # descriptor for good; enough of them starved the process of descriptors
+            timeout = METRICS_CLIENT_TIMEOUT_S
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":

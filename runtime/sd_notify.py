@@ -44,9 +44,15 @@ def watchdog_period() -> Optional[float]:
     if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
         return None
     try:
-        return max(int(usec) / 2e6, 0.05)
+        usec_i = int(usec)
     except ValueError:
         return None
+    if usec_i <= 0:  # systemd never sets it so: not a watchdog (it became a 50 ms keep-alive storm)
+        return None
+    return min(max(usec_i / 2e6, 0.05), MAX_PERIOD_S)
+
+
+MAX_PERIOD_S = 3600.0  # a wait past threading.TIMEOUT_MAX killed the keep-alive thread
 
 
 class Keepalive:

@@ -108,7 +108,11 @@ class ResourceSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
-            self._sample()
+            try:
+                self._sample()
+            except Exception as exc:  # psutil reads /proc: out of file descriptors, it raised and the thread died
+                log.debug("resources: sample skipped (%s)", exc)
+                continue
             if self._trim is not None and self.trim_every > 0 and now() - self._last_trim >= self.trim_every:
                 self._last_trim = now()
                 self._trim(0)

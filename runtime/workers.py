@@ -79,6 +79,7 @@ class Worker:
         self.skipped = 0  # paced ticks that found no new data
         self.pacer: Optional[Pacer] = None
         self.history: Optional[list] = None  # set to a list to keep every Result (profiling)
+        self.busy_since: Optional[float] = None  # when the engine call in progress began (a hung engine shows here)
         self._thread = threading.Thread(target=self._run, name=f"{modality}-worker", daemon=True)
 
     def start(self) -> None:
@@ -115,9 +116,12 @@ class Worker:
                 if self._gate is not None and not self._gate(x):
                     self.gated += 1
                     continue
-                t_engine = now()
+                t_engine = self.busy_since = now()
                 infer = getattr(self.engine, "infer", None)
-                logits, rel = infer(x) if infer is not None else (self.engine.run(x), None)
+                try:
+                    logits, rel = infer(x) if infer is not None else (self.engine.run(x), None)
+                finally:
+                    self.busy_since = None
             except Exception:
                 self.errors += 1
                 log.exception("%s worker: inference failed", self.modality)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -164,3 +165,24 @@ def test_metrics_on_an_ipv6_address():
     finally:
         srv.close()
     assert "edge_mla_" in body
+
+
+def test_an_idle_metrics_connection_is_closed(monkeypatch):
+    """A client that sends half a request and waits held a thread and a file
+    descriptor for good; enough of them starved the process of descriptors."""
+    from edge_mla.runtime import metrics as m
+    from edge_mla.runtime.testing.mjpeg import free_port
+
+    monkeypatch.setattr(m, "METRICS_CLIENT_TIMEOUT_S", 0.5)
+    port = free_port()
+    srv = m.MetricsServer(f"127.0.0.1:{port}", m.RuntimeMetrics(5.0))
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"GET /metr")  # and nothing more
+            c.settimeout(5)
+            t0 = time.monotonic()
+            assert c.recv(100) == b""  # the server hung up
+            assert time.monotonic() - t0 < 3
+    finally:
+        srv.close()

@@ -58,6 +58,53 @@ def test_keepalives_only_while_the_fusion_loop_decides(engines, session, tmp_pat
     sock.close()
 
 
+def test_keepalives_stop_when_the_engines_hang_and_the_fusion_loop_does_not(engines, session, tmp_path, monkeypatch):
+    """Every engine call blocks: the fusion loop still emits "no fresh modality"
+    records, which fed the watchdog while no decision could ever come again."""
+    import threading
+
+    from edge_mla.runtime import Runtime, factory
+    from edge_mla.runtime.replay.recorder import session_config
+
+    monkeypatch.setattr(factory, "ENGINE_HANG_S", 1.0)
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    rt = Runtime(session_config(session, engines=engines, loop=True, json_stdout=False, rate=10), outputs=[])
+    rt.start()
+    hang = threading.Event()
+    got: list = []
+    try:
+        wait_for(lambda: got.extend(_drain(sock)) or sum(m == "WATCHDOG=1" for m in got) >= 3, 10)
+        for eng in rt.engines.values():
+            eng.infer = lambda x, _h=hang: (_h.wait(60), None)[1]
+        time.sleep(2.5)  # past ENGINE_HANG_S
+        n = rt._lines
+        _drain(sock)
+        time.sleep(1.0)
+        assert rt._lines > n  # the fusion loop is alive, emitting no-decisions
+        assert [m for m in _drain(sock) if m == "WATCHDOG=1"] == []
+    finally:
+        hang.set()
+        rt.join()
+    sock.close()
+
+
+@pytest.mark.parametrize("usec,period", [("0", None), ("-5", None), ("abc", None), ("20000000000000000", 3600.0), ("200000", 0.1), ("1", 0.05)])
+def test_watchdog_period_from_odd_values(monkeypatch, usec, period):
+    """0 or negative became a 50 ms keep-alive storm; a huge value killed the
+    keep-alive thread (a wait past threading.TIMEOUT_MAX)."""
+    from edge_mla.runtime.sd_notify import watchdog_period
+
+    monkeypatch.setenv("WATCHDOG_USEC", usec)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert watchdog_period() == period
+
+
 def test_cli_notifies_ready_under_systemd(engines, session, tmp_path):
     path = str(tmp_path / "n.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
