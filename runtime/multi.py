@@ -91,12 +91,19 @@ class MultiRuntime:
         if not stations:
             raise EdgeMlaError("no stations to run")
         _one_spool_per_station(stations)
+        _one_clips_folder_per_station(stations)
         limit_arenas()  # before the shared engines' and the stations' threads allocate
         self._key_of = key_of = lambda st, m: _engine_key(st.cfg, m, "" if share_engines else st.name)  # noqa: E731
         clients: dict = {}
+        waits: dict = {}
         for st in stations:
             for m in configured_modalities(st.cfg):
-                clients[key_of(st, m)] = clients.get(key_of(st, m), 0) + 1
+                k = key_of(st, m)
+                clients[k] = clients.get(k, 0) + 1
+                first = waits.setdefault(k, (st.name, st.cfg.batch_wait))
+                if first[1] != st.cfg.batch_wait:  # the shared engine took the first station's wait for everyone
+                    raise EdgeMlaError(f"station {st.name}: batch_wait {st.cfg.batch_wait:g} differs from station {first[0]}'s {first[1]:g}, "
+                                       f"and they share the {m} engine (one batch, one wait); set batch_wait once in [runtime]")
         self._clients = clients
         self.pool = _EnginePool()
         self.shared: dict = {}  # key -> Engine or BatchedEngine, as started (swaps go through the pool)
@@ -311,6 +318,21 @@ def _one_spool_per_station(stations: list) -> None:
             if path in owner:
                 raise EdgeMlaError(f"station {st.name}: mqtt_spool {st.cfg.mqtt_spool} is station {owner[path]}'s spool too; give each station its own file (or leave it unset)")
             owner[path] = st.name
+
+
+def _one_clips_folder_per_station(stations: list) -> None:
+    """Stations given one clips folder (``clips`` in [runtime]) each write to
+    FOLDER/STATION: in one folder their clips had the same temporary names and one
+    index, and destroyed each other's (and reason.json did not say which station)."""
+    by: dict = {}
+    for st in stations:
+        if st.cfg.clips is not None:
+            by.setdefault(str(Path(st.cfg.clips).resolve()), []).append(st)
+    for group in by.values():
+        if len(group) > 1:
+            for st in group:
+                st.cfg.clips = Path(st.cfg.clips) / st.name
+            log.info("clips: %d stations share %s; each writes to its own subfolder", len(group), group[0].cfg.clips.parent)
 
 
 def format_multi_summary(report: MultiReport, format_one) -> str:

@@ -93,3 +93,26 @@ def test_unreadable_and_non_utf8_files(tmp_path):
     p.write_bytes(GOOD.replace("line1", "l\xefne1").encode("latin-1"))
     with pytest.raises(EdgeMlaError, match="not UTF-8"):
         read_stations(p)
+
+
+def test_stations_sharing_a_clips_folder_each_get_a_subfolder(tmp_path):
+    """Stations given one clips folder ([runtime] clips) destroyed each other's clips:
+    the same temporary names, one index, and reason.json did not name the station."""
+    from edge_mla.runtime.multi import _one_clips_folder_per_station
+
+    text = GOOD.replace("staleness = 2", f"staleness = 2\nclips = {str(tmp_path / 'clips')!r}")
+    s = read_stations(write(tmp_path, text))
+    _one_clips_folder_per_station(s)
+    assert [x.cfg.clips for x in s] == [tmp_path / "clips" / "line1", tmp_path / "clips" / "line2"]
+    own = read_stations(write(tmp_path, GOOD.replace('mic = "none"', f'mic = "none"\nclips = {str(tmp_path / "b")!r}')))
+    _one_clips_folder_per_station(own)
+    assert own[1].cfg.clips == tmp_path / "b" and own[0].cfg.clips is None  # a folder of its own stays as given
+
+
+def test_stations_sharing_an_engine_must_agree_on_batch_wait(tmp_path):
+    """A shared, batched engine has one wait: it took the first station's silently."""
+    from edge_mla.runtime.multi import MultiRuntime
+
+    text = GOOD.replace('engines = "eng/b"\n', "").replace('mic = "default"', 'mic = "default"\nbatch_wait = 0.5')
+    with pytest.raises(EdgeMlaError, match=r"station line2: batch_wait 0.005 differs from station line1's 0.5, and they share the image engine"):
+        MultiRuntime(read_stations(write(tmp_path, text)))
