@@ -93,6 +93,7 @@ class SharedParts:
     metrics: object = None  # the process's RuntimeMetrics (its endpoint served by the caller)
     open_engine: Optional[Callable] = None  # (manifest, modality) -> warmed engine, for hot swaps
     on_swapped: Optional[Callable] = None  # (station, old engines, new engines) once a swap took effect
+    service: bool = True  # this station tells systemd READY / WATCHDOG / STOPPING (a MultiRuntime does it once for all)
 
 
 class Runtime:

@@ -74,6 +74,8 @@ class FactoryFloor:
             self.clips.start()
             self._started.append(self.clips)
         self.swapper.start()
+        if not self.rt._shared.service:  # one of several stations: the MultiRuntime speaks for all of them
+            return
         period = sd_notify.watchdog_period()
         if period is not None:
             self.keepalive = sd_notify.Keepalive(self.fusion_alive, self.rt._stop, period)
@@ -96,7 +98,8 @@ class FactoryFloor:
 
     def close(self) -> None:
         """After the runtime's threads stopped, before the outputs close."""
-        sd_notify.notify("STOPPING=1")
+        if self.rt._shared.service:
+            sd_notify.notify("STOPPING=1")
         self.swapper.join(2.0)
         for part in reversed(self._started):
             try:

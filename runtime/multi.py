@@ -27,6 +27,7 @@ from typing import Optional
 
 from edge_mla.errors import EdgeMlaError
 from edge_mla.manifest import load_manifest
+from edge_mla.runtime import sd_notify
 from edge_mla.runtime.app import Runtime, RunReport, SharedParts
 from edge_mla.runtime.backends import parse_providers
 from edge_mla.runtime.batching import BatchedEngine
@@ -127,7 +128,7 @@ class MultiRuntime:
                 engines = {m: self.shared[key_of(st, m)] for m in configured_modalities(st.cfg) if key_of(st, m) in self.shared}
                 st.cfg.station = st.name
                 parts = SharedParts(engines, manifests[str(Path(st.cfg.engines).resolve())], self.metrics,
-                                    open_engine=partial(self._open_for_swap, st), on_swapped=self.pool.swapped)
+                                    open_engine=partial(self._open_for_swap, st), on_swapped=self.pool.swapped, service=False)
                 self.runtimes[st.name] = Runtime(st.cfg, outputs=shared_out, shared=parts)
         except EdgeMlaError as exc:
             self._close_engines()
@@ -178,6 +179,14 @@ class MultiRuntime:
                 started.append(rt)
             for o in self._shared_out:
                 o.release()
+            # systemd hears from the process once: READY when every station runs, and
+            # keep-alives only while every station's fusion loop is alive (each station
+            # spoke for itself: READY at the first, and one live station masked a stuck one)
+            period = sd_notify.watchdog_period()
+            if period is not None:
+                self._keepalive = sd_notify.Keepalive(lambda: all(rt.floor.fusion_alive() for rt in self.runtimes.values()), self._stop, period)
+                self._keepalive.start()
+            sd_notify.notify("READY=1\nSTATUS=deciding")
         except BaseException:
             for rt in started:
                 rt.stop()
@@ -210,6 +219,7 @@ class MultiRuntime:
 
     def join(self, timeout: float = 5.0) -> MultiReport:
         self.stop()
+        sd_notify.notify("STOPPING=1")
         reports = {name: rt.join(timeout) for name, rt in self.runtimes.items()}
         engines = {f"{Path(k[0]).name}/{k[1]}/{k[2] or 'default'}": e.stats() for k, e in self.pool.live_by_key().items() if isinstance(e, BatchedEngine)}
         self._close_engines()

@@ -80,3 +80,52 @@ def test_config_errors_stop_before_any_sensor_opens(engines, tmp_path):  # noqa:
     assert p.returncode == 2 and "--camera cannot be combined with --config" in p.stderr
     p = run_cli(["run"])
     assert p.returncode == 2 and "--engines DIR is required" in p.stderr
+
+
+def test_systemd_hears_from_a_multi_station_process_once(engines, sessions, tmp_path, monkeypatch):  # noqa: F811
+    """Each station sent its own READY (at the first station's start), keep-alives and
+    STOPPING, so one live station fed the watchdog while another's loop was stuck."""
+    import os
+    import socket
+    import threading
+    import time
+
+    from edge_mla.runtime.multi import MultiRuntime
+    from edge_mla.runtime.replay.recorder import session_config
+    from edge_mla.runtime.stations import Station
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+
+    def drain() -> list:
+        out = []
+        while True:
+            try:
+                out.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                return out
+
+    clean, _ = sessions
+    st = [Station(n, session_config(clean, engines=engines, rate=10.0, loop=True, json_stdout=False)) for n in ("line1", "line2")]
+    multi = MultiRuntime(st, outputs=[])
+    multi.start()
+    hang = threading.Event()
+    try:
+        time.sleep(1.5)
+        got = drain()
+        assert sum(m.startswith("READY=1") for m in got) == 1 and sum(m == "WATCHDOG=1" for m in got) >= 3
+        multi.runtimes["line2"].fusion._latest = lambda: (hang.wait(30), {})[1]  # one station's loop sticks
+        time.sleep(max(10.0 / 10.0, 2.0) + 1.5)
+        drain()
+        time.sleep(1.0)
+        assert [m for m in drain() if m == "WATCHDOG=1"] == []  # line1 alone no longer feeds the watchdog
+    finally:
+        hang.set()
+        multi.join()
+    assert [m for m in drain() if m.startswith("STOPPING")] == ["STOPPING=1"]
+    sock.close()
