@@ -361,7 +361,10 @@ class Runtime:
         for o in self.outputs:
             o.close()
         res = self.resources.finish()
-        alive = [t.name for t in threading.enumerate() if t.name.endswith(("-worker", "-grabber", "-watchdog", "-wavplayer")) or t.name in ("fusion", "resources")]
+        # this station's own threads (other stations of a --config run are still stopping:
+        # listing every thread of the process warned about theirs)
+        own = [*self._threads, *(getattr(src, "_thread", None) for src in sources.values()), getattr(self.resources, "_thread", None)]
+        alive = [t.name for t in own if isinstance(t, threading.Thread) and t.is_alive()]
         if alive:
             log.warning("shutdown: threads still running: %s", ", ".join(alive))
         else:
