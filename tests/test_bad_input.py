@@ -242,6 +242,14 @@ def test_run_out_named_pipe_needs_a_reader_and_feeds_one(capsys, tmp_path, tiny_
     assert got and all(json.loads(x)["t"] >= 0 for x in got)
 
 
+def test_a_closed_stdout_pipe_is_no_traceback_for_any_command(demo_cache):
+    """`edge-mla data info ... | head -1` ended in a BrokenPipeError traceback."""
+    p = subprocess.Popen([sys.executable, "-m", "edge_mla.cli.main", "data", "info", "--dataset", "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT))
+    p.stdout.close()  # the reader is gone before the command prints
+    err = p.stderr.read().decode()
+    assert p.wait(120) == 141 and "Traceback" not in err and "Exception ignored" not in err, err
+
+
 def test_run_disk_full_ends_cleanly(capsys, tiny_engines, media):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")

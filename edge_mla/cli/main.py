@@ -116,6 +116,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"edge-mla {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edge-mla data info ... | head -1`: the reader has what it wanted
+        _quiet_stdout()
+        return 141
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's exit flush does not raise again
+    (a second traceback, 'Exception ignored ... BrokenPipeError')."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
