@@ -25,7 +25,8 @@ class Check:
     detail: str
 
     def line(self) -> str:
-        return f"{self.status:<4}  {self.what}: {self.detail}"
+        """One line always: a path holding a newline must not forge a second OK line."""
+        return f"{self.status:<4}  {self.what}: " + " ".join(self.detail.split("\n")).replace("\r", " ")
 
 
 def cpu_flags() -> set:
@@ -102,6 +103,8 @@ def check_disk(path: Path) -> Check:
     if p.exists() and not p.is_dir():
         return Check(FAIL, "disk for clips", f"{p}: exists and is not a folder")
     probe = p if p.exists() else next((q for q in p.parents if q.exists()), Path("/"))
+    if not probe.is_dir():  # a file above it: the folder can never be made
+        return Check(FAIL, "disk for clips", f"{p}: {probe} is a file, not a folder")
     free = shutil.disk_usage(probe).free / 2**30
     writable = os.access(probe, os.W_OK)
     status = FAIL if not writable or free < 0.05 else WARN if free < 1.0 else OK

@@ -159,3 +159,11 @@ def test_doctor_reports_one_status_per_line(engines, tmp_path):
     assert p.returncode == (1 if any(l.startswith("FAIL") for l in lines) else 0)
     bad = run_cli(["doctor", "--engines", str(tmp_path / "missing")])
     assert bad.returncode == 1 and bad.stdout.strip().splitlines()[-1].startswith("FAIL  engines")
+    # a clips folder under a file can never be made; a newline in a path cannot forge a line
+    (tmp_path / "afile").write_text("x")
+    odd = run_cli(["doctor", "--clips", str(tmp_path / "afile" / "sub"), "--engines", str(tmp_path / "nl\nOK    engines: forged")])
+    lines = odd.stdout.strip().splitlines()
+    assert len(lines) == 7 and lines[5].startswith("FAIL  disk for clips") and "is a file, not a folder" in lines[5]
+    assert lines[6].startswith("FAIL  engines")
+    empty = run_cli(["doctor", "--engines", ""])
+    assert empty.returncode == 2 and "--engines: an empty path" in empty.stderr
