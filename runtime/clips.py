@@ -36,6 +36,7 @@ import logging
 import os
 import queue
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ import numpy as np
 
 from edge_mla.errors import EdgeMlaError
 from edge_mla.runtime.clock import now
+from edge_mla.runtime.config import DEFAULT_STATION
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ class ClipRecorder:
     def __init__(self, cfg, camera, mic, classes: list, checksum=lambda: "") -> None:
         self.root = Path(cfg.clips)
         check_clips_dir(self.root)
+        station = getattr(cfg, "station", None)
+        self._who = f" [{station}]" if station and station != DEFAULT_STATION else ""  # which station, in a --config run
         self.pre, self.post = cfg.clip_pre, cfg.clip_post
         self.conf_threshold, self.low_seconds = cfg.clip_confidence, cfg.clip_low_seconds
         self.budget = cfg.clips_max_mb * 2**20
@@ -221,22 +225,33 @@ class ClipRecorder:
                 break
             try:
                 self._write(job)
-                self.written += 1
-                self._enforce_budget()
             except Exception as exc:
                 self.errors += 1
                 self.dropped += 1
-                log.error("clip: cannot write into %s (%s: %s); the runtime goes on", self.root, type(exc).__name__, exc)
+                log.error("clip%s: cannot write into %s (%s: %s); the runtime goes on", self._who, self.root, type(exc).__name__, exc)
+                continue
+            self.written += 1
+            try:  # a clip on disk is written, even when the index after it fails (it was counted twice)
+                self._enforce_budget()
+            except Exception as exc:
+                self.errors += 1
+                log.error("clip%s: cannot update %s/pairs.csv (%s: %s); the runtime goes on", self._who, self.root, type(exc).__name__, exc)
 
     def _write(self, job: dict) -> None:
-        import cv2
-
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(job["wall"])) + f"-{int(job['wall'] * 1000) % 1000:03d}"
         name = f"{stamp}-{job['reasons'][0]}"
         clips = self.root / "clips"
-        tmp = clips / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        clips.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=clips))  # a fresh name: a fixed one collided
+        try:
+            self._write_into(tmp, job, clips, name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed clip left its temp folder for good
+            raise
+
+    def _write_into(self, tmp: Path, job: dict, clips: Path, name: str) -> None:
+        import cv2
+
         frames = job["frames"]
         if frames:
             span = frames[-1][0] - frames[0][0]
@@ -277,8 +292,9 @@ class ClipRecorder:
         while final.exists():
             n += 1
             final = clips / f"{name}-{n}"
+        os.chmod(tmp, 0o755)
         os.replace(tmp, final)
-        log.info("clip: wrote %s (%d frames, %.1fs audio)", final, len(frames), reason["audio_seconds"])
+        log.info("clip%s: wrote %s (%d frames, %.1fs audio)", self._who, final, len(frames), reason["audio_seconds"])
 
     def _enforce_budget(self) -> None:
         clips = sorted(p for p in (self.root / "clips").iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -293,8 +309,10 @@ class ClipRecorder:
         self._write_index(clips)
 
     def _write_index(self, clips: list) -> None:
-        """pairs.csv (image,audio,label) of every clip with a frame, audio and a label."""
-        tmp = self.root / ".pairs.csv.tmp"
+        """pairs.csv (image,audio,label) of every clip with a frame, audio and a label,
+        and classes.txt beside it (again: a folder deleted mid-run came back without it)."""
+        (self.root / "classes.txt").write_text("\n".join(self.classes) + "\n")
+        tmp = self.root / f".pairs.csv.tmp-{os.getpid()}-{threading.get_ident()}"
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["image", "audio", "label"])

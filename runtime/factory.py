@@ -16,6 +16,7 @@ from typing import Optional
 
 from edge_mla.runtime import sd_notify
 from edge_mla.runtime.clock import now
+from edge_mla.runtime.config import DEFAULT_STATION
 from edge_mla.runtime.hot_swap import EngineSwapper
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class FactoryFloor:
             self.clips = ClipRecorder(cfg, rt.source_of("image"), rt.source_of("audio"), rt.classes, lambda: rt.engine_checksum)
             self.hooks.append(self.clips.on_decision)
         self.swapper = EngineSwapper(cfg.engines, list(rt.engines), rt.classes, rt.open_engine, rt.apply_swap, rt._stop, watch=cfg.watch, period=cfg.watch_period,
-                                     check=rt.check_swap)
+                                     check=rt.check_swap, station="" if cfg.station == DEFAULT_STATION else cfg.station)
         self._started: list = []
 
     def start(self) -> None:

@@ -87,8 +87,9 @@ class EngineSwapper:
     switch between two decisions."""
 
     def __init__(self, root: Path, modalities: list, classes: list, open_engine: Callable, apply: Callable, stop: threading.Event, watch: bool = False, period: float = 1.0,
-                 check: Optional[Callable] = None) -> None:
+                 check: Optional[Callable] = None, station: str = "") -> None:
         self.root = Path(root)
+        self._who = f" [{station}]" if station else ""  # which station swapped, in a --config run
         self.modalities = list(modalities)
         self.classes = list(classes)
         self.open_engine = open_engine
@@ -134,17 +135,17 @@ class EngineSwapper:
             manifest, engines, checked = self._load()
         except EdgeMlaError as exc:
             self.swaps["refused"] += 1
-            log.error("engine swap refused: %s; the running engines stay", exc)
+            log.error("engine swap%s refused: %s; the running engines stay", self._who, exc)
             return False
         except Exception as exc:  # anything else the new folder triggers: still refused
             self.swaps["refused"] += 1
-            log.error("engine swap refused: %s: %s; the running engines stay", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            log.error("engine swap%s refused: %s: %s; the running engines stay", self._who, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return False
         checksum = folder_checksum(self.root)
         self._apply(manifest, engines, checksum, checked)
         self.last_seconds = now() - t0
         self.swaps["ok"] += 1
-        log.info("engine swap: now running %s (checksum %s; loaded and checked in %.2fs)", self.root, checksum, self.last_seconds)
+        log.info("engine swap%s: now running %s (checksum %s; loaded and checked in %.2fs)", self._who, self.root, checksum, self.last_seconds)
         return True
 
     def _load(self) -> tuple:

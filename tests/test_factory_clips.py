@@ -137,3 +137,31 @@ def session_frame_bytes(session) -> int:
     cap.release()
     assert ok
     return frame.nbytes
+
+
+def test_a_failed_clip_leaves_no_temp_folder_and_the_index_keeps_classes(engines, session, tmp_path, monkeypatch):
+    """A clip that failed mid-write (disk full, read-only) left its .tmp-* folder for
+    good; a clips folder removed mid-run came back without classes.txt."""
+    from edge_mla.runtime import Runtime, clips as clips_mod
+    from edge_mla.runtime.replay.recorder import session_config
+
+    real = clips_mod.ClipRecorder._write_into
+    calls = []
+
+    def first_fails(self, tmp, job, clips, name):
+        calls.append(name)
+        if len(calls) == 1:
+            (tmp / "video.avi").write_bytes(b"half")
+            raise OSError(28, "No space left on device")
+        return real(self, tmp, job, clips, name)
+
+    monkeypatch.setattr(clips_mod.ClipRecorder, "_write_into", first_fails)
+    root = tmp_path / "clips"
+    rt = Runtime(session_config(session, engines=engines, json_stdout=False, rate=10, clips=root, clip_pre=1.5, clip_post=1.0, clip_confidence=0.0), outputs=[])
+    rt.run()
+    snap = rt.floor.clips.snapshot()
+    assert len(calls) >= 2 and snap["dropped"] == 1 and snap["written"] == len(calls) - 1
+    assert not list((root / "clips").glob(".tmp-*"))
+    (root / "classes.txt").unlink()
+    rt.floor.clips._enforce_budget()
+    assert (root / "classes.txt").read_text().split() == rt.classes

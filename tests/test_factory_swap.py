@@ -144,7 +144,7 @@ def _new_engine_files(folder) -> None:
     (folder / "manifest.json").write_text(json.dumps(m, indent=2))
 
 
-def test_stations_sharing_engines_swap_to_shared_engines(engines, session, tmp_path):
+def test_stations_sharing_engines_swap_to_shared_engines(engines, session, tmp_path, caplog):
     """Two stations of one process share (batched) engines; after a swap they share
     the new ones (loaded once), the old ones are released, and both keep deciding."""
     from edge_mla.runtime.batching import BatchedEngine
@@ -152,6 +152,7 @@ def test_stations_sharing_engines_swap_to_shared_engines(engines, session, tmp_p
     from edge_mla.runtime.replay.recorder import session_config
     from edge_mla.runtime.stations import Station
 
+    caplog.set_level("INFO", logger="edge_mla.runtime.hot_swap")
     folder = shutil.copytree(engines, tmp_path / "eng")
     out = Collect()
     st = [Station(n, session_config(session, engines=folder, loop=True, json_stdout=False, rate=10)) for n in ("line1", "line2")]
@@ -178,6 +179,8 @@ def test_stations_sharing_engines_swap_to_shared_engines(engines, session, tmp_p
         report = multi.join()
     assert all(rt.floor.swapper.swaps == {"ok": 1, "refused": 0} for rt in multi.runtimes.values())
     assert report.stations["line1"].decisions > 0 and report.stations["line2"].decisions > 0
+    swaps = [r.getMessage() for r in caplog.records if "now running" in r.getMessage()]
+    assert sorted(m.split(":")[0] for m in swaps) == ["engine swap [line1]", "engine swap [line2]"]  # which station, in the log
 
 
 def test_a_folder_with_a_corrupt_reliability_block_is_refused_before_its_engines_open(engines, session, tmp_path, caplog):
