@@ -124,3 +124,12 @@ def test_folder_dataset_errors_name_the_file(tmp_path):
     (tmp_path / "pairs.csv").write_text("image,audio,label\nmissing.png,a.wav,1\nmissing.png,a.wav,2\n")
     with pytest.raises(EdgeMlaError, match="missing.png: cannot read image"):
         load_dataset("folder", str(tmp_path))
+
+
+def test_a_data_dir_given_for_the_demo_dataset_is_said_to_be_unused(demo_cache, caplog):
+    """--data-dir with --dataset demo was ignored without a word."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="edge_mla.data.registry"):
+        load_dataset("demo", "/some/folder")
+    assert any("--data-dir /some/folder is not used" in r.getMessage() for r in caplog.records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from edge_mla.data.pairs import PairedDataset
@@ -24,6 +25,9 @@ def load_dataset(
         return load_avmnist(data_dir, seed=seed, split=split)
     if name == "demo":
         from edge_mla.data.demo import load_demo
+
+        if data_dir:  # it was ignored without a word
+            logging.getLogger(__name__).warning("--data-dir %s is not used: the demo dataset is built in (its cache: EDGE_MLA_CACHE)", data_dir)
 
         return load_demo(seed=seed)
     if name == "folder":
