@@ -13,48 +13,33 @@ import time
 import pytest
 
 from test_runtime_cli import session  # noqa: F401
-from test_runtime_support import ROOT, engines, run_cli, wait_for  # noqa: F401
-
-
-def _drain(sock: socket.socket) -> list:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return out
+from test_runtime_support import ROOT, drain, engines, notify_socket, run_cli, wait_for  # noqa: F401
 
 
 def test_keepalives_only_while_the_fusion_loop_decides(engines, session, tmp_path, monkeypatch):
     from edge_mla.runtime import Runtime
     from edge_mla.runtime.replay.recorder import session_config
 
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # keep-alive every 0.1 s
-    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    sock = notify_socket(tmp_path, monkeypatch)  # keep-alive every 0.1 s
     cfg = session_config(session, engines=engines, loop=True, json_stdout=False, rate=10)
     rt = Runtime(cfg, outputs=[])
     rt.start()
     got: list = []
     try:
-        wait_for(lambda: got.extend(_drain(sock)) or sum(m == "WATCHDOG=1" for m in got) >= 5, 10)
+        wait_for(lambda: got.extend(drain(sock)) or sum(m == "WATCHDOG=1" for m in got) >= 5, 10)
         assert any(m.startswith("READY=1") for m in got)
         # the fusion loop hangs (a stuck engine, a deadlock): keep-alives must stop
         hang = __import__("threading").Event()
         rt.fusion._latest = lambda: (hang.wait(30), {})[1]
         time.sleep(max(10.0 / cfg.rate, 2.0) + 1.5)  # past the liveness limit (and a keep-alive already under way)
-        _drain(sock)
+        drain(sock)
         time.sleep(1.0)
-        assert [m for m in _drain(sock) if m == "WATCHDOG=1"] == []
+        assert [m for m in drain(sock) if m == "WATCHDOG=1"] == []
         assert rt.floor.keepalive.withheld > 0
         hang.set()
     finally:
         rt.join()
-    assert "STOPPING=1" in _drain(sock)
+    assert "STOPPING=1" in drain(sock)
     sock.close()
 
 
@@ -67,27 +52,21 @@ def test_keepalives_stop_when_the_engines_hang_and_the_fusion_loop_does_not(engi
     from edge_mla.runtime.replay.recorder import session_config
 
     monkeypatch.setattr(factory, "ENGINE_HANG_S", 1.0)
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")
-    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    sock = notify_socket(tmp_path, monkeypatch)
     rt = Runtime(session_config(session, engines=engines, loop=True, json_stdout=False, rate=10), outputs=[])
     rt.start()
     hang = threading.Event()
     got: list = []
     try:
-        wait_for(lambda: got.extend(_drain(sock)) or sum(m == "WATCHDOG=1" for m in got) >= 3, 10)
+        wait_for(lambda: got.extend(drain(sock)) or sum(m == "WATCHDOG=1" for m in got) >= 3, 10)
         for eng in rt.engines.values():
             eng.infer = lambda x, _h=hang: (_h.wait(60), None)[1]
         time.sleep(2.5)  # past ENGINE_HANG_S
         n = rt._lines
-        _drain(sock)
+        drain(sock)
         time.sleep(1.0)
         assert rt._lines > n  # the fusion loop is alive, emitting no-decisions
-        assert [m for m in _drain(sock) if m == "WATCHDOG=1"] == []
+        assert [m for m in drain(sock) if m == "WATCHDOG=1"] == []
     finally:
         hang.set()
         rt.join()

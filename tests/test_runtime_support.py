@@ -206,3 +206,28 @@ def digit_frame_fn(label: int = 7, size=(160, 120)):
     img = split.images[split.image_index[0]][0]
     rng = np.random.default_rng(0)
     return lambda t: _frame(img, size, rng)
+
+
+def notify_socket(tmp_path: Path, monkeypatch, watchdog_usec: str = "200000"):
+    """systemd's side of sd_notify: a datagram socket set as NOTIFY_SOCKET, with a
+    watchdog of ``watchdog_usec`` for this process. Read it with ``drain``."""
+    import socket
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", watchdog_usec)
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    return sock
+
+
+def drain(sock) -> list:
+    """Every message waiting on a notify socket."""
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out

@@ -85,8 +85,6 @@ def test_config_errors_stop_before_any_sensor_opens(engines, tmp_path):  # noqa:
 def test_systemd_hears_from_a_multi_station_process_once(engines, sessions, tmp_path, monkeypatch):  # noqa: F811
     """Each station sent its own READY (at the first station's start), keep-alives and
     STOPPING, so one live station fed the watchdog while another's loop was stuck."""
-    import os
-    import socket
     import threading
     import time
 
@@ -94,21 +92,12 @@ def test_systemd_hears_from_a_multi_station_process_once(engines, sessions, tmp_
     from edge_mla.runtime.replay.recorder import session_config
     from edge_mla.runtime.stations import Station
 
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")
-    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    from test_runtime_support import drain as drain_socket, notify_socket
+
+    sock = notify_socket(tmp_path, monkeypatch)
 
     def drain() -> list:
-        out = []
-        while True:
-            try:
-                out.append(sock.recv(4096).decode())
-            except BlockingIOError:
-                return out
+        return drain_socket(sock)
 
     clean, _ = sessions
     st = [Station(n, session_config(clean, engines=engines, rate=10.0, loop=True, json_stdout=False)) for n in ("line1", "line2")]
