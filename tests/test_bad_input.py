@@ -250,6 +250,16 @@ def test_a_closed_stdout_pipe_is_no_traceback_for_any_command(demo_cache):
     assert p.wait(120) == 141 and "Traceback" not in err and "Exception ignored" not in err, err
 
 
+def test_stdout_on_a_full_disk_is_one_line_for_any_command(demo_cache):
+    """`edge-mla data info > /dev/full` ended in an OSError traceback."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "edge_mla.cli.main", "data", "info", "--dataset", "demo"], stdout=full, stderr=subprocess.PIPE, text=True, cwd=str(ROOT), timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "Exception ignored" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == "edge-mla data: error: cannot write to standard output (No space left on device)"
+
+
 def test_run_disk_full_ends_cleanly(capsys, tiny_engines, media):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")

@@ -106,9 +106,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    real_stdout, sys.stdout = sys.stdout, _StdoutGuard(sys.stdout)
     try:
         with _sigterm_as_interrupt():
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a full disk shows here, not in the interpreter's exit
+            return code
+    except _StdoutFailed as exc:  # `edge-mla data info > /dev/full`: a traceback before
+        _quiet_stdout()
+        print(f"edge-mla {args.command}: error: cannot write to standard output ({exc.strerror})", file=sys.stderr)
+        return 1
     except EdgeMlaError as exc:
         one_line = " ".join(str(exc).split())  # a message quoting user text never breaks the one line
         print(f"edge-mla {args.command}: error: {one_line}", file=sys.stderr)
@@ -119,6 +126,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # `edge-mla data info ... | head -1`: the reader has what it wanted
         _quiet_stdout()
         return 141
+    finally:
+        sys.stdout = real_stdout
+
+
+class _StdoutFailed(OSError):
+    """Writing to standard output failed (not a closed pipe): told apart from the
+    OSErrors of files a command opens itself."""
+
+
+class _StdoutGuard:
+    """sys.stdout while a command runs: its write errors become _StdoutFailed."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def _guard(self, fn, *a):
+        try:
+            return fn(*a)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _StdoutFailed(exc.errno, exc.strerror) from None
+
+    def write(self, text: str) -> int:
+        return self._guard(self._inner.write, text)
+
+    def flush(self) -> None:
+        self._guard(self._inner.flush)
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
 
 
 def _quiet_stdout() -> None:
