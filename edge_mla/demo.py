@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_mla.errors import EdgeMlaError
-from edge_mla.validate import not_over_inputs, numbers, writable_location
+from edge_mla.validate import not_empty_path, not_over_inputs, numbers, writable_location
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,7 @@ class DemoConfig:
     latency_repeats: int = 200
 
     def __post_init__(self) -> None:
-        if isinstance(self.out, str) and not self.out.strip():  # Path("") is the current folder
-            raise EdgeMlaError("--out: an empty path (leave the option out instead)")
+        not_empty_path(self.out, "out")
         self.out = Path(self.out)
         numbers(self, NUMERIC)
         if self.out.exists() and not self.out.is_dir():

@@ -52,7 +52,7 @@ from typing import Optional
 
 from edge_mla.errors import EdgeMlaError, required_file
 from edge_mla.preprocess import AUDIO_RATES
-from edge_mla.validate import number
+from edge_mla.validate import names_inside, number
 
 FORMAT = "edge-mla-engines/1"
 MANIFEST_NAME = "manifest.json"
@@ -122,8 +122,7 @@ def _rel_file(o: _Obj, k: str = "file") -> str:
     """An engine file name: relative, inside the engine folder (the folder is
     untrusted input, so no absolute paths or ``..``)."""
     f = o.get(k, "string")
-    parts = Path(f).parts
-    if Path(f).is_absolute() or ".." in parts:
+    if not names_inside(f):
         raise o.fail(k, f"must name a file inside the engine folder (got {f!r})")
     return f
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -183,21 +182,10 @@ def select_power(data: dict, rel: Reliability, rule: str, powers=POWERS, toleran
 
 def save(run_dir: Path, fitted: dict) -> Path:
     path = Path(run_dir) / RELIABILITY_NAME
-    import tempfile
+    from edge_mla.staging import replace_file
 
     text = json.dumps({"format": FORMAT, "candidates": {c: r.to_dict() for c, r in fitted.items()}}) + "\n"
-    tmp = None
-    try:  # a fresh name (O_EXCL): a fixed one was written through a link placed there, and two fits raced on it
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        tmp = Path(name)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        raise EdgeMlaError(f"{path}: cannot write the fitted reliability constants ({exc.strerror})") from None
+    replace_file(path, lambda tmp: tmp.write_text(text), "the fitted reliability constants")  # a fixed temp name was written through a link
     return path
 
 

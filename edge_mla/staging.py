@@ -69,3 +69,23 @@ def staged_folder(out: Path, label: str = "--out") -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_file(path: Path, write, what: str = "") -> None:
+    """Write a file by ``write(tmp)`` into a fresh temporary name beside ``path``, then
+    rename it over ``path``. Why one home: a link at ``path`` (a run or engine folder is
+    untrusted) is replaced, never written through; a failure leaves neither half a
+    file nor the temporary one; two writers never share a temporary name."""
+    path = Path(path)
+    tmp = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise EdgeMlaError(f"{path}: cannot write{' ' + what if what else ''} ({exc.strerror})") from None

@@ -125,3 +125,17 @@ def no_links_under(folder, names, label: str = "--out") -> None:
         for p in paths:
             if p.is_symlink():
                 raise EdgeMlaError(f"{label} {folder}: {p} is a symbolic link; results are written only as plain files there (remove the link or choose another --out)")
+
+
+def not_empty_path(value, name: str) -> None:
+    """A path option given as "" (or spaces) is refused: ``Path("")`` is the current
+    folder, so ``--clips ""`` wrote there and ``train --out ""`` fell back to the default."""
+    if isinstance(value, str) and not value.strip():
+        raise EdgeMlaError(f"{flag(name)}: an empty path (leave the option out instead)")
+
+
+def names_inside(name: str) -> bool:
+    """``name`` (from a manifest, pairs.csv or truth.json) names something inside the
+    folder it belongs to: relative and without ``..``. The one test for it."""
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts

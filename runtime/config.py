@@ -85,13 +85,10 @@ class RunConfig:
     watch_period: float = 1.0  # seconds between manifest.json checks under --watch
 
     def __post_init__(self) -> None:
-        for name in ("engines", "out", "mqtt_password_file", "mqtt_ca", "mqtt_spool", "clips"):
-            if isinstance(getattr(self, name), str) and not getattr(self, name).strip():
-                # Path("") is Path("."): --clips "" wrote its clips into the current folder
-                from edge_mla.errors import EdgeMlaError
-                from edge_mla.validate import flag
+        from edge_mla.validate import not_empty_path
 
-                raise EdgeMlaError(f"{flag(name)}: an empty path (leave the option out instead)")
+        for name in ("engines", "out", "mqtt_password_file", "mqtt_ca", "mqtt_spool", "clips"):
+            not_empty_path(getattr(self, name), name)
         self.engines = Path(self.engines)
         if self.out is not None:
             self.out = Path(self.out)

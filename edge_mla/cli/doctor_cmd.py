@@ -26,11 +26,10 @@ def register(subparsers, common) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_mla.runtime.doctor import FAIL, run_checks
 
-    from edge_mla.errors import EdgeMlaError
+    from edge_mla.validate import not_empty_path
 
-    for flag, value in (("--engines", args.engines), ("--clips", args.clips)):
-        if value is not None and not value.strip():  # Path("") is the current folder
-            raise EdgeMlaError(f"{flag}: an empty path (leave the option out instead)")
+    not_empty_path(args.engines, "engines")
+    not_empty_path(args.clips, "clips")
     checks = run_checks(Path(args.engines) if args.engines else None, Path(args.clips))
     for c in checks:
         print(c.line(), flush=True)

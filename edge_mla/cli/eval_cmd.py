@@ -83,21 +83,15 @@ def result_path(run_dir: Path, split: str, limit: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from edge_mla.errors import EdgeMlaError
     from edge_mla.evaluate import evaluate_run
+    from edge_mla.staging import replace_file
 
     out = result_path(args.run_dir, args.eval_split, args.limit)
     if out.is_dir() and not out.is_symlink():  # checked before minutes of evaluation
         raise EdgeMlaError(f"{out}: is a folder; eval writes its result there (remove it)")
     res = evaluate_run(args.run_dir, args.data_dir, args.eval_split, args.corrupt, args.signal, args.refit_reliability, args.limit, args.suite)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:  # written beside and renamed: a link at ``out`` (the run folder is untrusted) is replaced, never written through
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EdgeMlaError(f"{out}: cannot write the result ({exc.strerror})") from None
+    text = json.dumps(res, indent=2) + "\n"
+    replace_file(out, lambda tmp: tmp.write_text(text), "the result")  # a link at ``out`` is replaced, not written through
     print(json.dumps(res) if args.json else format_table(res))
     return 0

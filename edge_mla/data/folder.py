@@ -25,6 +25,7 @@ import numpy as np
 
 from edge_mla.data.pairs import PairedDataset, PairedSplit
 from edge_mla.errors import EdgeMlaError
+from edge_mla.validate import names_inside
 from edge_mla.preprocess import AUDIO_RATES, image_to_tensor, resample
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def _member(base: Path, name: str, csv_path: Path, lineno: int, column: str) -> 
     layout, not the file's."""
     where = f"{csv_path}:{lineno}" if lineno else str(csv_path)
     p = base / name
-    if Path(name).is_absolute() or ".." in Path(name).parts:
+    if not names_inside(name):
         raise EdgeMlaError(f"{where}: {column} {name!r} must be a path inside the dataset folder")
     if p.exists() and not stat.S_ISREG(p.stat().st_mode):
         raise EdgeMlaError(f"{where}: {column} {name!r} is not a regular file")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
 from edge_mla.errors import EdgeMlaError
-from edge_mla.validate import flag, number, numbers
+from edge_mla.validate import flag, not_empty_path, number, numbers
 
 if TYPE_CHECKING:
     from edge_mla.data.augment import AudioAugment
@@ -134,8 +134,7 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, Path)):
                 raise EdgeMlaError(f"{flag(name)} must be a path (got {v!r})")
-            if isinstance(v, str) and not v.strip():  # --out "" fell back to the default folder without a word
-                raise EdgeMlaError(f"{flag(name)}: an empty path (leave the option out instead)")
+            not_empty_path(v, name)
         g = self.aug_gain_db
         if not isinstance(g, (list, tuple)) or len(g) != 2:
             raise EdgeMlaError(f"--aug-gain-db takes two numbers, LOW HIGH in dB (got {g!r})")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -236,10 +235,7 @@ def machine_info() -> dict:
 
 def save_json(result: dict, path: Path) -> None:
     """Written beside and renamed: a failure never leaves half a profile.json."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EdgeMlaError(f"{path}: cannot write ({exc.strerror})") from None
+    from edge_mla.staging import replace_file
+
+    text = json.dumps(result, indent=2) + "\n"
+    replace_file(path, lambda tmp: tmp.write_text(text))

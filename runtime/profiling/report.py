@@ -3,10 +3,7 @@ machines (the JSON the CLI writes)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-from edge_mla.errors import EdgeMlaError
 
 
 def engine_table(result: dict) -> str:
@@ -77,12 +74,9 @@ def plot_profile(result: dict, path: Path) -> None:
             ax.set_xlabel("ms")
             ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:  # written beside and renamed: a link at ``path`` is replaced, never written through
-        fig.savefig(tmp, dpi=90, format="png")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EdgeMlaError(f"{path}: cannot write ({exc.strerror})") from None
+    from edge_mla.staging import replace_file
+
+    try:  # a link at ``path`` is replaced, never written through
+        replace_file(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     finally:
         plt.close(fig)

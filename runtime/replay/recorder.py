@@ -27,6 +27,7 @@ import numpy as np
 from edge_mla.errors import EdgeMlaError
 from edge_mla.preprocess import fit_window, pcm_to_float, resample
 from edge_mla.runtime.replay.script import Script
+from edge_mla.validate import names_inside
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def load_session(path: str | Path) -> Session:
     files = {}
     for key in ("video", "audio"):
         name = truth.get(key)
-        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        if not isinstance(name, str) or not names_inside(name):
             raise EdgeMlaError(f"{truth_path}: {key} must name a file inside the session folder (got {name!r})")
         files[key] = root / name
     outages = truth.get("outages")
