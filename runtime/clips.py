@@ -69,6 +69,32 @@ def check_clips_dir(root: Path) -> None:
         raise EdgeMlaError(f"--clips {root}: disk full ({free:.0f} MB free, need at least {MIN_FREE_MB:.0f})")
 
 
+
+def _bgr(frame: np.ndarray) -> np.ndarray:
+    """The 8-bit, 3-channel frame MJPG takes: OpenCV's writer skips anything else
+    without raising, and the clip would have been kept without its video."""
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
+    elif frame.dtype != np.uint8:
+        frame = np.clip(frame, 0, 255).astype(np.uint8)
+    if frame.ndim == 2 or frame.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(frame.reshape(frame.shape[0], frame.shape[1], 1), 3, axis=2))
+    return np.ascontiguousarray(frame[:, :, :3])
+
+
+def _check_video(path: Path, frames: int) -> None:
+    """Read the written video back: OpenCV's writer reports neither a skipped frame
+    nor a failed write (a full disk), so a clip would keep an empty video.avi."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        got = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
+    if got < frames:
+        raise OSError(f"OpenCV wrote {got} of {frames} frames into {path.name}")
+
 class ClipRecorder:
     """A clip is video + WAV: ``camera`` is the source feeding the image engine (its
     frames are watched in its slot, not taken), ``mic`` the one feeding audio
@@ -257,12 +283,19 @@ class ClipRecorder:
             span = frames[-1][0] - frames[0][0]
             fps = (len(frames) - 1) / span if span > 0 and len(frames) > 1 else 10.0
             h, w = frames[0][1].shape[:2]
-            vw = cv2.VideoWriter(str(tmp / "video.avi"), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (w, h))
+            video = tmp / "video.avi"
+            vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (w, h))
+            if not vw.isOpened():
+                raise OSError(f"OpenCV cannot open an MJPG writer for {w}x{h} frames")
+            kept = 0
             for _, f in frames:
                 if f.shape[:2] == (h, w):
-                    vw.write(f if f.ndim == 3 else cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
+                    vw.write(_bgr(f))
+                    kept += 1
             vw.release()
-            cv2.imwrite(str(tmp / "frame.png"), job["trigger_frame"])
+            _check_video(video, kept)
+            if not cv2.imwrite(str(tmp / "frame.png"), _bgr(job["trigger_frame"])):
+                raise OSError("OpenCV cannot write frame.png")
         if job["audio"]:
             import soundfile as sf
 

@@ -165,3 +165,67 @@ def test_a_failed_clip_leaves_no_temp_folder_and_the_index_keeps_classes(engines
     (root / "classes.txt").unlink()
     rt.floor.clips._enforce_budget()
     assert (root / "classes.txt").read_text().split() == rt.classes
+
+
+def _clip_job(frames):
+    return {"wall": 1.7e9, "reasons": ["camera-lost"], "t0": 0.0, "t_end": 1.0, "frames": [(i * 0.1, f) for i, f in enumerate(frames)],
+            "trigger_frame": frames[0], "audio": [], "records": [], "record": {"decision": False, "sensors": {}}, "checksum": ""}
+
+
+def test_clip_video_holds_every_frame_whatever_the_camera_gives(tmp_path):
+    """OpenCV's MJPG writer skips a 4-channel, 1-channel or 16-bit frame without
+    raising: the clip was kept with an empty video.avi. Each kind is written now."""
+    import cv2
+    import numpy as np
+
+    from edge_mla.runtime.clips import ClipRecorder
+    from edge_mla.runtime.config import RunConfig
+
+    rec = ClipRecorder(RunConfig(engines=tmp_path, clips=tmp_path / "c"), None, None, ["a"])
+    kinds = [np.full((24, 32, 4), 90, np.uint8), np.full((24, 32, 1), 90, np.uint8), np.full((24, 32), 90, np.uint8),
+             np.full((24, 32, 3), 90 * 256, np.uint16)]
+    for n, frame in enumerate(kinds):
+        rec._write(_clip_job([frame] * 6))
+        clip = sorted((tmp_path / "c" / "clips").iterdir())[n]
+        cap = cv2.VideoCapture(str(clip / "video.avi"))
+        got = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            got.append(f)
+        cap.release()
+        assert len(got) == 6, (frame.shape, frame.dtype)
+        assert abs(float(got[0].mean()) - 90) < 3  # the 16-bit frame scaled, not clipped to white
+        assert cv2.imread(str(clip / "frame.png")).shape == (24, 32, 3)
+
+
+def test_a_video_write_opencv_drops_silently_fails_the_clip(tmp_path, monkeypatch):
+    """A write OpenCV drops without raising (a full disk) left a clip without its
+    video; the written file is read back and the clip counts as failed."""
+    import cv2
+    import numpy as np
+
+    from edge_mla.runtime import clips as clips_mod
+    from edge_mla.runtime.config import RunConfig
+
+    real = cv2.VideoWriter
+
+    class Dropping:
+        def __init__(self, *a):
+            self._vw = real(*a)
+
+        def isOpened(self):
+            return self._vw.isOpened()
+
+        def write(self, frame):  # what OpenCV does on a failed write: nothing, no error
+            pass
+
+        def release(self):
+            self._vw.release()
+
+    monkeypatch.setattr(cv2, "VideoWriter", Dropping)
+    rec = clips_mod.ClipRecorder(RunConfig(engines=tmp_path, clips=tmp_path / "c"), None, None, ["a"])
+    with pytest.raises(OSError, match="wrote 0 of 6 frames"):
+        rec._write(_clip_job([np.full((24, 32, 3), 90, np.uint8)] * 6))
+    assert list((tmp_path / "c" / "clips").iterdir()) == []
