@@ -934,3 +934,30 @@ def test_links_leading_out_of_the_engine_folder_are_refused(capsys, tmp_path, ti
     from edge_mla.manifest import load_manifest
 
     assert load_manifest(inside).engine("image").path == inside / "image.fp32.onnx"
+
+
+EMPTY_PATHS = {
+    "data-info": (["data", "info", "--dataset", "avmnist", "--data-dir", ""], "--data-dir"),
+    "eval-data-dir": (["eval", "RUN", "--data-dir", ""], "--data-dir"),
+    "eval-run": (["eval", ""], "RUN_DIR"),
+    "export-run": (["export", ""], "RUN_DIR"),
+    "export-calib": (["export", "RUN", "--calib-data", "", "--out", "OUT"], "--calib-data"),
+    "export-data-dir": (["export", "RUN", "--dataset", "avmnist", "--data-dir", "", "--out", "OUT"], "--data-dir"),
+    "profile": (["profile", ""], "ENGINE_DIR"),
+    "run-replay": (["run", "--engines", "RUN", "--replay", " "], "--replay"),
+    "train-config": (["train", "--config", ""], "--config"),
+}
+
+
+@pytest.mark.parametrize("case", list(EMPTY_PATHS))
+def test_an_empty_path_argument_is_one_line(capsys, run_folder, case, monkeypatch):
+    """``""`` is the current folder to Path: ``--data-dir ''`` read $EDGE_MLA_DATA,
+    ``export --calib-data ''`` calibrated on the current folder, ``--replay ''``
+    replayed it. Each is refused before anything is read or written."""
+    monkeypatch.setenv("EDGE_MLA_DATA", str(run_folder.parent))  # what --data-dir "" used to fall back to
+    args, needle = EMPTY_PATHS[case]
+    args = [str(run_folder) if a == "RUN" else str(run_folder.parent / "out") if a == "OUT" else a for a in args]
+    before = snapshot(run_folder.parent)
+    rc, _, err = cli(capsys, *args)
+    assert_one_error_line(args[0], rc, err, needle, "an empty path")
+    assert snapshot(run_folder.parent) == before

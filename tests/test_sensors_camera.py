@@ -57,3 +57,48 @@ def test_camera_over_http_mjpeg_survives_server_restart_and_hang(engines, tmp_pa
         srv.stop()
     assert report.sensors["camera"]["reconnects"] >= 2
     assert report.workers["image"]["errors"] == 0
+
+
+def test_a_stream_that_stalls_at_open_does_not_hold_up_the_start(tmp_path):
+    """A stream camera that accepts the connection and never answers held up
+    ``start()`` (and so its station, and every station after it in a --config run)
+    for its whole open timeout. It now opens in the grabber thread: start returns,
+    the camera reports lost, and it is retried; with --require-sensors it still
+    must open before the start goes on."""
+    import socket
+    import threading
+
+    from edge_mla.runtime.clock import now
+    from edge_mla.runtime.sources.camera import CameraSource
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held = []
+    stop = threading.Event()
+
+    def accept():  # accept, then say nothing
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/video"
+    cam = CameraSource(url, timeout=1.0, open_timeout=20.0, strict=False)
+    try:
+        t0 = time.monotonic()
+        cam.start()
+        assert time.monotonic() - t0 < 10.0  # it waited the 20 s open timeout before
+        wait_for(lambda: len(held) >= 1, 10)  # the grabber is the one connecting
+        wait_for(lambda: cam.supervise(now()) or cam.status.state == "lost", 10)  # the watchdog's check: no frame within --camera-timeout
+        assert cam.status.reconnects == 0
+    finally:
+        cam.stop()
+        stop.set()
+        for c in held:
+            c.close()
+        srv.close()
+        cam.join(25)

@@ -22,13 +22,13 @@ examples:
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("export", parents=[common], help=HELP, description=HELP, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run folder written by 'edge-mla train' (checkpoint.pt, config.json)")
-    p.add_argument("--out", type=Path, default=None, help="engine folder (default RUN_DIR/engines)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by 'edge-mla train' (checkpoint.pt, config.json)")
+    p.add_argument("--out", default=None, help="engine folder (default RUN_DIR/engines)")
     p.add_argument("--int8", nargs="?", const="on", default="off", choices=["off", "on", "auto"],
                    help="INT8 engines: on (bare --int8) ships INT8, auto keeps INT8 per engine only if it loses <= --tolerance points and is faster (default off)")
     p.add_argument("--calib-method", default="percentile", choices=["minmax", "entropy", "percentile"], help="calibration range method: percentile (99.999th, clips outliers; measured most accurate here), minmax, entropy (KL, slowest) (default percentile)")
     p.add_argument("--calib-size", type=int, default=300, help="calibration samples per modality, stratified by class (default 300)")
-    p.add_argument("--calib-data", type=Path, default=None, help="calibrate on this folder dataset (pairs.csv) or .npz (image, audio arrays) instead of the run's training split")
+    p.add_argument("--calib-data", default=None, help="calibrate on this folder dataset (pairs.csv) or .npz (image, audio arrays) instead of the run's training split")
     p.add_argument("--engine", default="onnx", choices=["onnx", "trt"], help="trt: also TensorRT plans (or build_engines.sh where TensorRT is absent) (default onnx)")
     p.add_argument("--modalities", nargs="+", default=None, metavar="NAME", help="engines to export (default: every modality of the model)")
     p.add_argument("--tolerance", type=float, default=1.0, help="accuracy points INT8 may lose before it is flagged (default 1.0)")
@@ -58,12 +58,17 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
+def _path(value):
+    """Paths stay strings through argparse: Path("") is ".", and main() refuses ""."""
+    return None if value is None else Path(value)
+
+
 def run(args: argparse.Namespace) -> int:
     from edge_mla.export.pipeline import ExportConfig, export_run
 
     cfg = ExportConfig(
-        run_dir=args.run_dir, out=args.out, int8=args.int8, calib_method=args.calib_method, calib_size=args.calib_size,
-        calib_data=args.calib_data, engine=args.engine, modalities=args.modalities, tolerance=args.tolerance, force=args.force,
+        run_dir=Path(args.run_dir), out=_path(args.out), int8=args.int8, calib_method=args.calib_method, calib_size=args.calib_size,
+        calib_data=_path(args.calib_data), engine=args.engine, modalities=args.modalities, tolerance=args.tolerance, force=args.force,
         dataset=args.dataset, data_dir=args.data_dir, eval_limit=args.eval_limit, latency_repeats=args.latency_repeats,
         reduce_range=args.reduce_range, activations=args.int8_activations, opset=args.opset, exporter=args.exporter, max_batch=args.max_batch, workspace_mb=args.workspace_mb,
         dla_core=args.dla_core, trt_cache_version=args.trt_cache_version, reliability=args.reliability, int8_reliability=args.int8_reliability, progress=not args.no_progress,

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -78,6 +79,20 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+# arguments that name a file or folder, by their argparse dest
+PATH_ARGUMENTS = ("run_dir", "engines", "data_dir", "out", "config", "replay", "calib_data", "clips")
+
+
+def _empty_path_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optional[str]:
+    """The flag (or positional) of a path argument given as "" or blanks, or None."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[args.command]._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest in PATH_ARGUMENTS and isinstance(value, (str, os.PathLike)) and not str(value).strip():
+            return action.option_strings[0] if action.option_strings else action.metavar or action.dest
+    return None
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """A SIGTERM (a job scheduler, `kill`) becomes KeyboardInterrupt, so every command
@@ -106,6 +121,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    empty = _empty_path_argument(parser, args)
+    if empty:  # Path("") is the current folder: `eval ''` read it, `--replay ''` replayed it
+        print(f"edge-mla {args.command}: error: {empty}: an empty path (leave the option out instead)", file=sys.stderr)
+        return 2
     real_stdout, sys.stdout = sys.stdout, _StdoutGuard(sys.stdout)
     try:
         with _sigterm_as_interrupt():

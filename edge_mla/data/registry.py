@@ -7,6 +7,7 @@ from typing import Optional
 
 from edge_mla.data.pairs import PairedDataset
 from edge_mla.errors import EdgeMlaError
+from edge_mla.validate import not_empty_path
 
 DATASETS = ("avmnist", "demo", "folder")
 
@@ -19,6 +20,7 @@ def load_dataset(
 ) -> PairedDataset:
     """``name``: avmnist (real MNIST + FSDD from --data-dir), demo (built-in), or
     folder (a user's pairs.csv folder given as --data-dir)."""
+    not_empty_path(data_dir, "data_dir")  # "" fell back to $EDGE_MLA_DATA without a word
     if name == "avmnist":
         from edge_mla.data.avmnist import load_avmnist
 

@@ -110,6 +110,7 @@ class CameraSource:
         self._last_sig: Optional[int] = None
         self._last_new = 0.0  # last frame with new content
         self._last_read = 0.0  # last successful read, new content or not
+        self._opened = False  # opened once: a later open is a reconnect
 
     # -- opening ------------------------------------------------------------------
     def _media_time(self) -> float:
@@ -160,13 +161,18 @@ class CameraSource:
             probe.release()
             if not opened:
                 raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
-        cap = self._open()
-        if cap is None and not scripted and (self.strict or self.kind == "file"):
-            raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
-        self._cap = cap
+        self._opened = False
+        if self.strict or self.kind == "file":
+            cap = self._open()
+            if cap is None and not scripted:
+                raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
+            self._cap, self._opened = cap, True  # None only in a scripted outage, after the probe opened
+        # else a device or stream opens in the grabber thread: a stream that stalls
+        # for its whole open timeout held up the start of its station (and of every
+        # station after it in a --config run) for those seconds
         self._last_new = self._last_read = now()
-        if cap is None:
-            self._fail("cannot open at start; retrying (--require-sensors makes this fatal)")
+        if self._cap is None and self._opened:
+            self._fail("device gone (scripted outage)")
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-grabber", daemon=True)
         self._thread.start()
 
@@ -207,13 +213,15 @@ class CameraSource:
                     continue
                 cap = self._open()
                 if cap is None:
-                    self._fail("cannot open")
+                    self._fail("cannot open" if self._opened else "cannot open at start; retrying (--require-sensors makes this fatal)")
                     continue
                 self._cap = cap
-                self.status.reconnects += 1
                 self._last_new = self._last_read = now()
                 self._last_sig = None
-                log.info("%s: reopened %s", self.name, self.spec)
+                if self._opened:
+                    self.status.reconnects += 1
+                    log.info("%s: reopened %s", self.name, self.spec)
+                self._opened = True
             if self.kind == "file":
                 if not self._pace():
                     break
