@@ -75,21 +75,45 @@ def fit_window(clip: np.ndarray, window: int, offset: int | None = None) -> np.n
     return out
 
 
+MAX_PHASES = 1000  # most filter phases a resampling ratio may take (every pair of standard rates is exact within it)
+
+
+def resample_ratio(src_rate: int, dst_rate: int) -> tuple:
+    """(up, down): output = input x up / down. The exact ratio unless it needs more than
+    MAX_PHASES phases, then the nearest one that does not. A 44101 Hz WAV against an
+    8 kHz engine is 8000/44101: a 1.4-million-tap filter built on every mic hop
+    starved the audio engine; the nearest ratio within 1000 phases is off by about
+    3e-6, far below a sound card's own clock error."""
+    from fractions import Fraction
+    from math import gcd
+
+    src_rate, dst_rate = int(src_rate), int(dst_rate)
+    g = gcd(src_rate, dst_rate)
+    up, down = dst_rate // g, src_rate // g
+    if max(up, down) <= MAX_PHASES:
+        return up, down
+    ratio = Fraction(dst_rate, src_rate)
+    near = ratio.limit_denominator(max(1, min(MAX_PHASES, MAX_PHASES * src_rate // dst_rate)))
+    return max(near.numerator, 1), near.denominator
+
+
+def filter_half(up: int, down: int) -> int:
+    """Half length of resample's low-pass, in upsampled samples (StreamResampler needs it too)."""
+    return 16 * max(up, down)
+
+
 def resample(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     """Band-limited resampling by a rational factor (windowed-sinc polyphase).
 
     Used for microphone capture (48 kHz -> engine rate) and for user WAV files, so
     it must not alias speech: the low-pass sits at 0.45 of the lower Nyquist rate.
     """
-    from math import gcd
-
     x = np.asarray(x, np.float32)
     if src_rate == dst_rate or x.size == 0:
         return x.copy()
-    g = gcd(int(src_rate), int(dst_rate))
-    up, down = int(dst_rate) // g, int(src_rate) // g
+    up, down = resample_ratio(src_rate, dst_rate)
     cutoff = 0.9 / (2 * max(up, down))  # in cycles per upsampled sample
-    half = 16 * max(up, down)
+    half = filter_half(up, down)
     t = np.arange(-half, half + 1, dtype=np.float64)
     h = 2 * cutoff * np.sinc(2 * cutoff * t) * np.kaiser(t.size, 8.0)
     h = (h * up).astype(np.float32)

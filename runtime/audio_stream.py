@@ -14,11 +14,9 @@ call lines up with the global one.
 
 from __future__ import annotations
 
-from math import gcd
-
 import numpy as np
 
-from edge_mla.preprocess import fit_window, resample
+from edge_mla.preprocess import filter_half, fit_window, resample, resample_ratio
 
 
 class StreamResampler:
@@ -26,12 +24,10 @@ class StreamResampler:
 
     def __init__(self, src: int, dst: int) -> None:
         self.src, self.dst = int(src), int(dst)
-        g = gcd(self.src, self.dst)
-        self.up, self.down = self.dst // g, self.src // g
-        # Mirrors the filter half length inside preprocess.resample (in upsampled
-        # samples); a larger value would only cost time, a smaller one would emit
-        # samples whose support is incomplete (the equality test would fail).
-        self.half = 16 * max(self.up, self.down)
+        self.up, self.down = resample_ratio(self.src, self.dst)
+        # The filter half length inside preprocess.resample (in upsampled samples):
+        # outputs are emitted only once their support is complete.
+        self.half = filter_half(self.up, self.down)
         self.reset()
 
     def reset(self) -> None:

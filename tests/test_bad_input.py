@@ -342,10 +342,12 @@ def test_folder_without_test_pairs_is_refused_before_training(capsys, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
-@pytest.mark.parametrize("kind", ["1-hz", "nan"])
+@pytest.mark.parametrize("kind", ["1-hz", "nan", "cut", "zero-frames", "header-only"])
 def test_folder_audio_that_is_not_audio_is_one_line(capsys, tmp_path, pairs_root, kind):
     """A 1 Hz header resampled a one-second clip into 256M samples (GiBs); NaN samples
-    were cast to undefined int16 values with a warning."""
+    were cast to undefined int16 values with a warning; a WAV cut mid-data trained on
+    the half that was there, and one of 0 frames as a labelled clip of silence (the
+    runtime refused both: the two now share one reader)."""
     import shutil
 
     import soundfile as sf
@@ -355,10 +357,77 @@ def test_folder_audio_that_is_not_audio_is_one_line(capsys, tmp_path, pairs_root
     first = d / _rows(pairs_root)[1].split(",")[1]
     if kind == "1-hz":
         sf.write(str(first), np.zeros(16000, np.float32), 1)
-    else:
+    elif kind == "nan":
         sf.write(str(first), np.full(8000, np.nan, np.float32), 8000, subtype="FLOAT")
+    else:
+        sf.write(str(first), np.full(8000 if kind != "zero-frames" else 0, 0.1, np.float32), 8000, subtype="PCM_16")
+        b = first.read_bytes()
+        first.write_bytes({"cut": b[: 44 + (len(b) - 44) // 2], "header-only": b[:44], "zero-frames": b}[kind])
+    needle = {"1-hz": "sample rate 1 Hz is not audio", "nan": "NaN or infinite samples", "cut": "truncated", "header-only": "truncated",
+              "zero-frames": "no audio samples"}[kind]
     rc, _, err = cli(capsys, "data", "info", "--dataset", "folder", "--data-dir", d)
-    assert_one_error_line("data", rc, err, str(first), "sample rate 1 Hz is not audio" if kind == "1-hz" else "NaN or infinite samples")
+    assert_one_error_line("data", rc, err, str(first), needle)
+
+
+def test_a_stereo_wav_is_mixed_down_for_training_and_the_runtime_alike(tmp_path):
+    """The runtime played channel 0 of a WAV alone: a recording whose voice was on
+    the right channel was silence to the engine (no decision for its whole length),
+    while the dataset reader mixed the same file down."""
+    import soundfile as sf
+
+    from edge_mla.data.folder import read_audio_file
+    from edge_mla.runtime.sources.wavfile import WavFileInput
+
+    t = np.arange(8000) / 8000
+    voice = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    sf.write(str(tmp_path / "right.wav"), np.stack([0 * voice, voice], 1), 8000, subtype="PCM_16")
+    sf.write(str(tmp_path / "mono.wav"), voice / 2, 8000, subtype="PCM_16")
+    played = WavFileInput(str(tmp_path / "right.wav")).pcm
+    assert np.abs(played - voice / 2).max() < 1e-3
+    np.testing.assert_allclose(read_audio_file(tmp_path / "right.wav", 8000), read_audio_file(tmp_path / "mono.wav", 8000), atol=2)
+
+
+def test_a_streamed_wav_placeholder_size_is_not_truncation(tmp_path):
+    """A WAV written to a pipe cannot know its length: its data size is a placeholder
+    (0xFFFFFFFF, or 0x7FFFFFFF from some recorders), which libsndfile reads to the
+    end. Only 0xFFFFFFFF was accepted; a real cut is still refused."""
+    import soundfile as sf
+
+    from edge_mla.sound_file import read_sound
+
+    sf.write(str(tmp_path / "a.wav"), np.full(8000, 0.1, np.float32), 8000, subtype="PCM_16")
+    b = bytearray((tmp_path / "a.wav").read_bytes())
+    assert b[36:40] == b"data"
+    for size in (0xFFFFFFFF, 0x7FFFFFFF):
+        b[40:44] = size.to_bytes(4, "little")
+        (tmp_path / "s.wav").write_bytes(bytes(b))
+        pcm, rate = read_sound(str(tmp_path / "s.wav"), "s.wav")
+        assert rate == 8000 and pcm.size == 8000
+    b[40:44] = (16000 + 2).to_bytes(4, "little")  # two bytes more than the file holds
+    (tmp_path / "s.wav").write_bytes(bytes(b))
+    from edge_mla.errors import EdgeMlaError
+
+    with pytest.raises(EdgeMlaError, match="truncated"):
+        read_sound(str(tmp_path / "s.wav"), "s.wav")
+
+
+@pytest.mark.parametrize("frames,rate", [(1, 8000), (10, 48000), (48, 48000)])
+def test_a_looped_wav_shorter_than_a_wake_up_plays_at_its_rate(tmp_path, frames, rate):
+    """A looped file shorter than one wake-up of the player (about rate/1000 samples)
+    was delivered once per wake-up: 10 samples at 48 kHz played at 8.8 kHz."""
+    import time
+
+    import soundfile as sf
+
+    from edge_mla.runtime.sources.wavfile import WavFileInput
+
+    sf.write(str(tmp_path / "short.wav"), np.linspace(-0.5, 0.5, frames, dtype=np.float32), rate, subtype="PCM_16")
+    w = WavFileInput(str(tmp_path / "short.wav"), loop=True)
+    got = []
+    w.open(lambda block, t, gap: got.append(block.size))
+    time.sleep(1.0)
+    w.close()
+    assert 0.7 * rate < sum(got) < 1.3 * rate  # about one second of samples in one second
 
 
 AVMNIST_MISTAKES = {

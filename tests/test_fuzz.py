@@ -267,7 +267,8 @@ def base_wav() -> bytes:
     data_size=st.none() | st.integers(0, 2**32 - 1),
 )
 def test_wav_headers(edits, cut, data_size):
-    from edge_mla.runtime.sources.wavfile import MAX_RATE, MIN_RATE, WavFileInput
+    from edge_mla.preprocess import AUDIO_RATES
+    from edge_mla.runtime.sources.wavfile import WavFileInput
 
     b = bytearray(base_wav())
     for pos, val in edits:
@@ -284,7 +285,7 @@ def test_wav_headers(edits, cut, data_size):
         except EdgeMlaError as exc:
             assert_one_line(exc, f"--mic {p}: ")
             return
-    assert w.pcm.size > 0 and MIN_RATE <= w.rate <= MAX_RATE
+    assert w.pcm.size > 0 and AUDIO_RATES[0] <= w.rate <= AUDIO_RATES[1]
     assert w.pcm.dtype.kind == "f"
 
 

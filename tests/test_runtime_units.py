@@ -102,7 +102,7 @@ def test_decide_uses_the_shared_entropy_fusion_and_leaves_out_stale_results():
     assert out["decision"] is False and out["reason"] == "no result yet"
 
 
-@pytest.mark.parametrize("src,dst", [(48000, 8000), (44100, 8000), (16000, 8000), (8000, 8000)])
+@pytest.mark.parametrize("src,dst", [(48000, 8000), (44100, 8000), (16000, 8000), (8000, 8000), (44101, 8000)])
 def test_stream_resampler_equals_resampling_the_whole_stream(src, dst):
     from edge_mla.preprocess import resample
     from edge_mla.runtime.audio_stream import StreamResampler
@@ -119,6 +119,27 @@ def test_stream_resampler_equals_resampling_the_whole_stream(src, dst):
     y = np.concatenate(parts)
     assert full.size - 40 <= y.size <= full.size
     np.testing.assert_array_equal(y, full[: y.size])
+
+
+def test_an_odd_rate_is_resampled_by_a_near_ratio_of_few_phases():
+    """44101 -> 8000 Hz is 8000/44101 exactly: a 1.4-million-tap filter rebuilt on
+    every mic hop starved the audio engine (and 383987 Hz took 12 M taps). The ratio
+    is now the nearest one with at most MAX_PHASES phases; standard rates stay exact,
+    and a tone keeps its pitch."""
+    from edge_mla.preprocess import MAX_PHASES, resample, resample_ratio
+
+    for src, dst in [(44100, 16000), (48000, 8000), (11025, 16000), (192000, 16000), (8000, 16000)]:
+        up, down = resample_ratio(src, dst)
+        assert src * up == dst * down  # exact
+    for src, dst in [(44101, 8000), (383987, 8000), (96001, 16000), (1001, 16000)]:
+        up, down = resample_ratio(src, dst)
+        assert max(up, down) <= MAX_PHASES and abs(src * up / down - dst) / dst < 1e-4
+    src = 44101
+    t = np.arange(src) / src
+    y = resample(np.sin(2 * np.pi * 440 * t).astype(np.float32), src, 8000)
+    spectrum = np.abs(np.fft.rfft(y[1000:7000] * np.hanning(6000)))
+    assert abs(np.argmax(spectrum) * 8000 / 6000 - 440) < 2  # the pitch is kept
+    assert abs(y.size - 8000) <= 1
 
 
 def test_audio_window_holds_the_newest_engine_window():

@@ -25,8 +25,9 @@ import numpy as np
 
 from edge_mla.data.pairs import PairedDataset, PairedSplit
 from edge_mla.errors import EdgeMlaError
+from edge_mla.preprocess import image_to_tensor, resample
+from edge_mla.sound_file import read_sound
 from edge_mla.validate import names_inside
-from edge_mla.preprocess import AUDIO_RATES, image_to_tensor, resample
 
 log = logging.getLogger(__name__)
 REQUIRED = ("image", "audio", "label")
@@ -34,17 +35,8 @@ REQUIRED = ("image", "audio", "label")
 
 def read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
     """Read a sound file as int16 mono PCM at ``sample_rate``; errors name the file."""
-    import soundfile as sf
-
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise EdgeMlaError(f"{path}: cannot read audio ({exc})") from None
-    if not AUDIO_RATES[0] <= sr <= AUDIO_RATES[1]:  # a 1 Hz header made a 1 s clip 256M samples at 16 kHz
-        raise EdgeMlaError(f"{path}: sample rate {sr} Hz is not audio ({AUDIO_RATES[0]}-{AUDIO_RATES[1]} Hz)")
-    if not np.isfinite(data).all():
-        raise EdgeMlaError(f"{path}: holds NaN or infinite samples")
-    x = resample(data.mean(axis=1), int(sr), sample_rate)
+    data, sr = read_sound(str(path), str(path))
+    x = resample(data, sr, sample_rate)
     return np.clip(x * 32767, -32768, 32767).astype(np.int16)
 
 

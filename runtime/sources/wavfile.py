@@ -16,42 +16,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from edge_mla.errors import EdgeMlaError, first_line
-from edge_mla.preprocess import AUDIO_RATES
+from edge_mla.errors import EdgeMlaError
 from edge_mla.runtime.clock import now
 from edge_mla.runtime.sources.base import in_outage
+from edge_mla.sound_file import read_sound
 
 log = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 0.02
-MIN_RATE, MAX_RATE = AUDIO_RATES
-
-
-def riff_problem(path: str) -> Optional[str]:
-    """What is wrong with a RIFF/WAVE file's layout, or None. libsndfile reads a WAV
-    cut mid-data without complaint (it returns the samples that are there), so a
-    recording that was cut short would play silently short; the header's data size
-    says how much there should be."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-            return None  # not a WAV file: soundfile decides
-        order = "little" if head[:4] == b"RIFF" else "big"
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            hdr = f.read(8)
-            cid, n = hdr[:4], int.from_bytes(hdr[4:8], order)
-            if cid == b"data":
-                have = size - pos - 8
-                if n == 0:
-                    return "holds no audio samples (its data chunk is empty)"
-                if n != 0xFFFFFFFF and n > have:
-                    return f"is truncated: its header announces {n} bytes of audio, the file holds {have}"
-                return None
-            pos += 8 + n + (n & 1)
-    return "has no data chunk (cut short, or not a WAV file)"
 
 
 class WavFileInput:
@@ -60,24 +32,10 @@ class WavFileInput:
     def __init__(self, path: str, loop: bool = False, outages: Optional[list] = None) -> None:
         if not os.path.isfile(path):
             raise EdgeMlaError(f"--mic {path}: no such WAV file")
-        import soundfile as sf
-
-        problem = riff_problem(path)
-        if problem:
-            raise EdgeMlaError(f"--mic {path}: WAV file {problem}")
-        try:
-            pcm, rate = sf.read(path, dtype="float32", always_2d=True)
-        except Exception as exc:
-            raise EdgeMlaError(f"--mic {path}: cannot read as audio ({first_line(exc)})") from None
-        if pcm.size == 0:
-            raise EdgeMlaError(f"--mic {path}: holds no audio samples")
-        if not MIN_RATE <= rate <= MAX_RATE:
-            raise EdgeMlaError(f"--mic {path}: sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
-        if not np.isfinite(pcm).all():  # every window was gated out as silence while the mic said ok
-            raise EdgeMlaError(f"--mic {path}: holds NaN or infinite samples")
+        pcm, rate = read_sound(path, f"--mic {path}")
         self.path = path
-        self.pcm = np.ascontiguousarray(pcm[:, 0])
-        self.rate = int(rate)
+        self.pcm = pcm
+        self.rate = rate
         self.loop = loop
         self.outages = list(outages or [])
         self.ended = False
@@ -106,16 +64,23 @@ class WavFileInput:
             media = now() - self._t0
             if in_outage(self.outages, media):
                 return  # unplugged: callbacks simply stop, no error
-            target = min(int(media * self.rate), n)
-            if target > pos:
-                on_block(self.pcm[pos:target], now(), False)
-                pos = target
-            if pos >= n:
-                if not self.loop:
-                    self.ended = True
-                    return
-                self._t0 += n / self.rate
-                pos = 0
+            target = int(media * self.rate)
+            if not self.loop:
+                target = min(target, n)
+            parts = []
+            while target > pos:  # a looped file shorter than one wake-up wraps several times in it
+                end = min(target, n)
+                parts.append(self.pcm[pos:end])
+                pos = end
+                if pos >= n and self.loop:
+                    self._t0 += n / self.rate
+                    target -= n
+                    pos = 0
+            if parts:
+                on_block(parts[0] if len(parts) == 1 else np.concatenate(parts), now(), False)
+            if pos >= n and not self.loop:
+                self.ended = True
+                return
 
     def close(self) -> None:
         self._stop.set()
