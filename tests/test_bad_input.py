@@ -1030,3 +1030,96 @@ def test_an_empty_path_argument_is_one_line(capsys, run_folder, case, monkeypatc
     rc, _, err = cli(capsys, *args)
     assert_one_error_line(args[0], rc, err, needle, "an empty path")
     assert snapshot(run_folder.parent) == before
+
+
+# -- recordings the runtime has not seen -------------------------------------------------
+
+def _avi(path, frames: int, fps: float = 10.0):
+    import cv2
+
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    for i in range(frames):
+        f = np.full((48, 64, 3), (i * 37) % 200 + 20, np.uint8)
+        cv2.putText(f, str(i), (5, 30), 0, 1, (255, 255, 255), 2)
+        vw.write(f)
+    vw.release()
+    return path
+
+
+def _play(spec, seconds: float = 15.0):
+    from edge_mla.runtime.sources.camera import CameraSource
+
+    cam = CameraSource(str(spec), blank_threshold=0)
+    cam.start()
+    t0 = time.monotonic()
+    while cam.status.state != "ended" and time.monotonic() - t0 < seconds:
+        time.sleep(0.05)
+    cam.stop()
+    cam.join()
+    return cam
+
+
+def test_a_frame_that_does_not_decode_is_skipped_not_the_end_of_the_file(tmp_path, caplog):
+    """One corrupt frame ended the camera as if the file were over (and --loop replayed
+    only what came before it); a video cut short ended without a word."""
+    import struct
+
+    base = _avi(tmp_path / "base.avi", 40)
+    b = bytearray(base.read_bytes())
+    chunks = [i for i in range(len(b)) if b[i : i + 4] == b"00dc"]
+    i = chunks[11]  # the 11th frame (the first 00dc is in the index list)
+    n = struct.unpack("<I", b[i + 4 : i + 8])[0]
+    b[i + 8 : i + 8 + n] = bytes(n)
+    (tmp_path / "corrupt.avi").write_bytes(bytes(b))
+    cam = _play(tmp_path / "corrupt.avi")
+    assert cam.frames == 39 and cam.bad_frames == 1
+    raw = base.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(raw[: len(raw) // 3])
+    with caplog.at_level("WARNING"):
+        cam = _play(tmp_path / "cut.avi")
+    assert 0 < cam.frames < 20
+    assert "its header announces" in caplog.text
+
+
+def test_a_video_without_a_frame_is_one_line(capsys, tmp_path, tiny_engines):
+    """A 0-frame video opened, then "ended" at once (with --loop: reconnected for ever)."""
+    _avi(tmp_path / "empty.avi", 0)
+    rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--camera", tmp_path / "empty.avi", "--mic", "none", "--out", tmp_path / "o.jsonl")
+    assert_one_error_line("run", rc, err, str(tmp_path / "empty.avi"), "holds no frame")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_video_frame_rate_is_trusted_only_when_it_is_one(tmp_path):
+    """A header of 1e9 fps played the whole file in one step (0 decisions), 1e-9 fps
+    one frame and then "lost"; a real 0.5 fps file was reported lost between frames."""
+    from edge_mla.runtime.clock import now
+    from edge_mla.runtime.sources.camera import DEFAULT_FILE_FPS, CameraSource, file_fps
+
+    assert file_fps(1e9, "x") == file_fps(1e-9, "x") == file_fps(0.0, "x") == file_fps(float("nan"), "x") == DEFAULT_FILE_FPS
+    assert file_fps(0.5, "x") == 0.5 and file_fps(25.0, "x") == 25.0
+    cam = CameraSource(str(_avi(tmp_path / "slow.avi", 3, fps=0.5)), timeout=1.0, blank_threshold=0)
+    cam.start()
+    try:
+        time.sleep(0.3)
+        cam.supervise(now() + 2.5)  # 2.5 s without a frame: one frame interval (2 s) plus less than the timeout
+        assert cam.status.state == "ok"
+        cam.supervise(now() + 3.5)
+        assert cam.status.state == "lost"
+    finally:
+        cam.stop()
+        cam.join()
+
+
+@pytest.mark.parametrize("name", ["take.wave", "take.aiff", "recordings/take"])
+def test_a_mic_sound_file_without_a_wav_name_is_played_not_looked_up_as_a_device(tmp_path, name):
+    """``--mic take.wave`` (or an AIFF) was looked up as a sound device, retried for
+    ever and reported lost; an existing file given as a path is played."""
+    import soundfile as sf
+
+    from edge_mla.runtime.sources.microphone import MicSource
+
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    sf.write(str(path), np.full(8000, 0.1, np.float32), 8000, subtype="PCM_16", format="AIFF" if name.endswith("aiff") else "WAV")
+    mic = MicSource(str(path), window_seconds=1.0)
+    assert type(mic.backend).__name__ == "WavFileInput" and mic.rate == 8000 and mic.backend.pcm.size == 8000

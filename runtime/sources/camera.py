@@ -40,11 +40,23 @@ from edge_mla.runtime.clock import now
 from edge_mla.runtime.sources.base import ENDED, LOST, OK, STARTING, STOPPED, Backoff, Item, LatestSlot, SensorStatus, in_outage
 
 log = logging.getLogger(__name__)
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # before cv2 loads: no WARN lines around our own
 
 FROZEN = "frozen"
 MAX_CAMERA_INDEX = 2**31 - 1  # OpenCV takes the index as a C int
 BLANK = "blank"
+MAX_BAD_FRAMES = 30  # files: consecutive frames that do not decode, skipped before the file counts as ended
+FILE_FPS_RANGE = (0.01, 1000.0)  # a header frame rate outside this is wrong (1e9 skipped a whole file at once)
+DEFAULT_FILE_FPS = 30.0
+
+
+def file_fps(fps: float, spec: str) -> float:
+    """The frame rate a video file is played at: its header's, unless that is missing
+    (OpenCV gives 0) or not a frame rate, then DEFAULT_FILE_FPS with a warning."""
+    if FILE_FPS_RANGE[0] <= fps <= FILE_FPS_RANGE[1]:
+        return fps
+    if fps:
+        log.warning("camera: %s declares %g frames per second; played at %g", spec, fps, DEFAULT_FILE_FPS)
+    return DEFAULT_FILE_FPS
 
 
 def camera_kind(spec: str) -> str:
@@ -111,6 +123,9 @@ class CameraSource:
         self._last_new = 0.0  # last frame with new content
         self._last_read = 0.0  # last successful read, new content or not
         self._opened = False  # opened once: a later open is a reconnect
+        self._frame_count = 0  # files: frames the header announces (0: unknown)
+        self.bad_frames = 0  # files: frames skipped because they do not decode
+        self._warned_short = False
 
     # -- opening ------------------------------------------------------------------
     def _media_time(self) -> float:
@@ -133,7 +148,9 @@ class CameraSource:
             cap.release()
             return None
         if self.kind == "file":
-            self._fps = float(cap.get(cv2.CAP_PROP_FPS)) or 30.0
+            if not self._fps:  # once: a reopen (--loop, an outage) reads the same header
+                self._fps = file_fps(float(cap.get(cv2.CAP_PROP_FPS)), self.spec)
+                self._frame_count = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
             pos = int(self._media_time() * self._fps)
             if pos > 0:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, pos)
@@ -151,16 +168,21 @@ class CameraSource:
             raise EdgeMlaError(f"--camera {self.spec}: no such file (give an index like 0, a video file or a stream URL)")
         self._media_t0 = now()
         scripted = self.kind == "file" and in_outage(self.outages, 0.0)
-        if scripted:
-            # a scripted outage from t=0 (a replay): the file must still open, then the
-            # outage runs as scripted (it was fatal: "cannot open the camera (file)")
+        if self.kind == "file":
+            # the file must open and give a frame, even when a scripted outage from t=0
+            # (a replay) keeps it closed for now: a 0-frame video was accepted and then
+            # "ended" at once (or, with --loop, reconnected for ever)
             import cv2
 
             probe = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG)
-            opened = probe.isOpened()
-            probe.release()
-            if not opened:
-                raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
+            try:
+                if not probe.isOpened():
+                    raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
+                ok, frame = probe.read()
+                if not ok or frame is None:
+                    raise EdgeMlaError(f"--camera {self.spec}: the video holds no frame OpenCV can decode")
+            finally:
+                probe.release()
         self._opened = False
         if self.strict or self.kind == "file":
             cap = self._open()
@@ -229,6 +251,8 @@ class CameraSource:
                     self._fail("device gone (scripted outage)")
                     continue
             ok, frame = self._cap.read()
+            if (not ok or frame is None) and self.kind == "file":
+                ok, frame = self._skip_bad_frames()
             t = now()
             if not ok or frame is None:
                 if self.kind == "file":
@@ -246,6 +270,26 @@ class CameraSource:
                 self._frame_index += 1
             self._deliver(frame, t)
         self._close()
+
+    def _skip_bad_frames(self) -> tuple:
+        """Files: after a failed read, read on over frames that do not decode (one
+        corrupt frame ended the camera as if the file were over, and --loop replayed
+        only what came before it). Returns the next good frame, or (False, None) at
+        the real end, where a file shorter than its header says is named."""
+        for skipped in range(1, MAX_BAD_FRAMES + 1):
+            if self._frame_count and self._frame_index + skipped >= self._frame_count:
+                break  # the end the header announces
+            ok, frame = self._cap.read()
+            if ok and frame is not None:
+                self.bad_frames += skipped
+                self._frame_index += skipped
+                log.warning("%s: skipped %d frame(s) that do not decode at frame %d of %s", self.name, skipped, self._frame_index - skipped, self.spec)
+                return ok, frame
+        missing = self._frame_count - self._frame_index  # the header's count can be off by a frame or two (a duration x fps estimate)
+        if self._frame_count and missing > max(2, self._frame_count // 50) and not self._warned_short:
+            self._warned_short = True
+            log.warning("%s: %s ends at frame %d of the %d its header announces (cut short or corrupt)", self.name, self.spec, self._frame_index, self._frame_count)
+        return False, None
 
     def _deliver(self, frame: np.ndarray, t: float) -> None:
         self._last_read = t
@@ -286,7 +330,8 @@ class CameraSource:
         """Called by the watchdog: a camera that delivers nothing for ``timeout``
         (a blocked read on a device without read timeouts) is reported lost; the
         grabber reconnects as soon as the read returns."""
-        if self.status.state in (OK, STARTING, FROZEN, BLANK) and t - self._last_read > self.timeout:
+        allowed = self.timeout + (1.0 / self._fps if self.kind == "file" and self._fps > 0 else 0.0)  # a 0.1 fps file is slow, not lost
+        if self.status.state in (OK, STARTING, FROZEN, BLANK) and t - self._last_read > allowed:
             self.status.set(LOST, f"no frame for {t - self._last_read:.1f}s")
 
     def stop(self) -> None:

@@ -17,6 +17,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Optional
 
@@ -124,6 +125,15 @@ class SoundDeviceInput:
         return False
 
 
+def is_sound_file(spec: str) -> bool:
+    """A --mic value naming a sound file, not a device: by its extension, or an
+    existing file given as a path (an AIFF or ``take.wave`` was looked up as a device
+    name, retried for ever and reported lost)."""
+    if spec.lower().endswith((".wav", ".flac", ".ogg")):
+        return True
+    return ("/" in spec or "." in os.path.basename(spec)) and os.path.isfile(spec)
+
+
 class MicSource:
     """Ring buffer of the newest ``window`` of audio plus its sensor status."""
 
@@ -145,7 +155,7 @@ class MicSource:
         self.backoff = backoff or Backoff()
         self.name = name
         self.status = SensorStatus(name)
-        if self.spec.lower().endswith((".wav", ".flac", ".ogg")):
+        if is_sound_file(self.spec):
             from edge_mla.runtime.sources.wavfile import WavFileInput
 
             self.backend = WavFileInput(self.spec, loop=loop, outages=outages)
