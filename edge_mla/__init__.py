@@ -14,5 +14,9 @@ __version__ = "0.1.0"
 # Set either variable to see them again.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+# A PNG header may claim any size: OpenCV's own limit (2^30 pixels) let a 20000 x 20000
+# image through at 3.5 GB once converted to float; 2^26 (8192 x 8192) is far beyond
+# any training image and keeps one decode under 300 MB.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**26))
 
 MODALITIES = ("image", "audio")

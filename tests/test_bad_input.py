@@ -302,7 +302,7 @@ PAIRS_MISTAKES = {
     "missing-column": (lambda r: _csv(["image,audio,lab"] + r[1:]), "missing column(s) label"),
     "empty-label": (lambda r: _csv(r[:3] + [r[3].rsplit(",", 1)[0] + ","] + r[4:]), ":4: empty label"),
     "short-row": (lambda r: _csv(r[:2] + ["images/a0.png"] + r[2:]), ":3: empty audio"),
-    "label-only-in-test": (lambda r: _csv(["image,audio,label,split"] + [x + ",train" for x in r[1:9]] + [x + ",val" for x in r[9:]] + [r[1][:-1] + "z,test"]), "'z' have no training pairs (only in test)"),
+    "label-only-in-test": (lambda r: _csv(["image,audio,label,split"] + [x + ",train" for x in r[1:9]] + [x + ",val" for x in r[9:]] + [r[1].split(",")[0] + "," + r[2].split(",")[1] + ",z,test"]), "'z' have no training pairs (only in test)"),
     "bad-split": (lambda r: _csv(["image,audio,label,split"] + [x + ",training" for x in r[1:]]), "split 'training' must be train, val or test"),
     "no-rows": (lambda r: _csv(r[:1]), "no pairs listed"),
     "label-column-twice": (lambda r: _csv(["image,audio,label,label"] + [x + ",zzz" for x in r[1:]]), "'label' appear more than once"),  # the last one won
@@ -310,6 +310,9 @@ PAIRS_MISTAKES = {
     "image-outside": (lambda r: _csv(r[:2] + ["../" + r[2]] + r[3:]), ":3: image '../images/"),  # read from anywhere before
     "audio-absolute": (lambda r: _csv(r[:2] + [r[2].split(",")[0] + ",/etc/passwd," + r[2].rsplit(",", 1)[1]] + r[3:]), ":3: audio '/etc/passwd' must be a path inside"),
     "image-a-fifo": (lambda r: _csv(r[:2] + ["fifo.png," + r[2].split(",", 1)[1]] + r[3:]), "'fifo.png' is not a regular file"),
+    # listed twice: the copy landed in train and test alike, and the test score counted training pairs
+    "pair-twice": (lambda r: _csv(r[:4] + ["", r[2]] + r[4:]), ":6: the pair 'images/a1.png', 'audio/a1.wav' is listed before, on line 3"),
+    "nul-in-a-name": (lambda r: _csv(r[:2] + [r[2].replace(".png,", ".png\x00,")] + r[3:]), ":3: image name holds a NUL character"),  # C read a0.png
 }
 
 
@@ -320,6 +323,62 @@ def test_data_info_rejects_bad_pairs_csv(capsys, tmp_path, pairs_root, mistake):
     os.mkfifo(d / "fifo.png")  # a FIFO named as an image hung the command
     rc, _, err = cli(capsys, "data", "info", "--dataset", "folder", "--data-dir", d)
     assert_one_error_line("data", rc, err, str(d / "pairs.csv"), needle)
+
+
+def test_pairs_csv_header_names_in_any_case_read(tmp_path, pairs_root):
+    """A ``Split`` column was dropped without a word (the random split was drawn
+    instead of the user's), while ``TRAIN`` as a value was accepted."""
+    from edge_mla.data.folder import load_folder
+
+    rows = _rows(pairs_root)
+    parts = ["train"] * 4 + ["val", "test"]
+    d = bad_folder(pairs_root, tmp_path / "ds", _csv(["Image, AUDIO ,Label,Split"] + [x + "," + parts[i % 6] for i, x in enumerate(rows[1:])]))
+    ds = load_folder(str(d))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (8, 2, 2)
+
+
+def test_superscript_digit_labels_are_names_not_a_traceback(tmp_path, pairs_root):
+    """``²`` passes str.isdigit but int() refuses it: a ValueError traceback."""
+    from edge_mla.data.folder import load_folder
+
+    rows = _rows(pairs_root)
+    rows = rows[:1] + [r[:-1] + {"a": "\u00b9", "b": "\u00b2"}[r[-1]] for r in rows[1:]]
+    ds = load_folder(str(bad_folder(pairs_root, tmp_path / "ds", _csv(rows))))
+    assert ds.classes == sorted(["\u00b9", "\u00b2"])  # names, in code-point order
+
+
+@pytest.mark.parametrize("kind", ["jpeg-cut", "progressive-jpeg-cut", "huge-png-header"])
+def test_images_cut_short_or_too_large_are_one_line(capsys, tmp_path, pairs_root, kind):
+    """OpenCV decodes a JPEG cut short with a grey bottom half and no error (it was
+    trained on); a PNG header claiming 100000 x 100000 pixels was a cv2.error
+    traceback. An intact JPEG, progressive or with a trailer after its end, reads."""
+    import shutil
+    import struct
+    import zlib
+
+    import cv2
+
+    d = tmp_path / "ds"
+    shutil.copytree(pairs_root, d)
+    first = d / _rows(pairs_root)[1].split(",")[0]
+    img = cv2.imread(str(first))
+    if kind == "huge-png-header":
+        def chunk(t, b):
+            return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+        first.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 0, 0, 0, 0))
+                          + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+        needle = "larger than"
+    else:
+        ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(kind.startswith("progressive"))])
+        whole = enc.tobytes()
+        first.write_bytes(whole + b"camera trailer")  # bytes after the end marker are fine
+        from edge_mla.data.folder import read_image_file
+
+        assert read_image_file(first, 28).shape == (1, 28, 28)
+        first.write_bytes(whole[: len(whole) // 2])
+        needle = "JPEG is cut short"
+    rc, _, err = cli(capsys, "data", "info", "--dataset", "folder", "--data-dir", d)
+    assert_one_error_line("data", rc, err, str(first), needle)
 
 
 def test_pairs_csv_with_bom_and_padding_reads(tmp_path, pairs_root):

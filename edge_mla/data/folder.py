@@ -18,19 +18,22 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import stat
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from edge_mla.data.pairs import PairedDataset, PairedSplit
-from edge_mla.errors import EdgeMlaError
+from edge_mla.errors import EdgeMlaError, first_line
 from edge_mla.preprocess import image_to_tensor, resample
 from edge_mla.sound_file import read_sound
 from edge_mla.validate import names_inside
 
 log = logging.getLogger(__name__)
 REQUIRED = ("image", "audio", "label")
+JPEG_TAIL = 4096  # bytes at a JPEG's end searched for its end-of-image marker
 
 
 def read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
@@ -43,10 +46,36 @@ def read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
 def read_image_file(path: Path, size: int) -> np.ndarray:
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    problem = jpeg_problem(path)
+    if problem:
+        raise EdgeMlaError(f"{path}: {problem}")
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    except cv2.error as exc:  # a header claiming 100000 x 100000 pixels (a traceback before)
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            raise EdgeMlaError(f"{path}: image is larger than {os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS')} pixels (OPENCV_IO_MAX_IMAGE_PIXELS)") from None
+        raise EdgeMlaError(f"{path}: cannot decode image ({first_line(exc)})") from None
     if img is None:
         raise EdgeMlaError(f"{path}: cannot read image (missing or not an image file)")
     return image_to_tensor(img, size)
+
+
+def jpeg_problem(path: Path) -> Optional[str]:
+    """What is wrong with a JPEG file's ends, or None (also for other formats). OpenCV
+    decodes a JPEG cut short without an error (only libjpeg's stderr line naming no
+    file): the missing half came back grey and was trained on."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return None
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - JPEG_TAIL, 0))
+            tail = f.read()
+    except OSError:
+        return None  # imread names a missing file
+    if b"\xff\xd9" not in tail:  # the end-of-image marker, within the trailer a camera may append
+        return "JPEG is cut short (no end-of-image marker)"
+    return None
 
 
 def read_text(path: Path) -> str:
@@ -65,7 +94,7 @@ def read_pairs_csv(csv_path: Path) -> list:
     columns exist and no row leaves image, audio or label empty."""
     reader = csv.DictReader(io.StringIO(read_text(csv_path), newline=""))
     try:
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]  # "Split" was dropped without a word
         reader.fieldnames = header
         twice = sorted({h for h in header if header.count(h) > 1})
         if twice:  # csv.DictReader keeps the last one: a second "label" column silently replaced the labels
@@ -74,7 +103,8 @@ def read_pairs_csv(csv_path: Path) -> list:
         if missing:
             raise EdgeMlaError(f"{csv_path}: missing column(s) {', '.join(missing)} (have: {', '.join(map(repr, header)) or 'none'})")
         rows = []
-        for lineno, r in enumerate(reader, start=2):
+        for r in reader:
+            lineno = reader.line_num
             r = {k: (v or "").strip() for k, v in r.items() if k is not None}  # None: a short row
             for c in REQUIRED:
                 if not r.get(c):
@@ -83,6 +113,7 @@ def read_pairs_csv(csv_path: Path) -> list:
             if sp and sp not in ("train", "val", "test"):
                 raise EdgeMlaError(f"{csv_path}:{lineno}: split {sp!r} must be train, val or test")
             r["split"] = sp
+            r["#line"] = lineno  # blank lines are skipped: a count of rows named the wrong line
             rows.append(r)
     except csv.Error as exc:
         raise EdgeMlaError(f"{csv_path}:{reader.line_num}: malformed CSV ({exc})") from None
@@ -99,6 +130,8 @@ def _member(base: Path, name: str, csv_path: Path, lineno: int, column: str) -> 
     layout, not the file's."""
     where = f"{csv_path}:{lineno}" if lineno else str(csv_path)
     p = base / name
+    if "\x00" in name:  # C's imread stopped at the NUL and read another file
+        raise EdgeMlaError(f"{where}: {column} name holds a NUL character")
     if not names_inside(name):
         raise EdgeMlaError(f"{where}: {column} {name!r} must be a path inside the dataset folder")
     if p.exists() and not stat.S_ISREG(p.stat().st_mode):
@@ -117,7 +150,7 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
         classes = [ln.strip() for ln in read_text(classes_file).splitlines() if ln.strip()]
     else:
         names = sorted({r["label"] for r in rows})
-        classes = sorted(names, key=int) if all(n.lstrip("-").isdigit() for n in names) else names
+        classes = sorted(names, key=int) if all(n.lstrip("-").isdecimal() for n in names) else names  # "²" is a digit int() refuses
     if len(set(classes)) != len(classes):
         raise EdgeMlaError(f"{classes_file}: lists a class twice")
     if len(classes) < 2:
@@ -126,7 +159,13 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
     images, clips, labels, parts = [], [], [], []
     img_cache: dict = {}
     clip_cache: dict = {}
-    for lineno, r in enumerate(rows, start=2):
+    seen: dict = {}
+    for r in rows:
+        lineno = r["#line"]
+        key = (r["image"], r["audio"])
+        if key in seen:  # a pair listed twice lands in train and test alike: the test score counts training pairs
+            raise EdgeMlaError(f"{csv_path}:{lineno}: the pair {r['image']!r}, {r['audio']!r} is listed before, on line {seen[key]}")
+        seen[key] = lineno
         if r["label"] not in cls_index:
             raise EdgeMlaError(f"{csv_path}:{lineno}: label {r['label']!r} is not in {classes_file.name if classes_file.is_file() else 'the classes'}")
         ip, ap = (_member(base, r[c], csv_path, lineno, c) for c in ("image", "audio"))
