@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -180,19 +181,37 @@ def select_power(data: dict, rel: Reliability, rule: str, powers=POWERS, toleran
     return out
 
 
-def save(run_dir: Path, fitted: dict) -> Path:
+def _describe(data) -> str:
+    if not isinstance(data, dict):
+        return repr(data)
+    return f"{data.get('dataset')} {data.get('data') or ''} split {data.get('split')} seed {data.get('seed')}".replace("  ", " ")
+
+
+def fitted_on(ds, seed: int) -> dict:
+    """Which data constants were fitted on, as reliability.json records it: an export
+    or eval with --dataset/--data-dir fitted on other data, and the cache then served
+    those constants to every later eval and export of the run without a word."""
+    info = ds.info or {}
+    where = info.get("data_dir") or info.get("root") or info.get("path")
+    return {"dataset": ds.name, "data": os.path.realpath(where) if where else None, "split": info.get("split"), "seed": int(seed),
+            "pairs": [len(ds.train), len(ds.val)]}
+
+
+def save(run_dir: Path, fitted: dict, data: Optional[dict] = None) -> Path:
     path = Path(run_dir) / RELIABILITY_NAME
     from edge_mla.staging import replace_file
 
-    text = json.dumps({"format": FORMAT, "candidates": {c: r.to_dict() for c, r in fitted.items()}}) + "\n"
+    text = json.dumps({"format": FORMAT, "fitted_on": data, "candidates": {c: r.to_dict() for c, r in fitted.items()}}) + "\n"
     replace_file(path, lambda tmp: tmp.write_text(text), "the fitted reliability constants")  # a fixed temp name was written through a link
     return path
 
 
-def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
+def load(run_dir: Path, signal: str, rule: str, data: Optional[dict] = None) -> Optional[Reliability]:
     """The cached constants for ``signal`` weighted for ``rule`` (the power fitted
-    for it, its floor), or None when the run has none yet or another edge-mla
-    version fitted them (the caller refits)."""
+    for it, its floor), or None when the run has none yet, another edge-mla
+    version fitted them, or they were fitted on other data than ``data`` (a
+    ``fitted_on`` record; a file from before the record is taken as it is): the
+    caller refits."""
     path = Path(run_dir) / RELIABILITY_NAME
     if path.exists() and not path.is_file():
         raise EdgeMlaError(f"{path}: is not a file; delete it and the next eval or export refits it")
@@ -207,6 +226,9 @@ def load(run_dir: Path, signal: str, rule: str) -> Optional[Reliability]:
         return None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise EdgeMlaError(f"{path}: not an edge-mla reliability file (expected format {FORMAT})")
+    if data is not None and d.get("fitted_on") is not None and d["fitted_on"] != data:
+        log.info("%s was fitted on other data (%s); refitting on %s", path, _describe(d["fitted_on"]), _describe(data))
+        return None
     candidates = d.get("candidates", {})
     if not isinstance(candidates, dict):
         raise EdgeMlaError(f"{path}: corrupt reliability constants (candidates: expected an object, got {type(candidates).__name__}); "
@@ -240,7 +262,8 @@ def load_or_fit(run_dir, model, payload: dict, ds, rule: str, signal: str = DEFA
     (see ``fit_data``)."""
     if signal not in CANDIDATES:
         raise EdgeMlaError(f"--signal {signal!r}: choose one of {', '.join(CANDIDATES)}")
-    rel = None if refit else load(Path(run_dir), signal, rule)
+    data = fitted_on(ds, seed)
+    rel = None if refit else load(Path(run_dir), signal, rule, data)
     if rel is not None:
         _check_fits_model(Path(run_dir) / RELIABILITY_NAME, rel, model, len(ds.classes))
     if rel is None:
@@ -250,6 +273,6 @@ def load_or_fit(run_dir, model, payload: dict, ds, rule: str, signal: str = DEFA
 
         augment = TrainConfig.audio_augment_of(payload, str(Path(run_dir) / CHECKPOINT_NAME))
         fitted = fit_candidates(fit_data(model, ds, seed, augment=augment), len(ds.classes), rule)
-        save(Path(run_dir), fitted)
+        save(Path(run_dir), fitted, data)
         rel = fitted[signal]
     return rel

@@ -569,3 +569,25 @@ def test_fault_gate_spares_the_quiet_inputs_training_taught_the_encoder_to_read(
     assert doubted(with_aug, quiet) <= 2 * FAULT_CLEAN_ALARM + 1 / n
     assert np.all(with_aug.score(data.bad_h[:n], data.bad_z[:n]) < 0.5)
     assert np.array_equal(dataclasses.replace(data, aug_h=quiet).clean_features()[n:], quiet) and data.clean_features() is data.val_h
+
+
+def test_a_cache_fitted_on_other_data_is_refitted_not_served(tmp_path):
+    """``export RUN --dataset folder --data-dir OTHER`` fitted on OTHER and cached it in
+    RUN/reliability.json without saying so: every later eval and export of the run
+    used those constants. The cache records what it was fitted on."""
+    from types import SimpleNamespace
+
+    from edge_mla.reliability import ModalityReliability
+    from edge_mla.reliability_fit import fitted_on, load, save
+
+    def ds(where):
+        return SimpleNamespace(name="folder", info={"root": where}, train=[0] * 7, val=[0] * 3)
+
+    mod = ModalityReliability(1.5, ("msp",), [2.0], -1.0)
+    own = fitted_on(ds("/data/own"), 0)
+    save(tmp_path, {"msp": Reliability("msp", 0.5, {"a": mod})}, own)
+    assert load(tmp_path, "msp", "entropy", own) is not None
+    assert load(tmp_path, "msp", "entropy", fitted_on(ds("/data/other"), 0)) is None
+    assert load(tmp_path, "msp", "entropy", fitted_on(ds("/data/own"), 1)) is None  # another seed draws another split
+    save(tmp_path, {"msp": Reliability("msp", 0.5, {"a": mod})})  # a file from before the record: taken as it is
+    assert load(tmp_path, "msp", "entropy", own) is not None
