@@ -146,11 +146,15 @@ TRT_MAJOR=$(( ${TRT_VERSION:-100000} / 10000 ))
 if [ "$TRT_MAJOR" -lt 10 ]; then TRT_MAJOR=$(( ${TRT_VERSION:-8601} / 1000 )); fi
 echo "trtexec: $TRTEXEC (TensorRT major $TRT_MAJOR)"
 if [ "$TRT_MAJOR" -ge 11 ]; then INT8_QDQ_FLAGS="--stronglyTyped"; else INT8_QDQ_FLAGS="--int8 --fp16"; fi
-# TensorRT ignores a calibration cache whose header names another version: stamp
-# this device's version into the header (the scales themselves do not change).
-if [ -n "$DLA_CORE" ] && [ -n "$TRT_VERSION" ]; then
-  for c in *.calib.cache; do [ -e "$c" ] && sed -i "1s/^TRT-[0-9]*-/TRT-${TRT_VERSION}-/" "$c"; done
-fi
+# TensorRT ignores a calibration cache whose header names another version: a copy
+# stamped with this device's version is what trtexec reads (the scales themselves do
+# not change). The shipped caches stay as they are: manifest.json holds their hashes.
+CALIB_DIR="$(mktemp -d)"
+trap 'rm -rf -- "$CALIB_DIR"' EXIT
+for c in *.calib.cache; do
+  [ -e "$c" ] || continue
+  if [ -n "$TRT_VERSION" ]; then sed "1s/^TRT-[0-9]*-/TRT-${TRT_VERSION}-/" "$c" > "$CALIB_DIR/$c"; else cp -- "$c" "$CALIB_DIR/$c"; fi
+done
 """
 
 
@@ -170,7 +174,7 @@ def script_lines(specs: Sequence[PlanSpec]) -> list:
             lines += [
                 'if [ -n "$DLA_CORE" ]; then',
                 f'  if [ "$TRT_MAJOR" -ge 11 ]; then echo "skip {s.plan_file}: TensorRT 11 has no implicit INT8 (calibration cache)" >&2; else',
-                f'  "$TRTEXEC" --onnx={onnx_q} --int8 --fp16 --calib={shlex.quote(s.calib_cache)} {common} '
+                f'  "$TRTEXEC" --onnx={onnx_q} --int8 --fp16 --calib="$CALIB_DIR"/{shlex.quote(s.calib_cache)} {common} '
                 f'--useDLACore="$DLA_CORE" --allowGPUFallback --saveEngine={plan_q}',
                 "  fi",
                 "fi",

@@ -195,13 +195,14 @@ def test_tensorrt_absent_writes_build_script(exported, tmp_path):
     text = script.read_text()
     assert "--onnx=image.int8.onnx" in text and "--saveEngine=image.int8.plan" in text
     assert "--minShapes=image:1x1x28x28" in text and "--maxShapes=audio:${MAX_BATCH}x8000" in text
-    assert "--calib=audio.calib.cache" in text and "--useDLACore" in text and "--allowGPUFallback" in text
+    assert '--calib="$CALIB_DIR"/audio.calib.cache' in text and "--useDLACore" in text and "--allowGPUFallback" in text
     assert "--stronglyTyped" in text and "--memPoolSize=workspace:" in text
 
     # Run it against a fake trtexec: TensorRT 10 gets --int8 --fp16, DLA lines use the cache.
     fake = tmp_path / "trtexec"
     log = tmp_path / "calls.txt"
-    fake.write_text(f'#!/usr/bin/env bash\nif [ "$1" = --help ]; then echo "&&&& RUNNING TensorRT.trtexec [TensorRT v$FAKE_VER] # trtexec"; exit 0; fi\necho "$@" >> {log}\n')
+    fake.write_text(f'#!/usr/bin/env bash\nif [ "$1" = --help ]; then echo "&&&& RUNNING TensorRT.trtexec [TensorRT v$FAKE_VER] # trtexec"; exit 0; fi\n'
+                    f'echo "$@" >> {log}\nfor a in "$@"; do case "$a" in --calib=*) head -n1 "${{a#--calib=}}" >> {log}.calib;; esac; done\n')
     fake.chmod(0o755)
     env = {**os.environ, "TRTEXEC": str(fake), "FAKE_VER": "100300", "DLA_CORE": "0"}
     subprocess.run(["bash", str(script)], check=True, env=env, capture_output=True)
@@ -210,9 +211,15 @@ def test_tensorrt_absent_writes_build_script(exported, tmp_path):
     q = next(c for c in calls if "--onnx=image.int8.onnx" in c)
     assert "--int8 --fp16" in q and "--stronglyTyped" not in q
     dla = next(c for c in calls if "image.int8.dla.plan" in c)
-    assert "--onnx=image.fp32.onnx" in dla and "--calib=image.calib.cache" in dla and "--useDLACore=0" in dla
-    # the cache header now names the device's TensorRT version (else TensorRT ignores it)
-    assert (work / "image.calib.cache").read_text().splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    assert "--onnx=image.fp32.onnx" in dla and "/image.calib.cache" in dla and "--useDLACore=0" in dla
+    # trtexec reads a cache whose header names the device's TensorRT version (else it
+    # ignores it); the shipped caches keep the hashes manifest.json holds for them
+    assert (tmp_path / "calls.txt.calib").read_text().splitlines() == ["TRT-100300-EntropyCalibration2"] * 2
+    from edge_mla.manifest import sha256_of
+
+    for m in ("image", "audio"):
+        v = man["engines"][m]["variants"]["int8"]
+        assert sha256_of(work / v["calib_cache"]) == v["calib_cache_sha256"]
     log.unlink()
     env["FAKE_VER"] = "110000"  # TensorRT 11: strongly typed, no implicit INT8
     subprocess.run(["bash", str(script)], check=True, env=env, capture_output=True)

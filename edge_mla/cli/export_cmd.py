@@ -47,7 +47,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT workspace limit in MiB (default 1024)")
     p.add_argument("--dla-core", type=int, default=None, help="TensorRT: build INT8 plans for this DLA core (GPU fallback on)")
     p.add_argument("--trt-cache-version", type=int, default=8601,
-                   help="TensorRT version in the calibration cache header, e.g. 8601 (8.6.1), 100300 (10.3.0); build_engines.sh re-stamps it on the device (default 8601)")
+                   help="TensorRT version in the calibration cache header, e.g. 8601 (8.6.1), 100300 (10.3.0); build_engines.sh hands trtexec a copy stamped with the device's version (default 8601)")
     p.add_argument("--reliability", default="auto", help="second engine output: auto (the default signal), off, or msp, energy, mahalanobis, energy+mahalanobis; constants fitted on the validation split (cached in RUN_DIR/reliability.json) (default auto)")
     from edge_mla.export.pipeline import INT8_RELIABILITY
 
