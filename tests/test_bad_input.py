@@ -179,6 +179,7 @@ def test_stations_file_value_with_a_nul_is_one_line(capsys, tmp_path, tiny_engin
     (lambda t: {**t, "outages": None}, "outages must be an object"),
     (lambda t: {**t, "outages": {"camera": [[1]]}}, "outages.camera must be a list of [start, end] seconds"),
     (lambda t: {**t, "outages": {"camera": [["a", "b"]]}}, "outages.camera must be a list of [start, end] seconds"),
+    (lambda t: {**t, "outages": {"Camera": [[1, 2]]}}, "outages.Camera: unknown sensor"),  # ignored: the scripted outage never happened
 ])
 def test_run_replay_with_a_corrupt_truth_file_is_one_line(capsys, tmp_path, tiny_engines, media, edit, needle):
     """A replay session's truth.json is a file handed to the runtime: a wrong type gave
@@ -1138,6 +1139,19 @@ def test_a_frame_that_does_not_decode_is_skipped_not_the_end_of_the_file(tmp_pat
         cam = _play(tmp_path / "cut.avi")
     assert 0 < cam.frames < 20
     assert "its header announces" in caplog.text
+
+
+def test_a_looped_video_restart_is_not_a_reconnect(tmp_path):
+    """Each restart of a looped file counted as a reconnect: a 1-frame video reported
+    about 30 reconnects a second, which hid real ones."""
+    from edge_mla.runtime.sources.camera import CameraSource
+
+    cam = CameraSource(str(_avi(tmp_path / "one.avi", 2, fps=20.0)), loop=True, blank_threshold=0)
+    cam.start()
+    time.sleep(1.0)
+    cam.stop()
+    cam.join()
+    assert cam.frames >= 4 and cam.status.reconnects == 0
 
 
 def test_a_video_without_a_frame_is_one_line(capsys, tmp_path, tiny_engines):

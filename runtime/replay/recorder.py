@@ -209,6 +209,9 @@ def load_session(path: str | Path) -> Session:
     outages = truth.get("outages")
     if not isinstance(outages, dict):
         raise EdgeMlaError(f"{truth_path}: outages must be an object of camera/mic [start, end] lists (got {outages!r})")
+    unknown = sorted(set(outages) - {"camera", "mic"})
+    if unknown:  # "Camera" or "microphone" was ignored: the scripted outage never happened
+        raise EdgeMlaError(f"{truth_path}: outages.{unknown[0]}: unknown sensor; outages are given for camera and mic")
     for sensor, spans in outages.items():
         ok = isinstance(spans, list) and all(isinstance(sp, list) and len(sp) == 2 and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in sp) and sp[0] <= sp[1] for sp in spans)
         if not ok:

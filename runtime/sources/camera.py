@@ -123,6 +123,7 @@ class CameraSource:
         self._last_new = 0.0  # last frame with new content
         self._last_read = 0.0  # last successful read, new content or not
         self._opened = False  # opened once: a later open is a reconnect
+        self._looped = False  # files: the next open restarts the loop
         self._frame_count = 0  # files: frames the header announces (0: unknown)
         self.bad_frames = 0  # files: frames skipped because they do not decode
         self._warned_short = False
@@ -240,10 +241,10 @@ class CameraSource:
                 self._cap = cap
                 self._last_new = self._last_read = now()
                 self._last_sig = None
-                if self._opened:
+                if self._opened and not self._looped:
                     self.status.reconnects += 1
                     log.info("%s: reopened %s", self.name, self.spec)
-                self._opened = True
+                self._opened, self._looped = True, False
             if self.kind == "file":
                 if not self._pace():
                     break
@@ -260,6 +261,7 @@ class CameraSource:
                         self._media_t0 = t
                         self._close()
                         self.backoff.reset()
+                        self._looped = True  # the reopen is the loop, not a reconnect (a 1-frame video counted 30 a second)
                         continue
                     if self._frame_index > 0:
                         self.status.set(ENDED, "end of file")
