@@ -54,6 +54,18 @@ class DegradedTracker:
                 log.info("%s ok again: reliable input for %.1f s", sensor, self.hold)
         return tr.degraded
 
+    def interrupt(self, t: float, sensor: str) -> None:
+        """The sensor stopped delivering (lost, blank, frozen, ended): a degraded span
+        ends here. It was held through the outage, so the report counted lost time as
+        degraded and the first record after the sensor came back read "degraded"."""
+        tr = self._tracks.get(sensor)
+        if tr is None:
+            return
+        tr.since = None
+        if tr.degraded:
+            tr.degraded = False
+            tr.spans[-1][1] = t
+
     def is_degraded(self, sensor: str) -> bool:
         tr = self._tracks.get(sensor)
         return bool(tr and tr.degraded)

@@ -101,10 +101,13 @@ def mark_degraded(rec: dict, tracker: DegradedTracker, t: float, threshold: Opti
         return
     for m, d in rec["modalities"].items():
         sensor = SENSOR_OF.get(m, m)
+        st = rec["sensors"].get(sensor)
+        if st is not None and st.get("state") != "ok":
+            tracker.interrupt(t, sensor)  # not live: neither degraded nor ok is known
+            continue
         r = d.get("reliability")
         degraded = tracker.update(t, sensor, None if not d.get("fresh") or r is None else r < threshold)
-        st = rec["sensors"].get(sensor)
-        if degraded and st is not None and st.get("state") == "ok":
+        if degraded and st is not None:
             st["state"] = DEGRADED
 
 

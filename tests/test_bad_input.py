@@ -288,6 +288,50 @@ def test_run_closed_stdout_pipe_ends_cleanly(tiny_engines, media):
     assert n >= 1 and f"{n} lines written" in err
 
 
+@pytest.mark.parametrize("delay", [0.15, 0.25, 0.4, 0.8])  # before ~0.1 s Python itself is still starting
+def test_ctrl_c_at_any_point_of_the_start_is_interrupted_not_a_traceback(tiny_engines, media, delay):
+    """Ctrl-C while the command's modules were still importing gave a KeyboardInterrupt
+    traceback (the parser ran outside the handler), or inside onnxruntime's native
+    initialisation an ``ImportError: initialization failed`` (exit 1)."""
+    p = subprocess.Popen([sys.executable, "-m", "edge_mla.cli.main", "run", "--engines", str(tiny_engines), "--camera", "none", "--mic", str(media["wav"]), "--loop"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(ROOT), text=True)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert p.returncode in (0, 130), err  # 0: it had started, and Ctrl-C stopped the run cleanly
+    assert p.returncode == 0 or err.strip().splitlines()[-1] == "edge-mla run: interrupted", err
+
+
+def test_a_camera_password_never_reaches_the_output(capsys, tiny_engines):
+    """The stream URL, password and all, was in the error line and in every reconnect log line."""
+    from edge_mla.runtime.testing.mjpeg import free_port
+
+    url = f"http://admin:s3cret@127.0.0.1:{free_port()}/video"
+    rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--mic", "none", "--require-sensors", "--camera", url)
+    assert_one_error_line("run", rc, err, "http://admin:***@127.0.0.1", "cannot open the camera")
+    assert "s3cret" not in err
+
+
+def test_sigterm_while_a_required_stream_is_opening_is_an_interrupt(tiny_engines):
+    """With --require-sensors, SIGTERM during a stalled stream open waited for the open
+    timeout and then exited as a camera error (exit 2), not as stopped (130)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)  # accepts (the kernel does), never answers
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "edge_mla.cli.main", "run", "--engines", str(tiny_engines), "--mic", "none", "--require-sensors",
+                              "--camera", f"http://127.0.0.1:{srv.getsockname()[1]}/video"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(ROOT), text=True)
+        time.sleep(2.0)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        srv.close()
+    assert p.returncode == 130 and err.strip().splitlines()[-1] == "edge-mla run: interrupted", err
+
+
 # -- data / train ------------------------------------------------------------------
 
 def _csv(rows: list, enc: str = "utf-8", bom: bool = False) -> bytes:

@@ -113,6 +113,18 @@ def test_mark_degraded_reports_only_live_sensors():
     rec = decide(res, CLASSES, 1.0, 10.3, {"camera": {"state": "ok"}, "mic": {"state": "lost"}}, "entropy", 0.5)
     mark_degraded(rec, tr, 10.3, 0.5)
     assert rec["sensors"]["mic"]["state"] == "lost"  # a lost sensor stays lost
+    # ... and its degraded span ends there: the report counted the lost time as
+    # degraded, and the first record after it came back read "degraded"
+    assert tr.report(0.0, 20.0)["mic"] == {"state": "ok", "spans": [[10.2, 10.3]], "seconds": 0.1}
+    tr2 = DegradedTracker(hold=1.0)
+    for t in (0.0, 1.0):
+        tr2.update(t, "mic", True)
+    assert tr2.is_degraded("mic")
+    rec = decide(res, CLASSES, 1.0, 15.0, {"camera": {"state": "ok"}, "mic": {"state": "lost"}}, "entropy", 0.5)
+    mark_degraded(rec, tr2, 15.0, 0.5)
+    rec = decide(res, CLASSES, 1.0, 15.1, {"camera": {"state": "ok"}, "mic": {"state": "ok"}}, "entropy", 0.5)
+    mark_degraded(rec, tr2, 15.1, 0.5)
+    assert rec["sensors"]["mic"]["state"] == "ok"  # back from lost: judged afresh, the hold applies again
 
 
 # The 40-step test model's clean audio sits near the Mahalanobis gate; with the

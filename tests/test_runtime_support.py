@@ -24,7 +24,12 @@ from quick_train import quick_train
 from edge_mla.data.pairs import PLACEMENT_ONLY
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINE_VERSION = "rt-test-engines-v2"  # bump when the fixture engines change (plain logits, no reliability output)
+ENGINE_VERSION = "rt-test-engines-v3"  # bump when the fixture engines change (plain logits, no reliability output)
+# 400 steps left the audio half anywhere from 57% to 96% accurate on the demo test
+# split from one build of the demo dataset to the next (one digit at 3%; eSpeak NG's
+# output is not the same on every build): a runtime test then failed on whichever
+# digit its media used. At 800 steps: audio 91-100%, image 98-99%.
+FIXTURE_STEPS = 800
 
 
 def _cache_root() -> Path:
@@ -34,7 +39,7 @@ def _cache_root() -> Path:
     return Path(base) / ENGINE_VERSION
 
 
-def build_engines(out: Path, steps: int = 400, seed: int = 0) -> Path:
+def build_engines(out: Path, steps: int = FIXTURE_STEPS, seed: int = 0) -> Path:
     """Train the tiny preset on demo pairs for ``steps`` Adam steps and export
     image.fp32.onnx + audio.fp32.onnx + manifest.json into ``out``."""
     import torch

@@ -344,3 +344,41 @@ def test_malloc_arenas_are_capped_once_and_the_environment_wins(monkeypatch):
     monkeypatch.setattr(memory, "_libc", lambda: Libc())
     assert memory.limit_arenas() is True and memory.limit_arenas() is False
     assert calls == [(memory.M_ARENA_MAX, memory.RUNTIME_ARENAS)]
+
+
+def test_a_portaudio_call_that_does_not_return_is_given_up_and_blocks_the_next():
+    """A hung sound server blocks PortAudio calls for 30 s or for good: each call is
+    waited for a bounded time, and none is made while an earlier one is stuck."""
+    import threading
+    import time
+
+    from edge_mla.runtime.sources.microphone import portaudio_call
+
+    assert portaudio_call(lambda: 41 + 1, "add") == 42
+    with pytest.raises(ZeroDivisionError):
+        portaudio_call(lambda: 1 / 0, "divide")  # a call's own error reaches the caller
+    release = threading.Event()
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match="did not answer within 0.2s"):
+        portaudio_call(lambda: release.wait(30), "stuck", timeout=0.2)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(OSError, match="has not answered an earlier call"):
+        portaudio_call(lambda: 1, "next")
+    release.set()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            assert portaudio_call(lambda: 1, "after") == 1
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        raise AssertionError("calls stayed blocked after the stuck one returned")
+
+
+def test_a_stream_url_password_is_masked_in_messages():
+    from edge_mla.runtime.sources.camera import shown
+
+    assert shown("rtsp://admin:s3cret@10.0.0.5:554/stream1") == "rtsp://admin:***@10.0.0.5:554/stream1"
+    assert shown("http://user@cam/video") == "http://user@cam/video"  # no password
+    assert shown("http://cam/video") == "http://cam/video" and shown("0") == "0" and shown("/data/a@b.avi") == "/data/a@b.avi"

@@ -59,7 +59,11 @@ def test_mic_through_null_sink_survives_suspend_and_daemon_restart(engines, tmp_
             during = out.since(n0)
             lost = [r for r in during if r["sensors"]["mic"]["state"] != "ok"]
             assert len(lost) >= 10, _last(out)  # decisions keep coming
-            assert all(r["decision"] and r["label"] == "3" for r in lost[-10:])  # on the camera alone
+            # on the camera alone: each decision is its engine's answer. Not asserted to
+            # be "3": the fixture model is trained on the demo data, whose eSpeak audio
+            # differs a little from build to build, and one build read this media's
+            # rendered "3" as "9" (what the camera is shown is not what this test is about)
+            assert all(r["decision"] and r["label"] == r["modalities"]["image"]["label"] for r in lost[-10:]), lost[-10:]
             assert all(r["used"] == ["image"] for r in lost[-10:])
             pa.suspend(False)
             wait_for(lambda: sensor_state(out, "mic") == "ok" and using(out, "audio"), 12, what="mic ok and audio used", context=lambda: _last(out))
@@ -79,3 +83,40 @@ def test_mic_through_null_sink_survives_suspend_and_daemon_restart(engines, tmp_
     assert report.sensors["mic"]["failures"] >= 2
     assert report.workers["audio"]["errors"] == 0
     assert report.no_decisions <= 5  # only at start-up, before the first results
+
+
+def test_a_hung_sound_server_neither_hangs_nor_crashes_the_run(engines, tmp_path):
+    """A sound server that stops answering (alive, not dead): the watchdog's stream
+    abort blocked for good, the run hung ~30 s after its summary and then died in
+    PortAudio's clean-up (``double free or corruption``, rc -6). Now the mic goes
+    lost, the run ends at --duration with rc 0, and its JSON lines say lost."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from edge_mla.runtime.testing.pulse import PulseNullSink
+
+    media = one_label_media(tmp_path / "media", label=3, seconds=30)
+    out = tmp_path / "o.jsonl"
+    with PulseNullSink(tmp_path / "pulse") as pa:
+        pa.play(media.audio)
+        cmd = [sys.executable, "-m", "edge_mla.cli.main", "run", "--engines", str(engines), "--camera", "none", "--mic", "default",
+               "--duration", "8", "--mic-timeout", "1", "--out", str(out)]
+        proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: out.exists() and '"mic":{"state":"ok"' in out.read_text().replace(" ", ""), 20, what="mic ok")
+            pa.freeze(True)
+            try:
+                rc = proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = "still running after 60 s"
+            err = proc.stderr.read()
+        finally:
+            pa.freeze(False)
+            if proc.poll() is None:
+                proc.kill()
+    assert rc == 0, err[-2000:]
+    states = [json.loads(line)["sensors"]["mic"]["state"] for line in out.read_text().splitlines()]
+    assert "ok" in states and states[-1] == "lost"

@@ -115,6 +115,33 @@ def _sigterm_as_interrupt():
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     only = next((a for a in argv if a in COMMANDS), None)
+    interrupted = _watch_interrupts()
+    try:
+        return _main(argv, only)
+    except KeyboardInterrupt:  # Ctrl-C while the parser imported the command's modules
+        print(f"edge-mla {only or ''}: interrupted".replace(" :", ":"), file=sys.stderr)
+        return 130
+    except ImportError:  # Ctrl-C inside a native module's initialisation (onnxruntime: "initialization failed")
+        if not interrupted.is_set():
+            raise
+        print(f"edge-mla {only or ''}: interrupted".replace(" :", ":"), file=sys.stderr)
+        return 130
+
+
+def _watch_interrupts() -> threading.Event:
+    """An Event set by Ctrl-C: an interrupt that lands inside a native module's
+    initialisation surfaces as an ImportError, which is then told apart."""
+    seen = threading.Event()
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        def handler(signum, frame):
+            seen.set()
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, handler)
+    return seen
+
+
+def _main(argv: list, only: Optional[str]) -> int:
     parser = build_parser(only=only if only else "__none__")
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, getattr(args, "log_level", "INFO")), format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -158,14 +158,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         rt = Runtime(cfg, outputs=outputs)
 
+    stopping = []
+
     def on_signal(signum, _frame) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
+        stopping.append(signum)
         rt.stop()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: rt.reload())  # hot engine swap
     try:
-        rt.start()  # a sensor that cannot open raises EdgeMlaError: one line, exit 2
+        try:
+            rt.start()  # a sensor that cannot open raises EdgeMlaError: one line, exit 2
+        except EdgeMlaError:
+            if stopping:  # stopped while a stream was still opening (start cleaned up): an interrupt, not a camera error
+                raise KeyboardInterrupt from None
+            raise
         try:
             rt.wait(cfg.duration)
         finally:

@@ -59,6 +59,23 @@ def file_fps(fps: float, spec: str) -> float:
     return DEFAULT_FILE_FPS
 
 
+def shown(spec: str) -> str:
+    """``spec`` as logs and errors show it: a stream URL's password masked
+    (``rtsp://admin:***@cam``); it was written to every reconnect log line."""
+    if "://" not in spec or "@" not in spec:
+        return spec
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        u = urlsplit(spec)
+        if u.password is None:
+            return spec
+        host = u.netloc.rsplit("@", 1)[1]
+        return urlunsplit(u._replace(netloc=f"{u.username}:***@{host}"))
+    except ValueError:
+        return spec.split("://", 1)[0] + "://***"
+
+
 def camera_kind(spec: str) -> str:
     """"index", "url" or "file" for a --camera value; a malformed one (a negative
     index, a URL without a host) is fatal at start, whatever --require-sensors says."""
@@ -75,9 +92,9 @@ def camera_kind(spec: str) -> str:
             u = urlsplit(spec)
             u.port
         except ValueError as exc:
-            raise EdgeMlaError(f"--camera {spec}: malformed URL ({exc})") from None
+            raise EdgeMlaError(f"--camera {shown(spec)}: malformed URL ({exc})") from None
         if not u.hostname:
-            raise EdgeMlaError(f"--camera {spec}: malformed URL (no host)")
+            raise EdgeMlaError(f"--camera {shown(spec)}: malformed URL (no host)")
         return "url"
     return "file"
 
@@ -178,7 +195,7 @@ class CameraSource:
             probe = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG)
             try:
                 if not probe.isOpened():
-                    raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
+                    raise EdgeMlaError(f"--camera {shown(self.spec)}: cannot open the camera ({self.kind}) with OpenCV")
                 ok, frame = probe.read()
                 if not ok or frame is None:
                     raise EdgeMlaError(f"--camera {self.spec}: the video holds no frame OpenCV can decode")
@@ -188,7 +205,7 @@ class CameraSource:
         if self.strict or self.kind == "file":
             cap = self._open()
             if cap is None and not scripted:
-                raise EdgeMlaError(f"--camera {self.spec}: cannot open the camera ({self.kind}) with OpenCV")
+                raise EdgeMlaError(f"--camera {shown(self.spec)}: cannot open the camera ({self.kind}) with OpenCV")
             self._cap, self._opened = cap, True  # None only in a scripted outage, after the probe opened
         # else a device or stream opens in the grabber thread: a stream that stalls
         # for its whole open timeout held up the start of its station (and of every
@@ -243,7 +260,7 @@ class CameraSource:
                 self._last_sig = None
                 if self._opened and not self._looped:
                     self.status.reconnects += 1
-                    log.info("%s: reopened %s", self.name, self.spec)
+                    log.info("%s: reopened %s", self.name, shown(self.spec))
                 self._opened, self._looped = True, False
             if self.kind == "file":
                 if not self._pace():

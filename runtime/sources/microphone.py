@@ -31,17 +31,65 @@ log = logging.getLogger(__name__)
 
 SLACK_SECONDS = 1.0  # ring holds the window plus this, so a late worker loses nothing
 STARTUP_GRACE = 3.0  # a fresh PortAudio stream through PulseAudio took ~2 s to call back
+PORTAUDIO_TIMEOUT = 5.0  # seconds a PortAudio call may take before the sound server counts as hung
+
+_hung: set = set()  # helper threads of PortAudio calls that have not returned
+_hung_lock = threading.Lock()
+
+
+def portaudio_call(fn, what: str, timeout: float = PORTAUDIO_TIMEOUT):
+    """``fn()`` (PortAudio calls) on a helper thread, waited for at most ``timeout`` s.
+
+    Why: a hung sound server (PulseAudio stopped, not dead) blocks PortAudio for
+    30 s per device at initialisation and for good in ``abort``: the start ignored
+    SIGTERM for two minutes, the watchdog thread stuck in ``abort``, and at exit
+    sounddevice's Pa_Terminate raced it (``double free or corruption``). A call that
+    does not return raises OSError, and PortAudio is not called again until it has
+    returned; the interpreter's exit then skips Pa_Terminate (``_skip_terminate``)."""
+    with _hung_lock:
+        if _hung:
+            raise OSError(f"the sound server has not answered an earlier call yet; {what} not tried")
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+        finally:
+            with _hung_lock:
+                _hung.discard(threading.current_thread())
+
+    t = threading.Thread(target=target, name=f"portaudio-{what}", daemon=True)
+    with _hung_lock:
+        _hung.add(t)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        _skip_terminate()
+        raise OSError(f"the sound server did not answer within {timeout:g}s ({what})")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _skip_terminate() -> None:
+    """At exit, leave PortAudio alone while one of its calls is still stuck: its
+    Pa_Terminate (sounddevice's atexit handler) crashed the process after the run."""
+    import atexit
+    import sys
+
+    sd = sys.modules.get("sounddevice")
+    handler = getattr(sd, "_exit_handler", None)
+    if handler is not None:
+        atexit.unregister(handler)
 
 
 class SoundDeviceInput:
     """Backend for MicSource over a PortAudio input stream."""
 
     def __init__(self, spec: str, rate: int = 48000, strict: bool = True) -> None:
-        try:
-            import sounddevice as sd
-        except OSError as exc:  # PortAudio library missing
-            raise EdgeMlaError(f"--mic {spec}: sounddevice cannot load PortAudio ({exc}); install libportaudio2") from None
-        self._sd = sd
+        self._sd = None
         self.spec = spec
         if spec.lstrip("-").isdigit() and spec.startswith("-"):
             raise EdgeMlaError(f"--mic {spec}: an input device index must be 0 or more")
@@ -51,16 +99,29 @@ class SoundDeviceInput:
         self._stream = None
         self.resolved = False
         try:
-            self._resolve(rate)
+            portaudio_call(lambda: self._resolve(rate), "initialise")  # importing sounddevice initialises PortAudio
         except EdgeMlaError:
             if strict:
                 raise
             # not there yet (a USB mic still enumerating): MicSource reports it lost and
             # retries; it must then take the capture rate asked for (--mic-rate)
             log.warning("mic: %s not found at start; retrying (--require-sensors makes this fatal)", spec)
+        except OSError as exc:
+            if strict:
+                raise EdgeMlaError(f"--mic {spec}: {exc}") from None
+            log.warning("mic: %s: %s; retrying (--require-sensors makes this fatal)", spec, exc)
+
+    def _import(self):
+        if self._sd is None:
+            try:
+                import sounddevice as sd
+            except OSError as exc:  # PortAudio library missing
+                raise EdgeMlaError(f"--mic {self.spec}: sounddevice cannot load PortAudio ({exc}); install libportaudio2") from None
+            self._sd = sd
+        return self._sd
 
     def _resolve(self, rate: int) -> None:
-        sd = self._sd
+        sd = self._import()
         try:
             info = sd.query_devices(self.device, "input")
         except (ValueError, sd.PortAudioError) as exc:
@@ -79,22 +140,25 @@ class SoundDeviceInput:
         return f"input device {self.name!r} at {self.rate} Hz"
 
     def open(self, on_block) -> None:
-        sd = self._sd
         if not self.resolved:
             self.device_found()
 
         def callback(indata, frames, time_info, status) -> None:
             on_block(indata[:, 0], now(), bool(status and status.input_overflow))
 
-        self._stream = sd.InputStream(device=self.device, samplerate=self.rate, channels=1, dtype="float32", callback=callback)
-        self._stream.start()
+        def start() -> None:
+            stream = self._import().InputStream(device=self.device, samplerate=self.rate, channels=1, dtype="float32", callback=callback)
+            self._stream = stream  # here, not after the wait: an open that returns late is still closed later
+            stream.start()
+
+        portaudio_call(start, "open")
 
     def device_found(self) -> None:
         """A mic missing at start: look it up again (after ``reinit``) keeping the
         ring's rate; raises (OSError) while it is still absent."""
         rate = self.rate
         try:
-            self._resolve(rate)
+            portaudio_call(lambda: self._resolve(rate), "look up the device")
         except EdgeMlaError as exc:
             raise OSError(str(exc)) from None
         if self.rate != rate:
@@ -104,19 +168,27 @@ class SoundDeviceInput:
     def close(self) -> None:
         s, self._stream = self._stream, None
         if s is not None:
-            try:
+            def stop():
                 s.abort()
                 s.close()
+
+            try:
+                portaudio_call(stop, "close")
+            except OSError as exc:
+                log.warning("mic: %s; the stream is left open", exc)
             except Exception:
                 log.debug("mic: closing a dead stream failed", exc_info=True)
 
     def reinit(self) -> None:
         """PortAudio enumerates devices only at initialisation: a mic that came
         back (or a restarted sound server) is visible only after this."""
-        sd = self._sd
-        try:
+        def again():
+            sd = self._import()
             sd._terminate()
             sd._initialize()
+
+        try:
+            portaudio_call(again, "re-initialise")
         except Exception:
             log.debug("mic: PortAudio re-initialisation failed", exc_info=True)
 
@@ -170,6 +242,7 @@ class MicSource:
         self._written = 0  # total samples ever written
         self._t_last: Optional[float] = None  # runtime clock of the newest sample
         self._opened_at = 0.0
+        self._awaiting = False  # reopened, no audio yet: still lost
         self.blocks = 0
         self.samples = 0
 
@@ -253,24 +326,30 @@ class MicSource:
             return Item((chunk, gap), self._t_last, self._written)
 
     def supervise(self, t: float) -> None:
-        """Watchdog hook: callbacks stopped -> lost; reopen with back-off."""
+        """Watchdog hook: callbacks stopped -> lost; reopen with back-off. A reopened
+        stream stays lost until audio arrives (it read "starting" for most of an
+        outage, and each reopen counted as a reconnect though nothing came back)."""
         st = self.status.state
         last = self.status.last_data
-        if st in (OK, STARTING):
+        if st in (OK, STARTING) or (st == LOST and self._awaiting):
             if getattr(self.backend, "ended", False):
                 self.status.set(ENDED, "end of file")
                 return
             fresh = last is not None and last >= self._opened_at and t - last <= self.timeout
             if fresh:
                 if st != OK:
+                    if self._awaiting:
+                        self.status.reconnects += 1
+                        self._awaiting = False
                     self.status.set(OK)
                     self.backoff.reset()
                 return
-            grace = self.timeout + (STARTUP_GRACE if st == STARTING else 0.0)
+            grace = self.timeout + (STARTUP_GRACE if st == STARTING or self._awaiting else 0.0)
             since = t - (last if last is not None and last >= self._opened_at else self._opened_at)
             if since > grace:
                 self.status.failures += 1
                 wait = self.backoff.failed(t)
+                self._awaiting = False
                 # report first: closing a stream whose sound server died can block in
                 # PortAudio for seconds, and the outputs must say "lost" meanwhile
                 self.status.set(LOST, f"no audio for {since:.1f}s; reopening in {wait:.1f}s")
@@ -286,8 +365,8 @@ class MicSource:
                 log.info("%s: reopen failed (%s); next try in %.1fs", self.name, exc, wait)
                 return
             self._opened_at = now()
-            self.status.reconnects += 1
-            self.status.set(STARTING, "reopened")
+            self._awaiting = True
+            log.info("%s: reopened; waiting for audio", self.name)
 
     def stop(self) -> None:
         self.backend.close()

@@ -117,6 +117,14 @@ class PulseNullSink:
         like an unplugged USB mic."""
         self._run("pactl", "suspend-sink", SINK, "1" if on else "0")
 
+    def freeze(self, on: bool) -> None:
+        """Stop (SIGSTOP) or continue the daemon: a hung sound server, alive but not
+        answering, where PortAudio calls block instead of failing."""
+        import signal
+
+        pid = int((self.root / "xdg" / "pulse" / "pid").read_text().split()[0])
+        os.kill(pid, signal.SIGSTOP if on else signal.SIGCONT)
+
     def kill(self) -> None:
         """Stop the daemon (the capture device disappears)."""
         if self._run("pactl", "info", check=False).returncode == 0:
