@@ -364,6 +364,7 @@ class Runtime:
         # this station's own threads (other stations of a --config run are still stopping:
         # listing every thread of the process warned about theirs)
         own = [*self._threads, *(getattr(src, "_thread", None) for src in sources.values()), getattr(self.resources, "_thread", None)]
+        own = [getattr(t, "_thread", t) for t in own]  # a Watchdog holds its thread: one stuck in supervise was reported "clean"
         alive = [t.name for t in own if isinstance(t, threading.Thread) and t.is_alive()]
         if alive:
             log.warning("shutdown: threads still running: %s", ", ".join(alive))

@@ -87,8 +87,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         from edge_mla.validate import not_empty_path
 
-        for name in ("engines", "out", "mqtt_password_file", "mqtt_ca", "mqtt_spool", "clips"):
-            not_empty_path(getattr(self, name), name)
+        for name in ("engines", "out", "mqtt_password_file", "mqtt_ca", "mqtt_spool", "clips", "camera", "mic"):
+            not_empty_path(getattr(self, name), name)  # --mic "": "Multiple input devices found for ''"
         self.engines = Path(self.engines)
         if self.out is not None:
             self.out = Path(self.out)

@@ -202,6 +202,8 @@ def test_run_replay_with_a_corrupt_truth_file_is_one_line(capsys, tmp_path, tiny
 @pytest.mark.parametrize("args,needle", [
     (["run", "--camera", "none", "--clips", ""], "--clips: an empty path"),  # Path("") is ".": clips went into the current folder
     (["run", "--camera", "none", "--out", ""], "--out: an empty path"),
+    (["run", "--camera", "none", "--mic", ""], "--mic: an empty path"),  # "Multiple input devices found for ''"
+    (["run", "--camera", "", "--mic", "none"], "--camera: an empty path"),
     (["train", "--dataset", "demo", "--out", ""], "--out: an empty path"),
     (["eval", "RUN", "--no-corrupt", "--signal", "foo"], "--signal 'foo': choose one of"),
 ])
