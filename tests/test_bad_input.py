@@ -418,10 +418,13 @@ def test_images_cut_short_or_too_large_are_one_line(capsys, tmp_path, pairs_root
     else:
         ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(kind.startswith("progressive"))])
         whole = enc.tobytes()
-        first.write_bytes(whole + b"camera trailer")  # bytes after the end marker are fine
-        from edge_mla.data.folder import read_image_file
+        from edge_mla.data.folder import jpeg_problem, read_image_file
 
+        first.write_bytes(whole + b"\xff\xd8 a motion photo's video " * 2000)  # what follows the end marker is not the image's
         assert read_image_file(first, 28).shape == (1, 28, 28)
+        for cut in (len(whole) // 10, len(whole) // 2, len(whole) - 2):
+            first.write_bytes(whole[:cut])
+            assert jpeg_problem(first), cut
         first.write_bytes(whole[: len(whole) // 2])
         needle = "JPEG is cut short"
     rc, _, err = cli(capsys, "data", "info", "--dataset", "folder", "--data-dir", d)

@@ -33,7 +33,6 @@ from edge_mla.validate import names_inside
 
 log = logging.getLogger(__name__)
 REQUIRED = ("image", "audio", "label")
-JPEG_TAIL = 4096  # bytes at a JPEG's end searched for its end-of-image marker
 
 
 def read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
@@ -61,21 +60,50 @@ def read_image_file(path: Path, size: int) -> np.ndarray:
 
 
 def jpeg_problem(path: Path) -> Optional[str]:
-    """What is wrong with a JPEG file's ends, or None (also for other formats). OpenCV
-    decodes a JPEG cut short without an error (only libjpeg's stderr line naming no
-    file): the missing half came back grey and was trained on."""
+    """What is wrong with a JPEG file's structure, or None (also for other formats).
+    OpenCV decodes a JPEG cut short without an error (only libjpeg's stderr line,
+    naming no file): the missing half came back grey and was trained on. The marker
+    segments are walked from the start to the end-of-image marker; whatever follows
+    it (a phone's motion-photo video, a camera's trailer) is not the image's."""
     try:
-        with open(path, "rb") as f:
-            if f.read(2) != b"\xff\xd8":
-                return None
-            f.seek(0, os.SEEK_END)
-            f.seek(max(f.tell() - JPEG_TAIL, 0))
-            tail = f.read()
+        data = Path(path).read_bytes()
     except OSError:
         return None  # imread names a missing file
-    if b"\xff\xd9" not in tail:  # the end-of-image marker, within the trailer a camera may append
-        return "JPEG is cut short (no end-of-image marker)"
-    return None
+    if data[:2] != b"\xff\xd8":
+        return None
+    cut = "JPEG is cut short (it ends before its end-of-image marker)"
+    n, pos = len(data), 2
+    while True:
+        while pos + 1 < n and data[pos] == 0xFF and data[pos + 1] == 0xFF:
+            pos += 1  # fill bytes before a marker
+        if pos + 2 > n:
+            return cut
+        if data[pos] != 0xFF:
+            return None  # not the layout this walk knows: OpenCV decides
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return None
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return cut
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if end > n:
+            return cut
+        pos = end
+        if marker != 0xDA:
+            continue
+        while True:  # entropy-coded data after a start-of-scan: up to the next real marker
+            k = data.find(b"\xff", pos)
+            if k < 0 or k + 1 >= n:
+                return cut
+            following = data[k + 1]
+            if following == 0x00 or following == 0xFF or 0xD0 <= following <= 0xD7:  # a stuffed byte, fill, a restart marker
+                pos = k + 1
+                continue
+            pos = k
+            break
 
 
 def read_text(path: Path) -> str:
