@@ -167,7 +167,13 @@ def fit_gaussian(h: np.ndarray, y: np.ndarray, num_classes: int, shrink: float =
     means = np.stack([h[y == c].mean(0) if np.any(y == c) else h.mean(0) for c in range(num_classes)])
     r = h - means[y]
     cov = r.T @ r / max(len(h) - 1, 1)
-    cov += shrink * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    d = cov.shape[0]
+    # the ridge is relative to the within-class spread; with one training pair per
+    # class that spread is 0 (a Singular matrix traceback), so it never falls below
+    # a millionth of the features' total spread (or 1 when every feature is constant)
+    total = float(np.sum((h - h.mean(0)) ** 2) / max(len(h) - 1, 1)) / d
+    ridge = max(shrink * np.trace(cov) / d, 1e-6 * total if total > 0 else 1.0)
+    cov += ridge * np.eye(d)
     return means, np.linalg.inv(cov)
 
 

@@ -400,7 +400,9 @@ def _fp32_step(p: _Plan, mod: str, bar) -> _Fp32:
         rel_parity = _reliability_parity(p.model, mod, mrel, s32, xp)
         log.info("%s fp32 reliability vs the numpy reference: max |diff| %.2e", mod, rel_parity)
         if rel_parity > RELIABILITY_ATOL:
-            raise EdgeMlaError(f"{mod}: the engine's reliability output disagrees with the reference (max |diff| {rel_parity:.3g} > {RELIABILITY_ATOL}); not writing engines")
+            raise EdgeMlaError(f"{mod}: the engine's reliability output disagrees with the reference (max |diff| {rel_parity:.3g} > {RELIABILITY_ATOL}); not writing engines. "
+                               "The fitted distance is ill-conditioned for this model (too little or too uniform training data?); "
+                               "--reliability msp (or off) exports without it")
     bar.update()
     return _Fp32(fp32, info, mrel, xp, ref, s32, par32, rel_parity)
 

@@ -337,12 +337,18 @@ class Runtime:
     def wait(self, duration: Optional[float] = None) -> None:
         """Block until stopped, ``duration`` seconds passed, or every source ended."""
         deadline = None if duration is None else self._t_start + duration
+        ended_at = None
         while not self._stop.is_set():
             if deadline is not None and now() >= deadline:
                 break
             if self.sources_ended():
-                log.info("every source ended")
-                break
+                if ended_at is None:
+                    ended_at = now()
+                    log.info("every source ended")
+                # one more tick of each paced worker: a WAV shorter than a hop ended
+                # before the audio engine ever ran on it (0 decisions, no word)
+                if now() - ended_at >= max((1.0 / w.rate for w in self.workers.values() if w.rate), default=0.0) + 0.1:
+                    break
             self._stop.wait(0.1 if deadline is None else max(min(0.1, deadline - now()), 0.001))
         self._stop.set()
 

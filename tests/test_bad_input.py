@@ -359,6 +359,9 @@ PAIRS_MISTAKES = {
     "image-a-fifo": (lambda r: _csv(r[:2] + ["fifo.png," + r[2].split(",", 1)[1]] + r[3:]), "'fifo.png' is not a regular file"),
     # listed twice: the copy landed in train and test alike, and the test score counted training pairs
     "pair-twice": (lambda r: _csv(r[:4] + ["", r[2]] + r[4:]), ":6: the pair 'images/a1.png', 'audio/a1.wav' is listed before, on line 3"),
+    # a tab or a no-break space trained a whole run, which the checkpoint check then refused
+    "label-with-a-tab": (lambda r: _csv(r[:3] + [r[3].rsplit(",", 1)[0] + ",a\tb"] + r[4:]), ":4: label 'a\\tb' holds a non-printable character (U+0009)"),
+    "label-with-a-no-break-space": (lambda r: _csv(r[:3] + [r[3].rsplit(",", 1)[0] + ",\u00d6l\u00a0pumpe"] + r[4:]), "holds a non-printable character (U+00A0)"),
     "nul-in-a-name": (lambda r: _csv(r[:2] + [r[2].replace(".png,", ".png\x00,")] + r[3:]), ":3: image name holds a NUL character"),  # C read a0.png
 }
 
@@ -392,6 +395,10 @@ def test_superscript_digit_labels_are_names_not_a_traceback(tmp_path, pairs_root
     rows = rows[:1] + [r[:-1] + {"a": "\u00b9", "b": "\u00b2"}[r[-1]] for r in rows[1:]]
     ds = load_folder(str(bad_folder(pairs_root, tmp_path / "ds", _csv(rows))))
     assert ds.classes == sorted(["\u00b9", "\u00b2"])  # names, in code-point order
+    rows = _rows(pairs_root)  # "--3" was taken for an integer (every leading dash stripped): a ValueError traceback
+    rows = rows[:1] + [r[:-1] + {"a": "--3", "b": "-4"}[r[-1]] for r in rows[1:]]
+    ds = load_folder(str(bad_folder(pairs_root, tmp_path / "ds2", _csv(rows))))
+    assert ds.classes == ["--3", "-4"]
 
 
 @pytest.mark.parametrize("kind", ["jpeg-cut", "progressive-jpeg-cut", "huge-png-header"])
@@ -1245,3 +1252,17 @@ def test_a_mic_sound_file_without_a_wav_name_is_played_not_looked_up_as_a_device
     sf.write(str(path), np.full(8000, 0.1, np.float32), 8000, subtype="PCM_16", format="AIFF" if name.endswith("aiff") else "WAV")
     mic = MicSource(str(path), window_seconds=1.0)
     assert type(mic.backend).__name__ == "WavFileInput" and mic.rate == 8000 and mic.backend.pcm.size == 8000
+
+
+def test_a_wav_shorter_than_a_hop_is_still_classified(capsys, tmp_path, tiny_engines):
+    """The run stopped as soon as every source ended: a 0.1 s WAV ended before the
+    audio engine's first tick, so it was never classified (0 decisions, exit 0)."""
+    import soundfile as sf
+
+    t = np.arange(1600) / 16000
+    sf.write(str(tmp_path / "short.wav"), (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 16000, subtype="PCM_16")
+    rc, _, err = cli(capsys, "run", "--engines", tiny_engines, "--camera", "none", "--mic", tmp_path / "short.wav", "--out", tmp_path / "o.jsonl",
+                     "--silence-threshold", "0")
+    assert rc == 0, err
+    records = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert any("audio" in r["used"] for r in records), records

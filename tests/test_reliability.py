@@ -591,3 +591,25 @@ def test_a_cache_fitted_on_other_data_is_refitted_not_served(tmp_path):
     assert load(tmp_path, "msp", "entropy", fitted_on(ds("/data/own"), 1)) is None  # another seed draws another split
     save(tmp_path, {"msp": Reliability("msp", 0.5, {"a": mod})})  # a file from before the record: taken as it is
     assert load(tmp_path, "msp", "entropy", own) is not None
+
+
+def test_the_gaussian_fits_one_training_pair_per_class():
+    """One pair per class leaves no within-class spread: the covariance was 0 and its
+    inverse a Singular matrix traceback in eval and export. The ridge has a floor."""
+    from edge_mla.reliability import fit_gaussian, min_mahalanobis
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(3, 8))
+    means, precision = fit_gaussian(h, np.arange(3), 3)
+    assert np.isfinite(precision).all()
+    d = min_mahalanobis(np.vstack([h, h + 5.0]), means, precision)
+    assert np.all(d[:3] < 1e-6) and np.all(d[3:] > d[:3].max())  # a training pair is typical; one far off is not
+    means, precision = fit_gaussian(np.ones((4, 8)), np.array([0, 1, 0, 1]), 2)  # every feature constant
+    assert np.isfinite(precision).all()
+    # an ordinary fit keeps its ridge (relative to the within-class spread)
+    h = rng.normal(size=(200, 8))
+    y = np.arange(200) % 4
+    _, p = fit_gaussian(h, y, 4)
+    r = h - np.stack([h[y == c].mean(0) for c in range(4)])[y]
+    cov = r.T @ r / 199
+    np.testing.assert_allclose(p, np.linalg.inv(cov + 1e-3 * np.trace(cov) / 8 * np.eye(8)))

@@ -59,6 +59,22 @@ def read_image_file(path: Path, size: int) -> np.ndarray:
     return image_to_tensor(img, size)
 
 
+def _integer(name: str) -> bool:
+    """A label int() reads as an integer: "²" is a digit int() refuses, and "--3" was
+    taken for one by stripping every leading dash (a ValueError traceback)."""
+    digits = name[1:] if name.startswith("-") else name
+    return digits.isdecimal()
+
+
+def _printable_name(name: str, where: str) -> None:
+    """Class names go into checkpoints, manifests and JSON lines, which take printable
+    names only: a label with a tab or a non-breaking space trained a whole run and was
+    then refused, naming a temporary file that was gone."""
+    bad = next((ch for ch in name if not ch.isprintable()), None)
+    if bad is not None:
+        raise EdgeMlaError(f"{where}: label {name!r} holds a non-printable character (U+{ord(bad):04X}); use plain spaces and visible characters")
+
+
 def jpeg_problem(path: Path) -> Optional[str]:
     """What is wrong with a JPEG file's structure, or None (also for other formats).
     OpenCV decodes a JPEG cut short without an error (only libjpeg's stderr line,
@@ -137,6 +153,7 @@ def read_pairs_csv(csv_path: Path) -> list:
             for c in REQUIRED:
                 if not r.get(c):
                     raise EdgeMlaError(f"{csv_path}:{lineno}: empty {c}")
+            _printable_name(r["label"], f"{csv_path}:{lineno}")
             sp = r.get("split", "").lower()
             if sp and sp not in ("train", "val", "test"):
                 raise EdgeMlaError(f"{csv_path}:{lineno}: split {sp!r} must be train, val or test")
@@ -176,9 +193,11 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
     classes_file = base / "classes.txt"
     if classes_file.is_file():
         classes = [ln.strip() for ln in read_text(classes_file).splitlines() if ln.strip()]
+        for c in classes:
+            _printable_name(c, str(classes_file))
     else:
         names = sorted({r["label"] for r in rows})
-        classes = sorted(names, key=int) if all(n.lstrip("-").isdecimal() for n in names) else names  # "²" is a digit int() refuses
+        classes = sorted(names, key=int) if all(_integer(n) for n in names) else names
     if len(set(classes)) != len(classes):
         raise EdgeMlaError(f"{classes_file}: lists a class twice")
     if len(classes) < 2:
