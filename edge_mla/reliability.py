@@ -169,10 +169,12 @@ def fit_gaussian(h: np.ndarray, y: np.ndarray, num_classes: int, shrink: float =
     cov = r.T @ r / max(len(h) - 1, 1)
     d = cov.shape[0]
     # the ridge is relative to the within-class spread; with one training pair per
-    # class that spread is 0 (a Singular matrix traceback), so it never falls below
-    # a millionth of the features' total spread (or 1 when every feature is constant)
-    total = float(np.sum((h - h.mean(0)) ** 2) / max(len(h) - 1, 1)) / d
-    ridge = max(shrink * np.trace(cov) / d, 1e-6 * total if total > 0 else 1.0)
+    # class that spread is 0 (a Singular matrix traceback), and then the ridge is a
+    # millionth of the features' total spread (or 1 when every feature is constant)
+    ridge = shrink * np.trace(cov) / d
+    if not ridge > 0:
+        total = float(np.sum((h - h.mean(0)) ** 2) / max(len(h) - 1, 1)) / d
+        ridge = 1e-6 * total if total > 0 else 1.0
     cov += ridge * np.eye(d)
     return means, np.linalg.inv(cov)
 

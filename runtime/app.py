@@ -57,6 +57,8 @@ from edge_mla.runtime.workers import Worker
 
 log = logging.getLogger(__name__)
 
+END_DRAIN_S = 3.0  # after every source ended, the most time the paced workers get to run on the last data
+
 
 @dataclass
 class RunReport:
@@ -337,17 +339,19 @@ class Runtime:
     def wait(self, duration: Optional[float] = None) -> None:
         """Block until stopped, ``duration`` seconds passed, or every source ended."""
         deadline = None if duration is None else self._t_start + duration
-        ended_at = None
+        ended_at, idle = None, {}
         while not self._stop.is_set():
             if deadline is not None and now() >= deadline:
                 break
             if self.sources_ended():
                 if ended_at is None:
                     ended_at = now()
+                    idle = {m: w.skipped for m, w in self.workers.items() if w.rate}
                     log.info("every source ended")
-                # one more tick of each paced worker: a WAV shorter than a hop ended
-                # before the audio engine ever ran on it (0 decisions, no word)
-                if now() - ended_at >= max((1.0 / w.rate for w in self.workers.values() if w.rate), default=0.0) + 0.1:
+                # stop once each paced worker has had a tick with nothing new, i.e. has run
+                # on the last of its data: a WAV shorter than a hop ended before the audio
+                # engine ever ran on it (0 decisions, no word)
+                if all(self.workers[m].skipped > n for m, n in idle.items()) or now() - ended_at > END_DRAIN_S:
                     break
             self._stop.wait(0.1 if deadline is None else max(min(0.1, deadline - now()), 0.001))
         self._stop.set()
