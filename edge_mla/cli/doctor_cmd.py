@@ -26,10 +26,6 @@ def register(subparsers, common) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_mla.runtime.doctor import FAIL, run_checks
 
-    from edge_mla.validate import not_empty_path
-
-    not_empty_path(args.engines, "engines")
-    not_empty_path(args.clips, "clips")
     checks = run_checks(Path(args.engines) if args.engines else None, Path(args.clips))
     for c in checks:
         print(c.line(), flush=True)

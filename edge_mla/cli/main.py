@@ -118,11 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     interrupted = _watch_interrupts()
     try:
         return _main(argv, only)
-    except KeyboardInterrupt:  # Ctrl-C while the parser imported the command's modules
-        print(f"edge-mla {only or ''}: interrupted".replace(" :", ":"), file=sys.stderr)
-        return 130
-    except ImportError:  # Ctrl-C inside a native module's initialisation (onnxruntime: "initialization failed")
-        if not interrupted.is_set():
+    except (KeyboardInterrupt, ImportError) as exc:  # Ctrl-C anywhere, also while the parser imports the command's
+        if isinstance(exc, ImportError) and not interrupted.is_set():  # modules (in onnxruntime's native init: an ImportError)
             raise
         print(f"edge-mla {only or ''}: interrupted".replace(" :", ":"), file=sys.stderr)
         return 130
@@ -166,9 +163,6 @@ def _main(argv: list, only: Optional[str]) -> int:
         one_line = " ".join(str(exc).split())  # a message quoting user text never breaks the one line
         print(f"edge-mla {args.command}: error: {one_line}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"edge-mla {args.command}: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `edge-mla data info ... | head -1`: the reader has what it wanted
         _quiet_stdout()
         return 141

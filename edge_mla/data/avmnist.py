@@ -17,7 +17,6 @@ import numpy as np
 
 from edge_mla.data.pairs import PairedDataset, PairedSplit, pair_by_label
 from edge_mla.errors import EdgeMlaError
-from edge_mla.validate import not_empty_path
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,6 @@ DEFAULT_VAL_SPEAKER = "yweweler"
 
 def resolve_data_dir(data_dir: Optional[str]) -> Path:
     """--data-dir, else $EDGE_MLA_DATA, else ../shared/data next to the checkout."""
-    not_empty_path(data_dir, "data_dir")  # "" is not "no --data-dir"
     cand = data_dir or os.environ.get(DATA_ENV)
     if not cand:
         guess = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -203,7 +203,7 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
     if len(classes) < 2:
         raise EdgeMlaError(f"{classes_file if classes_file.is_file() else csv_path}: only one class ({', '.join(map(repr, classes))}); a classifier needs at least two")
     cls_index = {c: i for i, c in enumerate(classes)}
-    images, clips, labels, parts = [], [], [], []
+    images, clips, labels, parts, img_rows, clip_rows = [], [], [], [], [], []
     img_cache: dict = {}
     clip_cache: dict = {}
     seen: dict = {}
@@ -222,11 +222,13 @@ def load_folder(root: str, seed: int = 0, sample_rate: int = 16000, window_secon
         if ap not in clip_cache:
             clip_cache[ap] = len(clips)
             clips.append(read_audio_file(ap, sample_rate))
+        img_rows.append(img_cache[ip])
+        clip_rows.append(clip_cache[ap])
         labels.append(cls_index[r["label"]])
         parts.append(r["split"])
     labels_a = np.asarray(labels, np.int64)
-    img_idx = np.asarray([img_cache[_member(base, r["image"], csv_path, 0, "image")] for r in rows], np.int64)
-    clip_idx = np.asarray([clip_cache[_member(base, r["audio"], csv_path, 0, "audio")] for r in rows], np.int64)
+    img_idx = np.asarray(img_rows, np.int64)
+    clip_idx = np.asarray(clip_rows, np.int64)
     part = np.asarray([{"train": 0, "val": 1, "test": 2}.get(p, -1) for p in parts])
     if (part < 0).any():
         rng = np.random.default_rng(seed)
